@@ -1,0 +1,16 @@
+"""ONNX / torch.export exporters, shipped as ``fixate_rt.exporters`` (issue 8: three graphs + validation).
+
+`onnx_status` reports whether the ONNX extra is installed, for clear `UnavailableError` messages.
+"""
+
+from __future__ import annotations
+
+
+def onnx_status() -> str:
+    """"" when onnx and onnxruntime import, else the reason and the fixing install command."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return f"ONNX extra missing ({exc}); pip install 'fixate-rt[onnx]'"
+    return ""

@@ -1,0 +1,51 @@
+"""Backbone adapters. ``load(name_or_path)`` returns a ready `Backbone`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError, ValidationError
+from .base import Backbone, DecoderInputs, DecoderOutput, SlateFeatures
+from .tiny import NAME as TINY_NAME
+from .tiny import ensure_tiny
+
+__all__ = ["Backbone", "DecoderInputs", "DecoderOutput", "SlateFeatures", "load", "resolve_device"]
+
+SUPPORTED = ("qwen3_vl",)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → cuda when available else cpu; an explicit ``cuda`` without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    return torch.device(device)
+
+
+def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
+         dtype: torch.dtype | None = None) -> Backbone:
+    """Load a backbone from a local checkpoint folder, or the embedded ``tiny-qwen3vl``. Never downloads."""
+    dev = resolve_device(device) if isinstance(device, str) else device
+    if dtype is None:
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    if str(name_or_path) == TINY_NAME:
+        path, name = ensure_tiny(), TINY_NAME
+    else:
+        path, name = Path(name_or_path), str(name_or_path)
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path}: not a model folder (no config.json); use a local checkpoint or '{TINY_NAME}'")
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path / 'config.json'}: invalid JSON (line {exc.lineno})") from None
+    if model_type == "qwen3_vl":
+        from .qwen_vl import Qwen3VLBackbone
+
+        return Qwen3VLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name)
+    raise ValidationError(
+        f"{path / 'config.json'}, field 'model_type': '{model_type}' is not supported (supported: {', '.join(SUPPORTED)})"
+    )

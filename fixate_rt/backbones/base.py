@@ -1,0 +1,74 @@
+"""What every backbone adapter provides to the rest of fixate-rt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+@dataclass
+class SlateFeatures:
+    """A slate after preprocessing and the frozen vision tower (computed once, reused for every user).
+
+    image_embeds [P, D]; deepstack: list of [P, D] (Qwen3-VL, empty otherwise); grid_thw [1, 3] in patches;
+    token_boxes float [P, 4]: the pixel rectangle of every image token in the original slate image.
+    """
+
+    image_embeds: torch.Tensor
+    deepstack: list[torch.Tensor]
+    grid_thw: torch.Tensor
+    token_boxes: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        return self.image_embeds.shape[0]
+
+
+@dataclass
+class DecoderInputs:
+    """A padded batch ready for the decoder. B rows, T positions (left padding).
+
+    input_ids [B, T] (soft-prompt places hold a placeholder id); attention_mask [B, T];
+    position_ids [3, B, T] (M-RoPE) or [B, T]; soft_mask [B, T] bool (where the soft prompt goes);
+    image_mask [B, T] bool (image tokens, P per row).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    soft_mask: torch.Tensor
+    image_mask: torch.Tensor
+    mm_token_type_ids: torch.Tensor
+
+
+@dataclass
+class DecoderOutput:
+    """label_logits [B, S]: logits of each slot's answer-label token at the last prompt position.
+
+    attentions: {layer: [B, T, T]} head-averaged probabilities of the probed layers (empty unless asked).
+    """
+
+    label_logits: torch.Tensor
+    attentions: dict[int, torch.Tensor]
+
+
+class Backbone(Protocol):
+    family: str
+    name: str
+    hidden_size: int
+    num_layers: int
+    default_probe_layers: tuple[int, ...]
+    device: torch.device
+
+    def encode_slate(self, image) -> SlateFeatures: ...
+
+    def label_token_ids(self, labels: tuple[str, ...]) -> list[int]: ...
+
+    def build_inputs(self, profiles: list[str], labels: tuple[str, ...], slate: SlateFeatures,
+                     n_soft: int) -> DecoderInputs: ...
+
+    def decode(self, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.Tensor | None,
+               label_ids: list[int], probe_layers: tuple[int, ...] = ()) -> DecoderOutput: ...

@@ -1,0 +1,82 @@
+"""Project-owned Qwen-VL processor: image processor (PIL variant) + tokenizer + our placeholder expansion.
+
+transformers 5.24's Qwen-VL processors require a video processor and therefore torchvision, which is
+unusable here (design/environment.md); this does the same job for single images without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoTokenizer
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from .. import template
+from ..errors import ValidationError
+
+VISION_START, IMAGE_PAD, VISION_END = "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"
+
+
+class QwenVLProcessor:
+    """Turns (slate image, profile, labels) into model inputs for the Qwen-VL family."""
+
+    def __init__(self, tokenizer, image_processor: Qwen2VLImageProcessorPil) -> None:
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.merge_size = int(image_processor.merge_size)
+        ids = tokenizer.convert_tokens_to_ids([VISION_START, IMAGE_PAD, VISION_END])
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+            raise ValidationError(f"tokenizer lacks the Qwen vision tokens {VISION_START} {IMAGE_PAD} {VISION_END}")
+        self.vision_start_id, self.image_pad_id, self.vision_end_id = ids
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def from_pretrained(cls, path: Path) -> QwenVLProcessor:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path))
+        return cls(tokenizer, image_processor)
+
+    # --------------------------------------------------------------------------------- image side
+    def preprocess_image(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixel_values [patches, C*t*p*p] and grid_thw [1, 3] (in patches, before the 2x2 merge)."""
+        out = self.image_processor(images=[image.convert("RGB")], return_tensors="pt")
+        return out["pixel_values"], out["image_grid_thw"]
+
+    def token_boxes(self, grid_thw: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:
+        """[P, 4] pixel rectangles in the original image, merged tokens row-major over the merged grid.
+
+        The processor resizes the whole image (no crop) to a multiple of patch*merge, so merged cell (i, j)
+        of an (h, w) merged grid covers x in [j, j+1)·W/w and y in [i, i+1)·H/h of the original image.
+        """
+        _, gh, gw = (int(v) for v in grid_thw[0])
+        h, w = gh // self.merge_size, gw // self.merge_size
+        width, height = image_size
+        jj, ii = np.meshgrid(np.arange(w), np.arange(h))  # row-major: i outer, j inner
+        x0, y0 = jj.ravel() * width / w, ii.ravel() * height / h
+        return np.stack([x0, y0, x0 + width / w, y0 + height / h], axis=1).astype(np.float32)
+
+    # ---------------------------------------------------------------------------------- text side
+    def encode(self, profile: str, labels: tuple[str, ...], n_image_tokens: int) -> tuple[list[int], list[int]]:
+        """Token ids of the one template with the image block expanded, and mm_token_type_ids (1 = image)."""
+        before, after = template.render(profile, labels).split(template.IMAGE_MARKER)
+        head = self.tokenizer(before, add_special_tokens=False)["input_ids"]
+        tail = self.tokenizer(after, add_special_tokens=False)["input_ids"]
+        image = [self.vision_start_id] + [self.image_pad_id] * n_image_tokens + [self.vision_end_id]
+        ids = head + image + tail
+        types = [0] * (len(head) + 1) + [1] * n_image_tokens + [0] * (1 + len(tail))
+        return ids, types
+
+    def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
+        """One token id per answer label; a label that is not a single token is a clear error."""
+        out = []
+        for label in labels:
+            ids = self.tokenizer(label, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1 or ids[0] == self.tokenizer.unk_token_id:
+                raise ValidationError(
+                    f"answer label '{label}' is not a single known token for this tokenizer (got ids {ids})"
+                )
+            out.append(ids[0])
+        return out

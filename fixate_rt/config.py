@@ -1,0 +1,51 @@
+"""Frozen run configurations shared by the CLI and the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+
+class Probe(str, Enum):
+    rollout = "rollout"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Kernel(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    cpp = "cpp"
+
+
+class PoolMode(str, Enum):
+    exclusive = "exclusive"
+    overlap = "overlap"
+    area = "area"
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    users: Path
+    images: Path
+    out: Path
+    model: str = "tiny-qwen3vl"
+    prompts: Path | None = None
+    pairs: Path | None = None
+    samples: int = 1
+    seed: int = 0
+    batch_size: int = 8
+    device: Device = Device.auto
+    probe: Probe = Probe.rollout
+    kernel: Kernel = Kernel.auto
+    pool_mode: PoolMode = PoolMode.exclusive
+    residual: float = 0.5
+
+    def to_json(self) -> dict:
+        return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
+                for k, v in asdict(self).items()}

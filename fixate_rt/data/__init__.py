@@ -1,0 +1,1 @@
+"""Data formats (readers, writers, validation), slate layouts and the synthetic data generator."""

@@ -1,0 +1,157 @@
+"""Slate folders: one image per slate plus its layout (slot boxes and answer labels).
+
+``slates/<slate_id>.png|.jpg`` and either ``slates/layout.json`` (shared by every slate) or
+``slates/<slate_id>.json`` (per slate, takes precedence). Layout JSON::
+
+    {"image_size": [W, H], "slots": [{"box": [x0, y0, x1, y1], "label": "A"}, ...]}
+
+Slots are in reading order; boxes are in pixels of that image. Extra keys (e.g. ``item``) are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InputError, ValidationError
+from ..io import atomic_path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SHARED_LAYOUT = "layout.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the slots are. ``boxes`` is float [S, 4] in image pixels; ``labels`` are the answer labels."""
+
+    image_size: tuple[int, int]  # (W, H)
+    boxes: np.ndarray
+    labels: tuple[str, ...]
+    items: tuple[dict, ...] = field(default=(), compare=False)
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.labels)
+
+    def to_json(self) -> dict:
+        slots = []
+        for i, (box, label) in enumerate(zip(self.boxes.tolist(), self.labels)):
+            slot = {"box": [round(v, 3) for v in box], "label": label}
+            if self.items:
+                slot["item"] = self.items[i]
+            slots.append(slot)
+        return {"image_size": list(self.image_size), "slots": slots}
+
+
+@dataclass(frozen=True)
+class Slate:
+    slate_id: str
+    image_path: Path
+    layout: Layout
+
+    def load_image(self) -> Image.Image:
+        """Decode the slate image as RGB (validated already, so this only fails on a race)."""
+        with Image.open(self.image_path) as img:
+            return img.convert("RGB")
+
+
+def parse_layout(payload: object, source: Path) -> Layout:
+    """Validate a layout JSON object; every problem names the file and the slot."""
+    if not isinstance(payload, dict):
+        raise ValidationError(f"{source}: layout must be a JSON object")
+    size = payload.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ValidationError(f"{source}, field 'image_size': expected [W, H] positive integers, got {size!r}")
+    slots = payload.get("slots")
+    if not isinstance(slots, list) or not slots:
+        raise ValidationError(f"{source}, field 'slots': expected a non-empty list")
+    w, h = size
+    boxes, labels, items = [], [], []
+    for i, slot in enumerate(slots):
+        loc = f"{source}, slot {i}"
+        if not isinstance(slot, dict):
+            raise ValidationError(f"{loc}: expected an object with 'box' and 'label'")
+        box = slot.get("box")
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            raise ValidationError(f"{loc}, field 'box': expected [x0, y0, x1, y1], got {box!r}")
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not (x1 > x0 and y1 > y0):
+            raise ValidationError(f"{loc}, field 'box': empty box {box}")
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            raise ValidationError(f"{loc}, field 'box': {box} lies outside the {w}x{h} image")
+        label = slot.get("label")
+        if not isinstance(label, str) or not label.strip():
+            raise ValidationError(f"{loc}, field 'label': expected a non-empty string")
+        if label in labels:
+            raise ValidationError(f"{loc}, field 'label': duplicate label '{label}'")
+        boxes.append([x0, y0, x1, y1])
+        labels.append(label)
+        items.append(slot.get("item", {}))
+    has_items = any(items)
+    return Layout((w, h), np.asarray(boxes, dtype=np.float32), tuple(labels), tuple(items) if has_items else ())
+
+
+def read_layout(path: Path) -> Layout:
+    try:
+        payload = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{path}: invalid JSON (line {exc.lineno}: {exc.msg})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read layout ({exc.strerror or exc})") from None
+    return parse_layout(payload, Path(path))
+
+
+def write_layout(path: Path, layout: Layout) -> None:
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(layout.to_json(), indent=1) + "\n")
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            size = img.size
+            img.load()  # decodes fully: truncated files fail here, not mid-run
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"{path}: corrupt or unreadable image ({type(exc).__name__})") from None
+    return size
+
+
+def read_slates(folder: Path) -> dict[str, Slate]:
+    """Read and validate a slates folder. Returns slates by id, sorted by id."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: slates folder not found")
+    images: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in images:
+                raise ValidationError(f"{path}: two images for slate '{path.stem}'")
+            images[path.stem] = path
+    if not images:
+        raise InputError(f"{folder}: no slate images (*.png, *.jpg) found")
+    for path in sorted(folder.glob("*.json")):
+        if path.name != SHARED_LAYOUT and path.stem not in images:
+            raise ValidationError(f"{path}: layout has no image {path.stem}.png/.jpg beside it")
+    shared_path = folder / SHARED_LAYOUT
+    shared = read_layout(shared_path) if shared_path.exists() else None
+    slates = {}
+    for slate_id, image_path in images.items():
+        own = folder / f"{slate_id}.json"
+        if own.exists():
+            layout, layout_path = read_layout(own), own
+        elif shared is not None:
+            layout, layout_path = shared, shared_path
+        else:
+            raise ValidationError(f"{image_path}: image has no layout ({slate_id}.json or {SHARED_LAYOUT})")
+        size = _image_size(image_path)
+        if size != layout.image_size:
+            raise ValidationError(
+                f"{image_path}: image is {size[0]}x{size[1]} but {layout_path.name} says "
+                f"{layout.image_size[0]}x{layout.image_size[1]}"
+            )
+        slates[slate_id] = Slate(slate_id, image_path, layout)
+    return slates

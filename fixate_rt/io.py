@@ -1,0 +1,48 @@
+"""Atomic output writing: every file is written to a temp name in the same folder and renamed.
+
+A failed or interrupted run therefore never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check that files can be created in it (fails before any model work)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".fixate-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{path}: output folder is not writable ({exc.strerror or exc})") from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it onto ``final`` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(final: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")

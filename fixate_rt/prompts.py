@@ -1,0 +1,126 @@
+"""Per-user soft prompts: a shared basis mixed by per-user logits (method.md §3).
+
+prompt_u = softmax(alpha_u) @ basis, i.e. [K] x [K, N, D] -> [N, D]. A user missing from the bank gets the
+cold-start prompt alpha = 0, the plain mean of the bases, and is flagged as such.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import InputError, ValidationError
+from .io import atomic_path
+
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class SoftPromptBank:
+    """basis [K, N, D] (shared), alpha [U, K] (one row per user in ``user_ids`` order)."""
+
+    basis: torch.Tensor
+    alpha: torch.Tensor
+    user_ids: tuple[str, ...]
+    backbone: str = ""
+    config_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if self.basis.ndim != 3:
+            raise ValidationError(f"prompt bank: basis must be [K, N, D], got shape {tuple(self.basis.shape)}")
+        if self.alpha.ndim != 2 or self.alpha.shape != (len(self.user_ids), self.basis.shape[0]):
+            raise ValidationError(
+                f"prompt bank: alpha must be [U, K] = [{len(self.user_ids)}, {self.basis.shape[0]}], "
+                f"got {tuple(self.alpha.shape)}"
+            )
+        self._row = {uid: i for i, uid in enumerate(self.user_ids)}
+
+    @property
+    def n_basis(self) -> int:
+        return self.basis.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.basis.shape[1]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.basis.shape[2]
+
+    @classmethod
+    def init(
+        cls, user_ids: list[str] | tuple[str, ...], n_basis: int, n_tokens: int, hidden_size: int, *,
+        std: float = 0.01, seed: int = 0, backbone: str = "",
+    ) -> SoftPromptBank:
+        """FixATE's initialisation: basis ~ N(0, std^2), alpha = 0 (every user starts at the mean prompt)."""
+        gen = torch.Generator().manual_seed(seed)
+        basis = torch.randn(n_basis, n_tokens, hidden_size, generator=gen) * std
+        return cls(basis, torch.zeros(len(user_ids), n_basis), tuple(user_ids), backbone)
+
+    def check_hidden_size(self, hidden_size: int, source: object = "prompt bank") -> None:
+        if self.hidden_size != hidden_size:
+            raise ValidationError(
+                f"{source}: prompt hidden size {self.hidden_size} does not match the model's {hidden_size}"
+            )
+
+    def is_cold(self, user_id: str) -> bool:
+        return user_id not in self._row
+
+    def mix(self, user_ids: list[str] | tuple[str, ...]) -> tuple[torch.Tensor, list[bool]]:
+        """Prompts [B, N, D] for ``user_ids`` plus a cold-start flag per user."""
+        cold = [uid not in self._row for uid in user_ids]
+        alpha = torch.stack(
+            [torch.zeros(self.n_basis) if c else self.alpha[self._row[uid]] for uid, c in zip(user_ids, cold)]
+        ).to(self.basis.dtype)
+        weights = torch.softmax(alpha.float(), dim=-1).to(self.basis.dtype)  # [B, K]
+        return torch.einsum("bk,knd->bnd", weights, self.basis), cold
+
+    # ------------------------------------------------------------------------------------ files
+    def save(self, path: Path) -> None:
+        meta = {
+            "format": f"fixate-rt/prompt-bank/{FORMAT_VERSION}",
+            "user_ids": json.dumps(list(self.user_ids)),
+            "backbone": self.backbone,
+            "hidden_size": str(self.hidden_size),
+            "config_hash": self.config_hash,
+        }
+        tensors = {"basis": self.basis.detach().float().contiguous(), "alpha": self.alpha.detach().float().contiguous()}
+        with atomic_path(Path(path)) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+
+    @classmethod
+    def load(cls, path: Path) -> SoftPromptBank:
+        """Load from safetensors (never pickle); every problem names the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: prompt bank not found")
+        try:
+            tensors = load_file(str(path))
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable safetensors prompt bank ({exc})") from None
+        for name in ("basis", "alpha"):
+            if name not in tensors:
+                raise ValidationError(f"{path}, field '{name}': tensor missing")
+        try:
+            user_ids = tuple(json.loads(meta.get("user_ids", "[]")))
+        except json.JSONDecodeError:
+            raise ValidationError(f"{path}, field 'user_ids': metadata is not a JSON list") from None
+        try:
+            return cls(tensors["basis"], tensors["alpha"], user_ids, meta.get("backbone", ""), meta.get("config_hash", ""))
+        except ValidationError as exc:
+            raise ValidationError(f"{path}: {exc}") from None
+
+
+def config_hash(config: dict) -> str:
+    """Short stable hash of a JSON-able config (recorded in prompt banks and run.json)."""
+    return hashlib.blake2b(json.dumps(config, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()

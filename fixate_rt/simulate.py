@@ -1,0 +1,233 @@
+"""Batched click simulation: `Simulator` (load once, call many times) and `simulate(config)` (files in/out).
+
+Per slate: preprocess + vision tower once; per batch of users: mix prompts, assemble inputs_embeds with
+the soft prompt at position 0, decode, read the answer-label logits at the last prompt position
+(p_click = softmax over the slate's labels) and roll attention out of the probed layers into slots.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from . import ops
+from .backbones import Backbone, SlateFeatures, load
+from .config import SimulateConfig
+from .data.slates import Layout, Slate, read_slates
+from .data.tables import SIMULATIONS_SCHEMA, Users, read_pairs, read_users
+from .errors import ValidationError
+from .io import atomic_path, ensure_writable_dir, write_json
+from .prompts import SoftPromptBank
+from .seeding import draw_click
+
+
+@dataclass
+class SlateResult:
+    """p_click [B, S] and slot_relevance [B, S] (float64 rows summing to 1), cold_start [B]."""
+
+    p_click: np.ndarray
+    slot_relevance: np.ndarray
+    cold_start: list[bool]
+
+
+class StageTimer:
+    """Accumulates wall time per stage (synchronising CUDA so GPU work is charged to the right stage)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def stage(self, name: str):
+        timer = self
+
+        class _Stage:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if timer.device.type == "cuda":
+                    torch.cuda.synchronize(timer.device)
+                timer.seconds[name] += time.perf_counter() - self.t0
+
+        return _Stage()
+
+
+class Simulator:
+    """A loaded backbone + prompt bank that simulates clicks for in-memory users and slate images."""
+
+    def __init__(self, model: str | Path = "tiny-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
+                 device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
+                 residual: float = 0.5, pool_mode: str = "exclusive", kernel: str = "auto", batch_size: int = 8,
+                 backbone: Backbone | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.backbone = backbone if backbone is not None else load(model, device=device, dtype=dtype)
+        if prompts is not None and not isinstance(prompts, SoftPromptBank):
+            source = prompts
+            prompts = SoftPromptBank.load(Path(prompts))
+            prompts.check_hidden_size(self.backbone.hidden_size, source)
+        elif prompts is not None:
+            prompts.check_hidden_size(self.backbone.hidden_size)
+        self.prompts = prompts
+        self.probe_layers = tuple(probe_layers) if probe_layers is not None else self.backbone.default_probe_layers
+        bad = [layer for layer in self.probe_layers if not 0 <= layer < self.backbone.num_layers]
+        if bad:
+            raise ValidationError(f"probe layers {bad} outside 0..{self.backbone.num_layers - 1}")
+        self.residual = residual
+        self.pool_mode = pool_mode
+        self.kernel = kernel
+        self.batch_size = batch_size
+        self.timer = StageTimer(self.backbone.device)
+        self.impls = {
+            "rollout_row": ops.resolve("rollout_row", kernel if kernel != "cpp" else "torch", device=self.backbone.device),
+            "slot_pool": ops.resolve("slot_pool", kernel, device=torch.device("cpu")),
+        }
+
+    # ---------------------------------------------------------------------------------- one slate
+    def encode_slate(self, image: Image.Image) -> SlateFeatures:
+        with self.timer.stage("vision"):
+            return self.backbone.encode_slate(image)
+
+    @torch.no_grad()
+    def simulate_slate(self, image: Image.Image | SlateFeatures, layout: Layout, user_ids: list[str],
+                       profiles: list[str]) -> SlateResult:
+        """Every user in ``user_ids`` on one slate, in batches. The vision tower runs once."""
+        if isinstance(image, SlateFeatures):
+            feats = image
+        else:
+            if image.size != layout.image_size:
+                raise ValidationError(f"image is {image.size[0]}x{image.size[1]} but layout says {layout.image_size}")
+            feats = self.encode_slate(image)
+        label_ids = self.backbone.label_token_ids(layout.labels)
+        slot_boxes = torch.from_numpy(layout.boxes)
+        p_all, rel_all, cold_all = [], [], []
+        for start in range(0, len(user_ids), self.batch_size):
+            uids = user_ids[start:start + self.batch_size]
+            with self.timer.stage("prompt_assembly"):
+                prompts, cold = (self.prompts.mix(uids) if self.prompts is not None else (None, [True] * len(uids)))
+                n_soft = prompts.shape[1] if prompts is not None else 0
+                inputs = self.backbone.build_inputs(profiles[start:start + self.batch_size], layout.labels, feats, n_soft)
+            with self.timer.stage("decoder"):
+                out = self.backbone.decode(inputs, feats, prompts, label_ids, self.probe_layers)
+            with self.timer.stage("probe"):
+                attn = torch.stack([out.attentions[layer] for layer in self.probe_layers], dim=1)  # [B, L, T, T]
+                last = torch.full((attn.shape[0],), attn.shape[-1] - 1, dtype=torch.long)
+                row = ops.rollout_row(attn, last, residual=self.residual, impl=self.impls["rollout_row"])
+                token_rel = row[inputs.image_mask].reshape(row.shape[0], feats.n_tokens).abs()
+            with self.timer.stage("pooling"):
+                boxes = slot_boxes.expand(len(uids), -1, -1)
+                rel = ops.slot_pool(token_rel.float().cpu(), feats.token_boxes, boxes, mode=self.pool_mode,
+                                    impl=self.impls["slot_pool"])
+            p_all.append(torch.softmax(out.label_logits.double(), dim=-1).cpu().numpy())
+            rel_all.append(rel.double().numpy())
+            cold_all.extend(cold)
+        return SlateResult(np.concatenate(p_all), np.concatenate(rel_all), cold_all)
+
+    # --------------------------------------------------------------------------------- many slates
+    def run(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]] | None = None, *,
+            samples: int = 1, seed: int = 0, on_pairs: Callable[[int], None] | None = None) -> pa.Table:
+        """Simulate ``pairs`` (default every user × every slate); one output row per (pair, sample)."""
+        profile = dict(zip(users.ids, users.profiles))
+        if pairs is None:
+            pairs = [(u, s) for s in slates for u in users.ids]
+        by_slate: dict[str, list[int]] = defaultdict(list)
+        for i, (uid, sid) in enumerate(pairs):
+            by_slate[sid].append(i)
+        results: list[tuple | None] = [None] * len(pairs)
+        for sid, idx in by_slate.items():
+            slate = slates[sid]
+            with self.timer.stage("preprocess"):
+                image = slate.load_image()
+            uids = [pairs[i][0] for i in idx]
+            res = self.simulate_slate(image, slate.layout, uids, [profile[u] for u in uids])
+            for j, i in enumerate(idx):
+                results[i] = (res.p_click[j], res.slot_relevance[j], res.cold_start[j])
+            if on_pairs is not None:
+                on_pairs(len(idx))
+        with self.timer.stage("sampling"):
+            cols: dict[str, list] = defaultdict(list)
+            for (uid, sid), (p, rel, cold) in zip(pairs, results):
+                labels = slates[sid].layout.labels
+                for k in range(samples):
+                    click = draw_click(p, seed, uid, sid, k)
+                    for name, value in zip(SIMULATIONS_SCHEMA.names,
+                                           (uid, sid, k, click, labels[click], p.tolist(), rel.tolist(), cold)):
+                        cols[name].append(value)
+        return pa.table({name: pa.array(cols[name], SIMULATIONS_SCHEMA.field(name).type)
+                         for name in SIMULATIONS_SCHEMA.names}, schema=SIMULATIONS_SCHEMA)
+
+
+def _check_pairs(pairs: list[tuple[str, str]], users: Users, slates: dict[str, Slate], path: Path) -> None:
+    known_users = set(users.ids)
+    for row, (uid, sid) in enumerate(pairs):
+        if uid not in known_users:
+            raise ValidationError(f"{path}, row {row}, field 'user_id': unknown user '{uid}'")
+        if sid not in slates:
+            raise ValidationError(f"{path}, row {row}, field 'slate_id': unknown slate '{sid}'")
+
+
+def versions() -> dict[str, str]:
+    import transformers
+
+    from . import __version__
+
+    return {"fixate_rt": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "numpy": np.__version__, "pyarrow": pa.__version__,
+            "cpp_module": str(ops.cpp_available())}
+
+
+def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None = None,
+             on_start: Callable[[int], None] | None = None) -> dict:
+    """Validate inputs, simulate, write ``simulations.parquet`` + ``run.json`` atomically. Returns run.json."""
+    t0 = time.perf_counter()
+    if config.samples < 1:
+        raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
+    users = read_users(config.users)
+    slates = read_slates(config.images)
+    pairs = read_pairs(config.pairs) if config.pairs is not None else None
+    if pairs is not None:
+        _check_pairs(pairs, users, slates, config.pairs)
+    out = ensure_writable_dir(Path(config.out))
+    t_read = time.perf_counter() - t0
+    sim = Simulator(config.model, prompts=config.prompts, device=config.device.value, probe_layers=None,
+                    residual=config.residual, pool_mode=config.pool_mode.value, kernel=config.kernel.value,
+                    batch_size=config.batch_size)
+    t_load = time.perf_counter() - t0 - t_read
+    n_pairs = len(pairs) if pairs is not None else len(users) * len(slates)
+    if on_start is not None:
+        on_start(n_pairs)
+    t_run = time.perf_counter()
+    table = sim.run(users, slates, pairs, samples=config.samples, seed=config.seed, on_pairs=on_pairs)
+    with sim.timer.stage("write"):
+        with atomic_path(out / "simulations.parquet") as tmp:
+            pq.write_table(table, tmp)
+    run_s = time.perf_counter() - t_run
+    info = {
+        "command": "simulate",
+        "config": config.to_json(),
+        "versions": versions(),
+        "device": str(sim.backbone.device),
+        "backbone": {"name": sim.backbone.name, "family": sim.backbone.family,
+                     "hidden_size": sim.backbone.hidden_size, "num_layers": sim.backbone.num_layers,
+                     "probe_layers": list(sim.probe_layers)},
+        "implementations": sim.impls,
+        "pairs": n_pairs,
+        "rows": table.num_rows,
+        "cold_start_pairs": int(np.sum(table.column("cold_start").to_numpy())) // config.samples,
+        "timings_s": {"read_inputs": round(t_read, 4), "load_model": round(t_load, 4),
+                      **{k: round(v, 4) for k, v in sim.timer.seconds.items()}, "run_total": round(run_s, 4)},
+        "pairs_per_s": round(n_pairs / run_s, 3) if run_s > 0 else None,
+        "outputs": {"simulations": str(out / "simulations.parquet")},
+    }
+    write_json(out / "run.json", info)
+    return info
