@@ -105,27 +105,58 @@ def simulate(
 
 
 def _print_summary(out: Path, info: dict, seconds: float) -> None:
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(out / "simulations.parquet").to_pydict()
-    labels = sorted(set(table["click_label"]) | {lab for lab in table["click_label"]})
-    width = max(len(p) for p in table["p_click"])
-    p = np.array([row for row in table["p_click"] if len(row) == width])
-    rel = np.array([row for row in table["slot_relevance"] if len(row) == width])
-    summary = Table(title=f"{info['rows']} simulated clicks · {info['pairs']} pairs · "
-                          f"{info['pairs_per_s']} pairs/s · device {info['device']}")
+    summary = info["summary"]
+    table = Table(title=f"{info['rows']} simulated clicks · {info['pairs']} pairs · {info['pairs_per_s']} pairs/s "
+                        f"· device {info['device']}")
     for col in ("slot", "click share", "mean p_click", "mean slot relevance"):
-        summary.add_column(col, justify="right")
-    clicks = np.array(table["click_slot"])
-    for slot in range(width):
-        label = next((lab for lab, s in zip(table["click_label"], table["click_slot"]) if s == slot), str(slot))
-        summary.add_row(label, f"{np.mean(clicks == slot):.3f}", f"{p[:, slot].mean():.3f}", f"{rel[:, slot].mean():.3f}")
+        table.add_column(col, justify="right")
+    for i, label in enumerate(summary["labels"]):
+        table.add_row(label, f"{summary['click_share'][i]:.3f}", f"{summary['mean_p_click'][i]:.3f}",
+                      f"{summary['mean_slot_relevance'][i]:.3f}")
     out_console = Console()
-    out_console.print(summary)
-    out_console.print(f"results: {out / 'simulations.parquet'}  run info: {out / 'run.json'}  "
-                      f"({seconds:.1f} s; implementations {info['implementations']})")
-    del labels
+    out_console.print(table)
+    out_console.print(f"results: {out / 'simulations.parquet'}\nrun info: {out / 'run.json'}\n"
+                      f"{seconds:.1f} s in all; implementations: {info['implementations']}; "
+                      f"cold-start pairs (no trained prompt): {info['cold_start_pairs']}")
+
+
+@app.command()
+@fail_cleanly
+def validate(
+    users: Annotated[Optional[Path], typer.Option(help="users.parquet to check")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="slates folder to check")] = None,
+    sessions: Annotated[Optional[Path], typer.Option(help="sessions.parquet to check (against --images if given)")] = None,
+    prompts: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to check")] = None,
+) -> None:
+    """Check input files against the documented formats without running a model."""
+    from .data.slates import read_slates
+    from .data.tables import read_sessions, read_users
+    from .errors import ValidationError
+    from .prompts import SoftPromptBank
+
+    if not any((users, images, sessions, prompts)):
+        raise ValidationError("nothing to validate: pass --users, --images, --sessions and/or --prompts")
+    report = []
+    if users is not None:
+        report.append(f"{users}: {len(read_users(users))} users")
+    slates = read_slates(images) if images is not None else None
+    if slates is not None:
+        report.append(f"{images}: {len(slates)} slates")
+    if sessions is not None:
+        data = read_sessions(sessions)
+        if slates is not None:
+            for row, (sid, fix) in enumerate(zip(data.slate_ids, data.fixation_ms)):
+                if sid not in slates:
+                    raise ValidationError(f"{sessions}, row {row}, field 'slate_id': unknown slate '{sid}'")
+                if fix.size != slates[sid].layout.n_slots:
+                    raise ValidationError(f"{sessions}, row {row}, field 'fixation_ms': {fix.size} values but slate "
+                                          f"'{sid}' has {slates[sid].layout.n_slots} slots")
+        report.append(f"{sessions}: {len(data)} sessions")
+    if prompts is not None:
+        bank = SoftPromptBank.load(prompts)
+        report.append(f"{prompts}: {len(bank.user_ids)} users, K={bank.n_basis}, N={bank.n_tokens}, D={bank.hidden_size}")
+    for line in report:
+        print(f"ok  {line}")
 
 
 @app.command()

@@ -167,6 +167,20 @@ class Simulator:
                          for name in SIMULATIONS_SCHEMA.names}, schema=SIMULATIONS_SCHEMA)
 
 
+def slot_summary(table: pa.Table, slates: dict[str, Slate]) -> dict:
+    """Per answer label: click share, mean p_click, mean slot relevance (over slates of the commonest layout)."""
+    cols = table.to_pydict()
+    layouts = [slates[sid].layout.labels for sid in cols["slate_id"]]
+    common = max(set(layouts), key=layouts.count)
+    keep = [i for i, labels in enumerate(layouts) if labels == common]
+    clicks = np.array([cols["click_slot"][i] for i in keep])
+    p = np.array([cols["p_click"][i] for i in keep])
+    rel = np.array([cols["slot_relevance"][i] for i in keep])
+    return {"labels": list(common), "rows": len(keep),
+            "click_share": [float(np.mean(clicks == s)) for s in range(len(common))],
+            "mean_p_click": p.mean(0).round(6).tolist(), "mean_slot_relevance": rel.mean(0).round(6).tolist()}
+
+
 def _check_pairs(pairs: list[tuple[str, str]], users: Users, slates: dict[str, Slate], path: Path) -> None:
     known_users = set(users.ids)
     for row, (uid, sid) in enumerate(pairs):
@@ -227,6 +241,7 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
         "timings_s": {"read_inputs": round(t_read, 4), "load_model": round(t_load, 4),
                       **{k: round(v, 4) for k, v in sim.timer.seconds.items()}, "run_total": round(run_s, 4)},
         "pairs_per_s": round(n_pairs / run_s, 3) if run_s > 0 else None,
+        "summary": slot_summary(table, slates),
         "outputs": {"simulations": str(out / "simulations.parquet")},
     }
     write_json(out / "run.json", info)
