@@ -9,6 +9,8 @@ from pathlib import Path
 
 class Probe(str, Enum):
     rollout = "rollout"
+    glimpse = "glimpse"
+    attnlrp = "attnlrp"
 
 
 class Device(str, Enum):

@@ -27,6 +27,7 @@ from .data.slates import Layout, Slate, read_slates
 from .data.tables import SIMULATIONS_SCHEMA, Users, read_pairs, read_users
 from .errors import ValidationError
 from .io import atomic_path, ensure_writable_dir, write_json
+from .probes.operators import PROBES, probe
 from .prompts import SoftPromptBank
 from .seeding import draw_click
 
@@ -68,7 +69,7 @@ class Simulator:
     def __init__(self, model: str | Path = "tiny-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
                  residual: float = 0.5, pool_mode: str = "exclusive", kernel: str = "auto", batch_size: int = 8,
-                 backbone: Backbone | None = None) -> None:
+                 probe: str = "rollout", backbone: Backbone | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         self.backbone = backbone if backbone is not None else load(model, device=device, dtype=dtype)
@@ -83,6 +84,9 @@ class Simulator:
         bad = [layer for layer in self.probe_layers if not 0 <= layer < self.backbone.num_layers]
         if bad:
             raise ValidationError(f"probe layers {bad} outside 0..{self.backbone.num_layers - 1}")
+        if probe not in PROBES:
+            raise ValidationError(f"probe must be one of {', '.join(PROBES)}, got '{probe}'")
+        self.probe = probe
         self.residual = residual
         self.pool_mode = pool_mode
         self.kernel = kernel
@@ -98,7 +102,6 @@ class Simulator:
         with self.timer.stage("vision"):
             return self.backbone.encode_slate(image)
 
-    @torch.no_grad()
     def simulate_slate(self, image: Image.Image | SlateFeatures, layout: Layout, user_ids: list[str],
                        profiles: list[str]) -> SlateResult:
         """Every user in ``user_ids`` on one slate, in batches. The vision tower runs once."""
@@ -117,13 +120,10 @@ class Simulator:
                 prompts, cold = (self.prompts.mix(uids) if self.prompts is not None else (None, [True] * len(uids)))
                 n_soft = prompts.shape[1] if prompts is not None else 0
                 inputs = self.backbone.build_inputs(profiles[start:start + self.batch_size], layout.labels, feats, n_soft)
-            with self.timer.stage("decoder"):
-                out = self.backbone.decode(inputs, feats, prompts, label_ids, self.probe_layers)
-            with self.timer.stage("probe"):
-                attn = torch.stack([out.attentions[layer] for layer in self.probe_layers], dim=1)  # [B, L, T, T]
-                last = torch.full((attn.shape[0],), attn.shape[-1] - 1, dtype=torch.long)
-                row = ops.rollout_row(attn, last, residual=self.residual, impl=self.impls["rollout_row"])
-                token_rel = row[inputs.image_mask].reshape(row.shape[0], feats.n_tokens).abs()
+            with self.timer.stage("decoder_and_probe"):
+                out = probe(self.backbone, inputs, feats, prompts, label_ids, method=self.probe,
+                            layers=self.probe_layers, residual=self.residual, rollout_impl=self.impls["rollout_row"])
+                token_rel = out.token_relevance
             with self.timer.stage("pooling"):
                 boxes = slot_boxes.expand(len(uids), -1, -1)
                 rel = ops.slot_pool(token_rel.float().cpu(), feats.token_boxes, boxes, mode=self.pool_mode,
@@ -215,7 +215,7 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
     t_read = time.perf_counter() - t0
     sim = Simulator(config.model, prompts=config.prompts, device=config.device.value, probe_layers=None,
                     residual=config.residual, pool_mode=config.pool_mode.value, kernel=config.kernel.value,
-                    batch_size=config.batch_size)
+                    batch_size=config.batch_size, probe=config.probe.value)
     t_load = time.perf_counter() - t0 - t_read
     n_pairs = len(pairs) if pairs is not None else len(users) * len(slates)
     if on_start is not None:
@@ -234,6 +234,7 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
         "backbone": {"name": sim.backbone.name, "family": sim.backbone.family,
                      "hidden_size": sim.backbone.hidden_size, "num_layers": sim.backbone.num_layers,
                      "probe_layers": list(sim.probe_layers)},
+        "probe": sim.probe,
         "implementations": sim.impls,
         "pairs": n_pairs,
         "rows": table.num_rows,

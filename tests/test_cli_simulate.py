@@ -111,7 +111,7 @@ def test_run_json_records_config_versions_and_timings(run_b7):
     _, info = run_b7
     assert info["config"]["batch_size"] == 7 and info["config"]["seed"] == 5
     assert {"torch", "transformers", "fixate_rt"} <= set(info["versions"])
-    assert {"vision", "decoder", "probe", "pooling", "sampling", "write"} <= set(info["timings_s"])
+    assert {"vision", "decoder_and_probe", "pooling", "sampling", "write"} <= set(info["timings_s"])
     assert info["backbone"]["probe_layers"] == [2, 3, 4, 5, 6, 7]
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ..probes.capture import AttentionRecorder
 
 
 @dataclass
@@ -48,11 +51,15 @@ class DecoderInputs:
 class DecoderOutput:
     """label_logits [B, S]: logits of each slot's answer-label token at the last prompt position.
 
-    attentions: {layer: [B, T, T]} head-averaged probabilities of the probed layers (empty unless asked).
+    capture: what the probed layers recorded (probes/capture.py `AttentionRecorder`: maps, values, outputs).
     """
 
     label_logits: torch.Tensor
-    attentions: dict[int, torch.Tensor]
+    capture: "AttentionRecorder"
+
+    @property
+    def attentions(self) -> dict[int, torch.Tensor]:
+        return self.capture.maps
 
 
 class Backbone(Protocol):
@@ -71,4 +78,5 @@ class Backbone(Protocol):
                      n_soft: int) -> DecoderInputs: ...
 
     def decode(self, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.Tensor | None,
-               label_ids: list[int], probe_layers: tuple[int, ...] = ()) -> DecoderOutput: ...
+               label_ids: list[int], probe_layers: tuple[int, ...] = (), capture: str = "mean",
+               grad: bool = False) -> DecoderOutput: ...

@@ -96,22 +96,30 @@ class Qwen3VLBackbone:
                              (types == 1).to(dev), types.to(dev))
 
     def decode(self, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.Tensor | None,
-               label_ids: list[int], probe_layers: tuple[int, ...] = ()) -> DecoderOutput:
-        """Decoder forward. prompts [B, N, D] or None. Returns label logits [B, S] at the last position."""
-        embeds = self.model.get_input_embeddings()(inputs.input_ids)
-        if prompts is not None and prompts.shape[1] > 0:
-            embeds = embeds.clone()
-            embeds[inputs.soft_mask] = prompts.reshape(-1, prompts.shape[-1]).to(embeds.device, embeds.dtype)
-        B = embeds.shape[0]
-        vision = BaseModelOutputWithDeepstackFeatures(
-            pooler_output=(slate.image_embeds,) * B,
-            deepstack_features=[(feat,) * B for feat in slate.deepstack],
-        )
-        with record_attention(tuple(probe_layers)) as recorder:
-            hidden = self.model.model(
-                inputs_embeds=embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
-                mm_encoder_outputs={"image": vision}, use_cache=False,
-            ).last_hidden_state
-        # Only the last prompt position predicts the answer label: project just that row.
-        logits = self.model.lm_head(hidden[:, -1])
-        return DecoderOutput(logits[:, label_ids].float(), dict(recorder.maps))
+               label_ids: list[int], probe_layers: tuple[int, ...] = (), capture: str = "mean",
+               grad: bool = False) -> DecoderOutput:
+        """Decoder forward. prompts [B, N, D] or None. Returns label logits [B, S] at the last position.
+
+        ``capture`` says what the probed layers record (see probes/capture.py). With ``grad`` the forward
+        builds an autograd graph from ``inputs_embeds`` on, so ∂(label logit)/∂(captured tensors) can be taken.
+        """
+        with torch.set_grad_enabled(grad or torch.is_grad_enabled()):
+            embeds = self.model.get_input_embeddings()(inputs.input_ids)
+            if prompts is not None and prompts.shape[1] > 0:
+                embeds = embeds.clone()
+                embeds[inputs.soft_mask] = prompts.reshape(-1, prompts.shape[-1]).to(embeds.device, embeds.dtype)
+            if grad and not embeds.requires_grad:
+                embeds = embeds.detach().requires_grad_(True)
+            B = embeds.shape[0]
+            vision = BaseModelOutputWithDeepstackFeatures(
+                pooler_output=(slate.image_embeds,) * B,
+                deepstack_features=[(feat,) * B for feat in slate.deepstack],
+            )
+            with record_attention(tuple(probe_layers), capture) as recorder:
+                hidden = self.model.model(
+                    inputs_embeds=embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
+                    mm_encoder_outputs={"image": vision}, use_cache=False,
+                ).last_hidden_state
+            # Only the last prompt position predicts the answer label: project just that row.
+            logits = self.model.lm_head(hidden[:, -1])
+        return DecoderOutput(logits[:, label_ids].float(), recorder)

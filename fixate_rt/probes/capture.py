@@ -1,9 +1,18 @@
-"""Capture head-averaged attention probabilities of the probed layers only.
+"""Capture what the probes need, from the probed layers only, at the attention-function boundary.
 
 A function registered in transformers' attention registry under ``fixate_capture`` replaces the decoder's
-attention implementation. Layers outside the active recorder's set run SDPA exactly as before; probed
-layers run the eager softmax once and record mean_h(A) [B, T, T] in fp32. Nothing is captured (and every
-layer is plain SDPA) when no recorder is active, so one loaded model serves probing and non-probing calls.
+attention implementation. Layers outside the active recorder's set run SDPA exactly as before. Probed
+layers record, depending on the recorder's mode:
+
+* ``mean``  — eager softmax once; head-averaged probabilities mean_h(A) [B, T, T] fp32 (rollout);
+* ``heads`` — eager softmax; per-head probabilities [B, H, T, T] kept in the autograd graph, so
+  ∂s/∂A can be taken (reference GLIMPSE / AttnLRP);
+* ``row``   — SDPA for the layer output, plus the answer row of A recomputed from q_last and K
+  [B, H, T], V [B, H, T, d] and the layer's attention output [B, T, H, d] (in the graph, so that
+  dO = ∂s/∂O gives ∂s/∂A[last, :] = dO[last]·Vᵀ). Nothing of size T×T is materialised.
+
+Nothing is captured (and every layer is plain SDPA) when no recorder is active, so one loaded model serves
+probing and non-probing calls.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import torch
 from transformers import AttentionInterface
@@ -18,22 +28,28 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 CAPTURE_IMPLEMENTATION = "fixate_capture"
+MODES = ("mean", "heads", "row")
 
 
+@dataclass
 class AttentionRecorder:
-    """Collects ``maps[layer_idx]`` = head-averaged attention probabilities [B, T, T] (fp32)."""
+    """What was captured, keyed by decoder layer index."""
 
-    def __init__(self, layers: tuple[int, ...]) -> None:
-        self.layers = frozenset(layers)
-        self.maps: dict[int, torch.Tensor] = {}
+    layers: frozenset[int]
+    mode: str = "mean"
+    maps: dict[int, torch.Tensor] = field(default_factory=dict)  # mean: [B,T,T]; heads: [B,H,T,T]; row: [B,H,T]
+    values: dict[int, torch.Tensor] = field(default_factory=dict)  # row: V [B, H, T, d]
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)  # row: attention output [B, T, H, d]
 
 
 _ACTIVE: ContextVar[AttentionRecorder | None] = ContextVar("fixate_attention_recorder", default=None)
 
 
 @contextlib.contextmanager
-def record_attention(layers: tuple[int, ...]) -> Iterator[AttentionRecorder]:
-    recorder = AttentionRecorder(layers)
+def record_attention(layers: tuple[int, ...], mode: str = "mean") -> Iterator[AttentionRecorder]:
+    if mode not in MODES:
+        raise ValueError(f"capture mode must be one of {MODES}, got {mode!r}")
+    recorder = AttentionRecorder(frozenset(layers), mode)
     token = _ACTIVE.set(recorder)
     try:
         yield recorder
@@ -41,8 +57,8 @@ def record_attention(layers: tuple[int, ...]) -> Iterator[AttentionRecorder]:
         _ACTIVE.reset(token)
 
 
-def _additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
-    """Turn whatever mask SDPA would get (None = causal, bool = keep, float = additive) into fp32 additive."""
+def additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """Whatever mask SDPA would get (None = causal, bool = keep, float = additive) as an fp32 additive mask."""
     neg = torch.finfo(torch.float32).min  # finite: fully masked (padding) rows stay NaN-free
     if mask is None:
         keep = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
@@ -52,8 +68,15 @@ def _additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: to
     return mask.float().clamp(min=neg)
 
 
+def _probs(query, key, mask, scale, rows: slice = slice(None)) -> torch.Tensor:
+    """softmax(q kᵀ·scale + mask) in fp32 for the query rows ``rows``. [B, H, T_rows, T]."""
+    scores = torch.matmul(query[:, :, rows].float(), key.float().transpose(2, 3)) * scale
+    full = additive_mask(mask, query.shape[2], key.shape[2], query.device)
+    return torch.softmax(scores + full[..., rows, :], dim=-1)
+
+
 def capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Attention-registry entry: SDPA for unprobed layers, eager + record for probed ones.
+    """Attention-registry entry: SDPA for unprobed layers, capture for probed ones.
 
     query [B, Hq, T, d], key/value [B, Hkv, T, d] (post-RoPE). Returns (out [B, T, Hq, d], None).
     """
@@ -63,14 +86,19 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
     groups = query.shape[1] // key.shape[1]
-    key = key.repeat_interleave(groups, dim=1)
-    value = value.repeat_interleave(groups, dim=1)
+    key_h = key.repeat_interleave(groups, dim=1)
+    value_h = value.repeat_interleave(groups, dim=1)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query.float(), key.float().transpose(2, 3)) * scale
-    scores = scores + _additive_mask(attention_mask, query.shape[2], key.shape[2], query.device)
-    probs = torch.softmax(scores, dim=-1)  # [B, H, T, T] fp32
-    recorder.maps[layer] = probs.mean(dim=1)
-    out = torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous()
+    if recorder.mode == "row":
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                        dropout=dropout, **kwargs)
+        recorder.maps[layer] = _probs(query, key_h, attention_mask, scale, slice(-1, None))[:, :, 0]
+        recorder.values[layer] = value_h
+        recorder.outputs[layer] = out
+        return out, None
+    probs = _probs(query, key_h, attention_mask, scale)  # [B, H, T, T] fp32
+    recorder.maps[layer] = probs.mean(dim=1) if recorder.mode == "mean" else probs
+    out = torch.matmul(probs.to(value_h.dtype), value_h).transpose(1, 2).contiguous()
     return out, None
 
 

@@ -76,3 +76,91 @@ def slot_pool_reference(token_relevance: torch.Tensor, token_boxes: torch.Tensor
     uniform = valid.double() / valid.sum(-1, keepdim=True).clamp(min=1)
     out = torch.where(total > min_mass, score / total.clamp(min=min_mass), uniform)
     return out.to(token_relevance.dtype)
+
+
+# ---------------------------------------------------------------------------------------------- AttnLRP
+ATTNLRP_EPS = 1e-4  # method.md §4.2
+GLIMPSE_EPS = 1e-8
+GLIMPSE_HEAD_TEMP = 0.5  # method.md §4.3
+GLIMPSE_DEPTH_TEMP = 0.2
+
+
+def _stabilise(r: torch.Tensor, eps: float = ATTNLRP_EPS) -> torch.Tensor:
+    """r̃ = r + ε·sign(r), replaced by ε wherever |r̃| < ε (so r = 0 gives ε)."""
+    r_t = r + eps * torch.sign(r)
+    return torch.where(r_t.abs() < eps, torch.full_like(r_t, eps), r_t)
+
+
+def attnlrp_layer_weights(n_layers: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """w_l = l / Σ_k k for l = 1..L' (shallow → deep; the deepest layer weighs most)."""
+    idx = torch.arange(1, n_layers + 1, dtype=dtype, device=device)
+    return idx / idx.sum()
+
+
+def attnlrp_full(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """FixATE's AttnLRP matrix R = I + Σ_l w_l E_l with E_l = mean_h (A_h⊙∇A_h) / r̃_h (row-wise, signed).
+
+    attn, grad [B, L, H, T, T] (probed layers shallow → deep) -> R [B, T, T]. Used to test the row version.
+    """
+    X = attn * grad
+    E = (X / _stabilise(X.sum(-1, keepdim=True))).mean(2)  # [B, L, T, T]
+    w = attnlrp_layer_weights(attn.shape[1], attn.dtype, attn.device)
+    eye = torch.eye(attn.shape[-1], dtype=attn.dtype, device=attn.device)
+    return eye + torch.einsum("l,blij->bij", w, E)
+
+
+def attnlrp_row(attn_row: torch.Tensor, grad_row: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+    """Row ``query_pos`` of `attnlrp_full` from the answer rows alone (no products across layers).
+
+    attn_row, grad_row [B, L, H, T]: row query_pos of A and ∂s/∂A per layer and head -> [B, T] (signed).
+    """
+    X = attn_row * grad_row
+    E = (X / _stabilise(X.sum(-1, keepdim=True))).mean(2)  # [B, L, T]
+    w = attnlrp_layer_weights(attn_row.shape[1], attn_row.dtype, attn_row.device)
+    row = torch.einsum("l,blj->bj", w, E)
+    onehot = torch.zeros_like(row)
+    onehot[torch.arange(row.shape[0], device=row.device), query_pos.to(row.device)] = 1.0
+    return row + onehot
+
+
+# ---------------------------------------------------------------------------------------------- GLIMPSE
+def glimpse_layer_terms(attn: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer: E_l [B, L, T, T] (head-weighted, row-normalised) and α_l [B, L] (method.md §4.3).
+
+    attn, grad [B, L, H, T, T] (shallow → deep).
+    """
+    eps = GLIMPSE_EPS
+    G = torch.relu(grad * attn)  # [B, L, H, T, T]
+    sigma = G.sum((-1, -2)) / (torch.relu(grad).sum((-1, -2)) + eps)  # [B, L, H]
+    w = torch.softmax(sigma / GLIMPSE_HEAD_TEMP, dim=-1)
+    E = torch.einsum("blh,blhij->blij", w, G)
+    E = E / (E.sum(-1, keepdim=True) + eps)
+    gamma = grad.sum(2).abs().sum((-1, -2))  # heads summed before the absolute value: [B, L]
+    depth = torch.arange(1, attn.shape[1] + 1, dtype=attn.dtype, device=attn.device)
+    s = torch.softmax(GLIMPSE_DEPTH_TEMP * depth, dim=0)
+    alpha = gamma * s / ((gamma * s).sum(-1, keepdim=True) + eps)
+    return E, alpha
+
+
+def glimpse_full(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """R = (I + α_L' E_L') ⋯ (I + α_1 E_1): shallow to deep, R ← R + α_l E_l R. -> [B, T, T] (tests only)."""
+    E, alpha = glimpse_layer_terms(attn, grad)
+    T = attn.shape[-1]
+    R = torch.eye(T, dtype=attn.dtype, device=attn.device).expand(attn.shape[0], T, T)
+    for layer in range(attn.shape[1]):
+        R = R + alpha[:, layer, None, None] * (E[:, layer] @ R)
+    return R
+
+
+def glimpse_row(attn: torch.Tensor, grad: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+    """Row ``query_pos`` of `glimpse_full`, carried as a vector from the deepest layer: r ← r + α_l·r E_l.
+
+    attn, grad [B, L, H, T, T] -> [B, T]. O(L·T²) after the per-layer terms; no T×T product.
+    """
+    E, alpha = glimpse_layer_terms(attn, grad)
+    B, L, T, _ = E.shape
+    r = torch.zeros(B, T, dtype=attn.dtype, device=attn.device)
+    r[torch.arange(B, device=attn.device), query_pos.to(attn.device)] = 1.0
+    for layer in reversed(range(L)):
+        r = r + alpha[:, layer, None] * torch.einsum("bi,bij->bj", r, E[:, layer])
+    return r
