@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from enum import Enum
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,7 +22,7 @@ from .config import Device, Kernel, PoolMode, Probe, SimulateConfig
 from .errors import FixateError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="FixATE user simulation: synth, simulate, info.")
+                  help="FixATE user simulation: synth, simulate, score, show, validate, info.")
 console = Console(stderr=True)
 
 
@@ -118,6 +119,104 @@ def _print_summary(out: Path, info: dict, seconds: float) -> None:
     out_console.print(f"results: {out / 'simulations.parquet'}\nrun info: {out / 'run.json'}\n"
                       f"{seconds:.1f} s in all; implementations: {info['implementations']}; "
                       f"cold-start pairs (no trained prompt): {info['cold_start_pairs']}")
+
+
+class Split(str, Enum):
+    all = "all"
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+class Signal(str, Enum):
+    fixation = "fixation"
+    cursor = "cursor"
+
+
+@app.command()
+@fail_cleanly
+def score(
+    sim: Annotated[Path, typer.Option(help="simulations.parquet from `fixate-rt simulate`")],
+    sessions: Annotated[Path, typer.Option(help="sessions.parquet with the observed dwell and clicks")],
+    out: Annotated[Path, typer.Option(help="Output folder for metrics.json and per_sample.csv")],
+    signal: Annotated[Signal, typer.Option(help="Gaze target from fixation or cursor dwell")] = Signal.fixation,
+    tau: Annotated[float, typer.Option(help="Gaze-target temperature τ (1 = dwell shares)")] = 1.0,
+    split: Annotated[Split, typer.Option(help="Score only this split")] = Split.all,
+    compare: Annotated[Optional[Path], typer.Option(help="Another score folder: per-user paired Wilcoxon")] = None,
+) -> None:
+    """Attention alignment (KL, JS, cosine, CSH@k, TGO@k, top-k JS, CC, SIM, NSS) and click metrics."""
+    from . import metrics as M
+    from .io import write_json
+    from .score import compare as compare_runs
+    from .score import score as run_score
+
+    payload = run_score(sim, sessions, out, signal=signal.value, tau=tau, split=split.value)
+    table = Table(title=f"{payload['n_samples']} samples · {payload['n_users']} users · signal {signal.value} · "
+                        f"split {split.value}")
+    for col in ("metric", "micro", "macro"):
+        table.add_column(col, justify="right")
+    for name in M.METRIC_NAMES:
+        table.add_row(name + (" ↓" if name in M.LOWER_IS_BETTER else ""), f"{payload['micro'][name]:.4f}",
+                      f"{payload['macro'][name]:.4f}")
+    console_out = Console()
+    console_out.print(table)
+    if payload["skipped_no_mass"]["count"]:
+        console_out.print(f"skipped {payload['skipped_no_mass']['count']} sessions with no {signal.value} mass")
+    if payload["sessions_without_simulation"]:
+        console_out.print(f"{payload['sessions_without_simulation']} sessions had no simulation and were not scored")
+    if compare is not None:
+        tests = compare_runs(out, compare)
+        payload["compare"] = {"other": str(compare), "wilcoxon": tests}
+        write_json(out / "metrics.json", payload)
+        cmp = Table(title=f"paired Wilcoxon over users: this ({out}) vs {compare}")
+        for col in ("metric", "n", "this", "other", "mean Δ", "p"):
+            cmp.add_column(col, justify="right")
+        for name, t in tests.items():
+            cmp.add_row(name, str(t["n"]), f"{t['mean_a']:.4f}", f"{t['mean_b']:.4f}", f"{t['mean_diff']:+.4f}",
+                        f"{t['p']:.3g}")
+        console_out.print(cmp)
+    console_out.print(f"metrics: {out / 'metrics.json'}  per sample: {out / 'per_sample.csv'}")
+
+
+@app.command()
+@fail_cleanly
+def show(
+    sim: Annotated[Path, typer.Option(help="simulations.parquet")],
+    sessions: Annotated[Path, typer.Option(help="sessions.parquet")],
+    images: Annotated[Path, typer.Option(help="slates folder")],
+    out: Annotated[Path, typer.Option(help="Output folder for the PNGs")],
+    user: Annotated[Optional[str], typer.Option(help="Only this user")] = None,
+    slate: Annotated[Optional[str], typer.Option(help="Only this slate")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many PNGs")] = 12,
+    signal: Annotated[Signal, typer.Option(help="fixation or cursor dwell on the right")] = Signal.fixation,
+    tau: Annotated[float, typer.Option(help="Gaze-target temperature")] = 1.0,
+) -> None:
+    """PNG per (user, slate): model slot relevance beside the fixation distribution, click and top slot marked."""
+    from .data.slates import read_slates
+    from .data.tables import read_sessions
+    from .errors import ValidationError
+    from .io import ensure_writable_dir
+    from .score import read_simulations
+    from .viz import render_pair
+
+    sims = read_simulations(sim)
+    data = read_sessions(sessions)
+    slates = read_slates(images)
+    dwell_lists = data.fixation_ms if signal is Signal.fixation else data.cursor_ms
+    if dwell_lists is None:
+        raise ValidationError(f"{sessions}, field 'cursor_ms': --signal cursor needs this column")
+    chosen = [i for i, (u, s) in enumerate(zip(data.user_ids, data.slate_ids))
+              if (user is None or u == user) and (slate is None or s == slate) and (u, s) in sims and s in slates
+              and dwell_lists[i].sum() > 0][:limit]
+    if not chosen:
+        raise ValidationError(f"{sessions}: no session with a simulation matches user={user} slate={slate}")
+    out = ensure_writable_dir(out)
+    for i in chosen:
+        u, s = data.user_ids[i], data.slate_ids[i]
+        path = out / f"{u}__{s}.png"
+        scores = render_pair(path, slates[s], u, sims[(u, s)].relevance, sims[(u, s)].p_click, dwell_lists[i],
+                             int(data.clicked_slot[i]), tau)
+        print(f"{path}  KL {scores['kl']:.3f}  CSH@1 {scores['csh@1']:.0f}  TGO@3 {scores['tgo@3']:.2f}")
 
 
 @app.command()

@@ -110,8 +110,12 @@ def generate(cfg: SynthConfig) -> tuple[SynthData, list[list[str]]]:
     items, row_genres = _make_slates(cfg, rng)
     slate_ids = tuple(f"s{s:03d}" for s in range(cfg.n_slates))
     order = rng.permutation(cfg.n_slates)  # content-disjoint split: by slate, never by session
-    n_train = int(round(cfg.train_frac * cfg.n_slates))
-    n_val = int(round(cfg.val_frac * cfg.n_slates))
+    # Every split gets at least one slate (needs ≥ 3 slates); train takes the rest.
+    n_val = max(1, int(round(cfg.val_frac * cfg.n_slates)))
+    n_test = max(1, int(round((1 - cfg.train_frac - cfg.val_frac) * cfg.n_slates)))
+    n_train = cfg.n_slates - n_val - n_test
+    if n_train < 1:
+        raise ValueError(f"synth needs at least 3 slates for train/val/test, got {cfg.n_slates}")
     split_of = {}
     for rank, s in enumerate(order):
         split_of[s] = "train" if rank < n_train else ("val" if rank < n_train + n_val else "test")

@@ -1,0 +1,203 @@
+"""Alignment and click metrics over slots (method.md §6), numpy reference definitions.
+
+Conventions (documented in docs/metrics.md):
+* natural log; metric ε = 1e-8; a (model slot relevance) and g (gaze target) are renormalised to p and q,
+  uniform when their sum is < 1e-8;
+* vectors are already truncated to the slate's slots (n_candidates = the layout's slot count);
+* **tie rule**: rankings are by descending value, ties broken by the lower slot index (reading order) —
+  deterministic and platform-independent, unlike the reference's accidental "higher index first";
+* k larger than the number of slots is clipped to it (k_eff = min(k, n)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+EPS = 1e-8
+KS = (1, 3, 5)
+TOPK_JS_K = 5
+
+
+# ----------------------------------------------------------------------------------------------- targets
+def gaze_target(dwell: np.ndarray, tau: float = 1.0) -> np.ndarray:
+    """g from dwell t ≥ 0 (method.md §1.7): p = t/(Σt+ε); g̃ = (p+ε)^{1/τ}; g = g̃/(Σg̃+ε)."""
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    t = np.asarray(dwell, dtype=np.float64)
+    p = t / (t.sum(-1, keepdims=True) + EPS)
+    g = np.exp(np.log(p + EPS) / tau)
+    return g / (g.sum(-1, keepdims=True) + EPS)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """x / Σx, or uniform when Σx < 1e-8. Works on [S] or [R, S]."""
+    x = np.asarray(x, dtype=np.float64)
+    s = x.sum(-1, keepdims=True)
+    uniform = np.full_like(x, 1.0 / x.shape[-1])
+    return np.where(s < EPS, uniform, x / np.where(s < EPS, 1.0, s))
+
+
+def rank(x: np.ndarray) -> np.ndarray:
+    """Slot indices by descending value; ties go to the lower index first (stable sort of −x)."""
+    return np.argsort(-np.asarray(x), axis=-1, kind="stable")
+
+
+def topk(x: np.ndarray, k: int) -> np.ndarray:
+    return rank(x)[..., : min(k, np.shape(x)[-1])]
+
+
+# ------------------------------------------------------------------------------------------- divergences
+def kl(q: np.ndarray, p: np.ndarray) -> float:
+    """KL(q‖p) = Σ q log((q+ε)/(p+ε)) on normalised inputs (q = gaze first, as in the saliency benchmarks)."""
+    q, p = normalise(q), normalise(p)
+    return float(np.sum(q * np.log((q + EPS) / (p + EPS))))
+
+
+def _kl_zero_safe(a: np.ndarray, b: np.ndarray) -> float:
+    mask = a > 0
+    return float(np.sum(a[mask] * np.log(a[mask] / b[mask])))
+
+
+def js(q: np.ndarray, p: np.ndarray) -> float:
+    """Jensen–Shannon divergence (scipy's squared JS distance), natural log, 0·log 0 = 0; NaN → 1."""
+    q, p = np.asarray(q, np.float64), np.asarray(p, np.float64)
+    q, p = q / q.sum(), p / p.sum()
+    m = 0.5 * (p + q)
+    value = 0.5 * _kl_zero_safe(q, m) + 0.5 * _kl_zero_safe(p, m)
+    return 1.0 if math.isnan(value) else max(value, 0.0)
+
+
+def topk_js(q: np.ndarray, p: np.ndarray, k: int = TOPK_JS_K) -> float:
+    """JS over the top-k slots of q plus one 'rest' bin: (q_top, max(0, 1−Σ)) vs (p on them, max(0, 1−Σ))."""
+    q, p = normalise(q), normalise(p)
+    idx = topk(q, k)
+    qa = np.append(q[idx], max(0.0, 1.0 - q[idx].sum()))
+    pa = np.append(p[idx], max(0.0, 1.0 - p[idx].sum()))
+    if qa.sum() <= 0 or pa.sum() <= 0:
+        return 1.0
+    return js(qa, pa)
+
+
+def cosine(q: np.ndarray, p: np.ndarray) -> float:
+    q, p = normalise(q), normalise(p)
+    return float(q @ p / (np.linalg.norm(q) * np.linalg.norm(p) + EPS))
+
+
+# ---------------------------------------------------------------------------------------------- rankings
+def csh(p: np.ndarray, clicked: int, k: int) -> float:
+    """Click-slot hit @k: 1 if the clicked slot is among the top-k of the model's slot relevance."""
+    return float(clicked in topk(normalise(p), k))
+
+
+def tgo(q: np.ndarray, p: np.ndarray, k: int) -> float:
+    """Top-gaze overlap @k: |top-k(p) ∩ top-k(q)| / k_eff."""
+    k_eff = min(k, len(p))
+    return len(set(topk(normalise(p), k_eff).tolist()) & set(topk(normalise(q), k_eff).tolist())) / k_eff
+
+
+# ------------------------------------------------------------------------------------ saliency metrics
+def cc(q: np.ndarray, p: np.ndarray) -> float:
+    """Pearson correlation between the two slot maps (0 when either is constant)."""
+    q, p = normalise(q), normalise(p)
+    qs, ps = q - q.mean(), p - p.mean()
+    denom = math.sqrt(float(qs @ qs) * float(ps @ ps))
+    return float(qs @ ps / denom) if denom > 0 else 0.0
+
+
+def sim(q: np.ndarray, p: np.ndarray) -> float:
+    """Similarity (histogram intersection) Σ min(p, q) of the sum-normalised maps, in [0, 1]."""
+    return float(np.minimum(normalise(q), normalise(p)).sum())
+
+
+def nss(q: np.ndarray, p: np.ndarray) -> float:
+    """Normalised scanpath saliency: the model map standardised (mean 0, sample std, ddof = 1), averaged
+    under the gaze distribution q (each slot weighted by its share of dwell). 0 when p is constant."""
+    p = normalise(p)
+    sd = p.std(ddof=1) if len(p) > 1 else 0.0
+    if sd <= 0:
+        return 0.0
+    return float(normalise(q) @ ((p - p.mean()) / sd))
+
+
+# ------------------------------------------------------------------------------------- click prediction
+def logloss(pi: np.ndarray, clicked: int) -> float:
+    """−log max(π_c, 1e-8) over the candidate-label probabilities π."""
+    return float(-math.log(max(float(normalise(pi)[clicked]), EPS)))
+
+
+def auc(pi: np.ndarray, clicked: int) -> float:
+    """[#{j≠c: π_j < π_c} + ½·#{j≠c: π_j = π_c}] / (n − 1)."""
+    pi = np.asarray(pi, np.float64)
+    n = len(pi)
+    if n < 2:
+        return float("nan")
+    others = np.delete(pi, clicked)
+    return float((np.sum(others < pi[clicked]) + 0.5 * np.sum(others == pi[clicked])) / (n - 1))
+
+
+def correct(pi: np.ndarray, clicked: int) -> float:
+    """1 if the model's most probable label (ties → lower index) is the clicked one."""
+    return float(rank(pi)[0] == clicked)
+
+
+# ----------------------------------------------------------------------------------------- per sample
+METRIC_NAMES = ("kl", "js", "cosine", "csh@1", "csh@3", "csh@5", "tgo@1", "tgo@3", "tgo@5", "topk_js",
+                "cc", "sim", "nss", "logloss", "auc", "correct")
+LOWER_IS_BETTER = frozenset({"kl", "js", "topk_js", "logloss"})
+
+
+def sample_metrics(relevance: np.ndarray, gaze: np.ndarray, p_click: np.ndarray, clicked: int) -> dict[str, float]:
+    """All metrics of one (user, slate): relevance a [S], gaze target g [S], click probabilities π [S]."""
+    a, g = np.asarray(relevance, np.float64), np.asarray(gaze, np.float64)
+    out = {"kl": kl(g, a), "js": js(normalise(g), normalise(a)), "cosine": cosine(g, a)}
+    for k in KS:
+        out[f"csh@{k}"] = csh(a, clicked, k)
+    for k in KS:
+        out[f"tgo@{k}"] = tgo(g, a, k)
+    out.update(topk_js=topk_js(g, a), cc=cc(g, a), sim=sim(g, a), nss=nss(g, a),
+               logloss=logloss(p_click, clicked), auc=auc(p_click, clicked), correct=correct(p_click, clicked))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- aggregation
+def aggregate(rows: list[dict], user_ids: list[str]) -> dict:
+    """micro = mean over samples; macro = mean over users of per-user means; n = samples and users."""
+    micro, macro = {}, {}
+    users = sorted(set(user_ids))
+    for name in METRIC_NAMES:
+        values = np.array([r[name] for r in rows], dtype=np.float64)
+        micro[name] = float(np.nanmean(values)) if len(values) else float("nan")
+        per_user = [np.nanmean([v for v, u in zip(values, user_ids) if u == user]) for user in users]
+        macro[name] = float(np.mean(per_user)) if per_user else float("nan")
+    return {"micro": micro, "macro": macro, "n_samples": len(rows), "n_users": len(users)}
+
+
+def per_user_means(rows: list[dict], user_ids: list[str], name: str) -> dict[str, float]:
+    acc: dict[str, list[float]] = {}
+    for r, u in zip(rows, user_ids):
+        acc.setdefault(u, []).append(r[name])
+    return {u: float(np.nanmean(v)) for u, v in acc.items()}
+
+
+def paired_wilcoxon(a: dict[str, float], b: dict[str, float]) -> dict:
+    """Two-sided Wilcoxon signed-rank over users present in both (per-user means), zero differences dropped.
+
+    Returns n, mean_a, mean_b, mean_diff (a − b) and p (1.0 when every difference is 0; NaN when n < 2).
+    """
+    users = sorted(set(a) & set(b))
+    x = np.array([a[u] for u in users])
+    y = np.array([b[u] for u in users])
+    result = {"n": len(users), "mean_a": float(x.mean()) if users else float("nan"),
+              "mean_b": float(y.mean()) if users else float("nan"),
+              "mean_diff": float((x - y).mean()) if users else float("nan")}
+    if len(users) < 2:
+        result["p"] = float("nan")
+    elif np.all(x == y):
+        result["p"] = 1.0
+    else:
+        from scipy.stats import wilcoxon
+
+        result["p"] = float(wilcoxon(x, y, zero_method="wilcox", alternative="two-sided").pvalue)
+    return result

@@ -1,0 +1,119 @@
+"""`fixate-rt score`: attention alignment and click metrics of a simulation against observed sessions."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics as M
+from .data.tables import SIMULATIONS_SCHEMA, read_parquet, read_sessions, require_column
+from .errors import ValidationError
+from .io import atomic_path, ensure_writable_dir, write_json
+
+PER_SAMPLE_COLUMNS = ("user_id", "slate_id", *M.METRIC_NAMES)
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """One (user, slate) of a simulation: relevance a [S] and click probabilities π [S]."""
+
+    relevance: np.ndarray
+    p_click: np.ndarray
+
+
+def read_simulations(path: Path) -> dict[tuple[str, str], Simulated]:
+    """simulations.parquet -> {(user, slate): Simulated}; samples of a pair share p and relevance."""
+    path = Path(path)
+    table = read_parquet(path, "simulations")
+    cols = {}
+    for name in ("user_id", "slate_id", "p_click", "slot_relevance"):
+        kind = SIMULATIONS_SCHEMA.field(name).type
+        cols[name] = require_column(table, path, name, ("string",) if kind == "string" else ("list<float>",)).to_pylist()
+    out: dict[tuple[str, str], Simulated] = {}
+    for row, (u, s, p, a) in enumerate(zip(cols["user_id"], cols["slate_id"], cols["p_click"], cols["slot_relevance"])):
+        if (u, s) in out:
+            continue
+        p, a = np.asarray(p, np.float64), np.asarray(a, np.float64)
+        if p.shape != a.shape:
+            raise ValidationError(f"{path}, row {row}: p_click has {p.size} slots but slot_relevance has {a.size}")
+        if not (np.isfinite(p).all() and np.isfinite(a).all()):
+            raise ValidationError(f"{path}, row {row}: non-finite p_click or slot_relevance")
+        out[(u, s)] = Simulated(a, p)
+    return out
+
+
+def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixation", tau: float = 1.0,
+          split: str = "all") -> dict:
+    """Score and write ``metrics.json`` + ``per_sample.csv``. Returns the metrics payload."""
+    if signal not in ("fixation", "cursor"):
+        raise ValidationError(f"--signal must be fixation or cursor, got '{signal}'")
+    if tau <= 0:
+        raise ValidationError(f"--tau must be > 0, got {tau}")
+    sims = read_simulations(sim_path)
+    sessions = read_sessions(sessions_path)
+    if signal == "cursor" and sessions.cursor_ms is None:
+        raise ValidationError(f"{sessions_path}, field 'cursor_ms': --signal cursor needs this column")
+    out = ensure_writable_dir(Path(out))
+    dwell_lists = sessions.fixation_ms if signal == "fixation" else sessions.cursor_ms
+    rows, users, slates, skipped_no_mass, unmatched = [], [], [], [], 0
+    for i, (u, s, split_i) in enumerate(zip(sessions.user_ids, sessions.slate_ids, sessions.splits)):
+        if split != "all" and split_i != split:
+            continue
+        sim = sims.get((u, s))
+        if sim is None:
+            unmatched += 1
+            continue
+        dwell = dwell_lists[i]
+        if dwell.size != sim.relevance.size:
+            raise ValidationError(f"{sessions_path}, row {i}, field '{signal}_ms': {dwell.size} slots but the "
+                                  f"simulation of ({u}, {s}) has {sim.relevance.size}")
+        if dwell.sum() <= 0:
+            skipped_no_mass.append(f"{u}/{s}")
+            continue
+        rows.append(M.sample_metrics(sim.relevance, M.gaze_target(dwell, tau), sim.p_click,
+                                     int(sessions.clicked_slot[i])))
+        users.append(u)
+        slates.append(s)
+    if not rows:
+        raise ValidationError(f"{sessions_path}: no session matched a simulated (user_id, slate_id) "
+                              f"(split '{split}', {unmatched} unmatched, {len(skipped_no_mass)} without {signal} mass)")
+    with atomic_path(out / "per_sample.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PER_SAMPLE_COLUMNS)
+        for u, s, r in zip(users, slates, rows):
+            writer.writerow([u, s, *(f"{r[name]:.8g}" for name in M.METRIC_NAMES)])
+    payload = {
+        "command": "score",
+        "config": {"sim": str(sim_path), "sessions": str(sessions_path), "signal": signal, "tau": tau, "split": split,
+                   "tie_rule": "descending value, ties to the lower slot index"},
+        **M.aggregate(rows, users),
+        "skipped_no_mass": {"count": len(skipped_no_mass), "pairs": skipped_no_mass[:50]},
+        "sessions_without_simulation": unmatched,
+    }
+    write_json(out / "metrics.json", payload)
+    return payload
+
+
+def read_per_sample(folder: Path) -> tuple[list[dict], list[str]]:
+    """A score output folder's per_sample.csv -> (rows of metric values, user ids)."""
+    path = Path(folder) / "per_sample.csv"
+    if not path.is_file():
+        raise ValidationError(f"{path}: not found (pass a folder written by `fixate-rt score`)")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(PER_SAMPLE_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValidationError(f"{path}: missing columns {sorted(missing)}")
+        data = list(reader)
+    return [{k: float(r[k]) for k in M.METRIC_NAMES} for r in data], [r["user_id"] for r in data]
+
+
+def compare(this: Path, other: Path) -> dict[str, dict]:
+    """Per-user paired Wilcoxon for every metric between two score folders (this − other)."""
+    rows_a, users_a = read_per_sample(this)
+    rows_b, users_b = read_per_sample(other)
+    return {name: M.paired_wilcoxon(M.per_user_means(rows_a, users_a, name), M.per_user_means(rows_b, users_b, name))
+            for name in M.METRIC_NAMES}
