@@ -9,8 +9,7 @@ import torch
 
 from ..errors import InputError, ValidationError
 from .base import Backbone, DecoderInputs, DecoderOutput, SlateFeatures
-from .tiny import NAME as TINY_NAME
-from .tiny import ensure_tiny
+from .tiny import SHAPES, ensure_model
 
 __all__ = ["Backbone", "DecoderInputs", "DecoderOutput", "SlateFeatures", "load", "resolve_device"]
 
@@ -32,12 +31,13 @@ def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
     dev = resolve_device(device) if isinstance(device, str) else device
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    if str(name_or_path) == TINY_NAME:
-        path, name = ensure_tiny(), TINY_NAME
+    if str(name_or_path) in SHAPES:
+        name = str(name_or_path)
+        path = ensure_model(name)
     else:
         path, name = Path(name_or_path), str(name_or_path)
         if not (path / "config.json").is_file():
-            raise InputError(f"{path}: not a model folder (no config.json); use a local checkpoint or '{TINY_NAME}'")
+            raise InputError(f"{path}: not a model folder (no config.json); use a local checkpoint or one of {', '.join(SHAPES)}")
     try:
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
     except json.JSONDecodeError as exc:

@@ -1,4 +1,6 @@
-"""The embedded default backbone ``tiny-qwen3vl``: the real Qwen3-VL class with a tiny config.
+"""Embedded random-weight backbones: the default ``tiny-qwen3vl`` and larger named shapes for benchmarks.
+
+``tiny-qwen3vl``: the real Qwen3-VL class with a tiny config.
 
 Seeded random weights, a WordLevel tokenizer built offline with the ``tokenizers`` library (Qwen special
 tokens, letters A–Z as single tokens, a small word vocabulary) and the Qwen2-VL PIL image processor with
@@ -21,8 +23,24 @@ from ..data.synth_vocab import GENRES, TITLE_WORDS
 
 NAME = "tiny-qwen3vl"
 VERSION = "v1"
+# Named random configs: (text config overrides, vision config overrides, max pixels into the vision tower).
+# ``mid-qwen3vl`` is a mid-size shape for CPU benchmarks; ``qwen3vl-4b-shape`` has Qwen3-VL-4B's decoder
+# and vision shapes (GPU benchmarks; ~4.4 B random parameters, never downloaded).
+SHAPES = {
+    NAME: (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=8, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, mrope_section=[2, 3, 3]),
+           dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                num_position_embeddings=256, deepstack_visual_indexes=[0, 1]), 512 * 512),
+    "mid-qwen3vl": (dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=12, num_attention_heads=8,
+                         num_key_value_heads=4, head_dim=64, mrope_section=[8, 12, 12]),
+                    dict(depth=4, hidden_size=256, intermediate_size=512, num_heads=4, out_hidden_size=512,
+                         num_position_embeddings=2304, deepstack_visual_indexes=[1, 2, 3]), 16384 * 32 * 32),
+    "qwen3vl-4b-shape": (dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                              num_key_value_heads=8, head_dim=128, mrope_section=[24, 20, 20]),
+                         dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
+                              num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17]), 16384 * 32 * 32),
+}
 SEED = 1234
-TINY_MAX_PIXELS = 512 * 512
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
 UNK = "[UNK]"
@@ -35,8 +53,8 @@ def cache_root() -> Path:
     return Path(os.environ.get("FIXATE_RT_CACHE", Path.home() / ".cache" / "fixate-rt"))
 
 
-def tiny_path() -> Path:
-    return cache_root() / "models" / f"{NAME}-{VERSION}"
+def model_path(name: str = NAME) -> Path:
+    return cache_root() / "models" / f"{name}-{VERSION}"
 
 
 def _vocabulary() -> list[str]:
@@ -68,58 +86,58 @@ def build_tokenizer():
     )
 
 
-def build_config(tokenizer):
+def build_config(tokenizer, name: str = NAME):
     from transformers import Qwen3VLConfig
 
+    text, vision, _ = SHAPES[name]
+    text = dict(text)
+    mrope = text.pop("mrope_section")
     ids = tokenizer.convert_tokens_to_ids
     return Qwen3VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=8,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+            vocab_size=len(tokenizer), max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope,
                              "mrope_interleaved": True},
-            pad_token_id=tokenizer.pad_token_id,
+            **text,
         ),
-        vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
-            spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=256,
-            deepstack_visual_indexes=[0, 1],
-        ),
+        vision_config=dict(patch_size=16, spatial_merge_size=2, temporal_patch_size=2, **vision),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
 
 
-def write_tiny(folder: Path) -> None:
-    """Build the tiny model with seeded weights and save it as an ordinary checkpoint folder."""
+def write_random_model(folder: Path, name: str = NAME) -> None:
+    """Build a named random model with seeded weights and save it as an ordinary checkpoint folder."""
     from transformers import Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = build_tokenizer()
-    config = build_config(tokenizer)
+    config = build_config(tokenizer, name)
     torch.manual_seed(SEED)
     model = Qwen3VLForConditionalGeneration(config)
     with torch.no_grad():  # wider than the default init so the random model's choices are not all equal
         model.lm_head.weight.normal_(0.0, 0.5)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    # At most 512² pixels into the vision tower: a 1100×619 slate becomes 672×352 -> 11×21 = 231 merged tokens
-    # (a real Qwen3-VL processor gives 19×34 = 646), which keeps the CPU demo and CI fast. Geometry stays exact:
-    # token boxes are derived from the grid the processor actually produced.
+    # tiny: at most 512² pixels into the vision tower, so a 1100×619 slate becomes 672×352 -> 11×21 = 231 merged
+    # tokens (the stock Qwen3-VL limit gives 19×34 = 646, as the larger shapes do). This keeps the CPU demo and
+    # CI fast; geometry stays exact because token boxes come from the grid the processor actually produced.
     Qwen2VLImageProcessorPil(patch_size=16, merge_size=2, temporal_patch_size=2,
-                             size={"shortest_edge": 56 * 56, "longest_edge": TINY_MAX_PIXELS}).save_pretrained(folder)
+                             size={"shortest_edge": 56 * 56, "longest_edge": SHAPES[name][2]}).save_pretrained(folder)
 
 
-def ensure_tiny() -> Path:
-    """Return the tiny checkpoint folder, writing it on first use (atomically: temp folder + rename)."""
-    final = tiny_path()
+def ensure_model(name: str = NAME) -> Path:
+    """Return a named random model's folder, writing it on first use (atomically: temp folder + rename)."""
+    if name not in SHAPES:
+        raise KeyError(name)
+    final = model_path(name)
     if (final / "config.json").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
-        write_tiny(tmp)
+        write_random_model(tmp, name)
         try:
             tmp.rename(final)
         except OSError:  # another process won the race; its copy is identical

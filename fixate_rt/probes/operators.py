@@ -17,7 +17,7 @@ import torch
 
 from .. import ops
 from ..backbones.base import DecoderInputs, SlateFeatures
-from .reference import attnlrp_row, glimpse_row
+from .reference import GLIMPSE_DEPTH_TEMP, GLIMPSE_EPS, GLIMPSE_HEAD_TEMP, attnlrp_row
 
 PROBES = ("rollout", "glimpse", "attnlrp")
 GRADIENT_PROBES = ("glimpse", "attnlrp")
@@ -34,6 +34,33 @@ class ProbeResult:
 def _target_scalar(label_logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
     chosen = label_logits.argmax(-1) if targets is None else targets.to(label_logits.device)
     return label_logits.gather(1, chosen[:, None]).sum()  # samples are independent: Σ_b s_b
+
+
+def glimpse_row_streaming(maps: list[torch.Tensor], grads: list[torch.Tensor], query_pos: torch.Tensor) -> torch.Tensor:
+    """`reference.glimpse_row` one layer at a time: per-layer temporaries only, E_l kept head-reduced.
+
+    maps, grads: per probed layer (shallow → deep) [B, H, T, T] -> [B, T]. Peak extra memory is one layer's
+    [B, H, T, T] plus L × [B, T, T], instead of stacking [B, L, H, T, T] twice.
+    """
+    E, gammas = [], []
+    for attn, grad in zip(maps, grads):
+        G = torch.relu(grad * attn)
+        sigma = G.sum((-1, -2)) / (torch.relu(grad).sum((-1, -2)) + GLIMPSE_EPS)  # [B, H]
+        w = torch.softmax(sigma / GLIMPSE_HEAD_TEMP, dim=-1)
+        e = torch.einsum("bh,bhij->bij", w, G)
+        E.append(e / (e.sum(-1, keepdim=True) + GLIMPSE_EPS))
+        gammas.append(grad.sum(1).abs().sum((-1, -2)))  # [B]
+        del G
+    gamma = torch.stack(gammas, 1)  # [B, L]
+    depth = torch.arange(1, len(maps) + 1, dtype=gamma.dtype, device=gamma.device)
+    s = torch.softmax(GLIMPSE_DEPTH_TEMP * depth, dim=0)
+    alpha = gamma * s / ((gamma * s).sum(-1, keepdim=True) + GLIMPSE_EPS)
+    B, T = E[0].shape[0], E[0].shape[-1]
+    r = torch.zeros(B, T, dtype=E[0].dtype, device=E[0].device)
+    r[torch.arange(B, device=r.device), query_pos.to(r.device)] = 1.0
+    for layer in reversed(range(len(E))):
+        r = r + alpha[:, layer, None] * torch.einsum("bi,bij->bj", r, E[layer])
+    return r
 
 
 def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.Tensor | None,
@@ -62,7 +89,6 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.
         maps = [out.capture.maps[layer] for layer in layers]
         s = _target_scalar(out.label_logits, targets)
         grads = torch.autograd.grad(s, maps)
-        # float64: GLIMPSE's row normalisation (ε = 1e-8) amplifies fp32 rounding in rows of tiny mass.
-        row = glimpse_row(torch.stack([m.detach() for m in maps], 1).double(), torch.stack(grads, 1).double(), last)
+        row = glimpse_row_streaming([m.detach() for m in maps], list(grads), last)
     token_rel = row[inputs.image_mask].reshape(B, slate.n_tokens).abs().float()
     return ProbeResult(out.label_logits.detach(), token_rel.detach())

@@ -1,0 +1,134 @@
+"""Probing cost: fixate-rt's capture paths vs the reference approach, in the same script, per probe.
+
+reference = every decoder layer eager with ``output_attentions=True`` (what FixATE's code does), autograd.grad
+over the returned maps for the gradient probes, and the full-matrix operator (R as a product of T×T matrices).
+fixate-rt  = ``fixate_rt.probes.operators.probe``: probed layers only (others SDPA), row propagation, and for
+AttnLRP only the answer row (A[last] from q_last·K, ∂s/∂A[last] = dO[last]·Vᵀ).
+
+Each (model, probe, method) runs in its own subprocess so peak memory is clean: "peak MB" is the growth of
+the process's peak RSS during the probe calls, over what loading + vision encoding already needed.
+
+    python benchmarks/bench_probe_capture.py [--models tiny-qwen3vl mid-qwen3vl] [--batch 2] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def worker(model: str, probe_name: str, method: str, batch: int, reps: int) -> dict:
+    import numpy as np
+    import torch
+
+    from fixate_rt.backbones import load
+    from fixate_rt.data.layout import LETTERS
+    from fixate_rt.data.render import render_slate
+    from fixate_rt.probes import reference as ref
+    from fixate_rt.probes.operators import probe
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+    torch.manual_seed(0)
+    bb = load(model, device="cpu")
+    rng = np.random.default_rng(0)
+    items = [{"title": "Blue Moon", "genre": "Drama"}] * 15
+    feats = bb.encode_slate(render_slate(items, ["Drama", "Comedy", "Crime"], rng))
+    inputs = bb.build_inputs([f"Top_genre: Drama {i}" for i in range(batch)], LETTERS, feats, 16)
+    prompts = torch.randn(batch, 16, bb.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.01
+    label_ids = bb.label_token_ids(LETTERS)
+    layers = bb.default_probe_layers
+
+    def reference_call():
+        bb.model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa"})
+        embeds = bb.model.get_input_embeddings()(inputs.input_ids).clone()
+        embeds[inputs.soft_mask] = prompts.reshape(-1, prompts.shape[-1])
+        grad = probe_name != "rollout"
+        with torch.set_grad_enabled(grad):
+            if grad:
+                embeds.requires_grad_(True)
+            vision = BaseModelOutputWithDeepstackFeatures(pooler_output=(feats.image_embeds,) * batch,
+                                                          deepstack_features=[(f,) * batch for f in feats.deepstack])
+            out = bb.model.model(inputs_embeds=embeds, attention_mask=inputs.attention_mask,
+                                 position_ids=inputs.position_ids, mm_encoder_outputs={"image": vision},
+                                 output_attentions=True, use_cache=False)
+            logits = bb.model.lm_head(out.last_hidden_state[:, -1])[:, label_ids]
+        attn = torch.stack([out.attentions[layer] for layer in layers], 1)
+        q = torch.full((batch,), attn.shape[-1] - 1)
+        if probe_name == "rollout":
+            R = ref.rollout_full(attn.mean(2).detach())
+        else:
+            s = logits.gather(1, logits.argmax(-1, keepdim=True)).sum()
+            g = torch.stack(torch.autograd.grad(s, [out.attentions[layer] for layer in layers]), 1)
+            full = ref.attnlrp_full if probe_name == "attnlrp" else ref.glimpse_full
+            R = full(attn.detach().double(), g.double())
+        row = R[torch.arange(batch), q]
+        bb.model.set_attn_implementation({"text_config": "fixate_capture", "vision_config": "sdpa"})
+        return row[inputs.image_mask].reshape(batch, -1).abs()
+
+    def fast_call():
+        return probe(bb, inputs, feats, prompts, label_ids, method=probe_name, layers=layers).token_relevance
+
+    call = reference_call if method == "reference" else fast_call
+    base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        rel = call()
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"model": model, "probe": probe_name, "method": method, "batch": batch, "T": inputs.input_ids.shape[1],
+            "layers_total": bb.num_layers, "layers_probed": len(layers), "image_tokens": feats.n_tokens,
+            "ms_median": 1000 * float(np.median(times)), "ms_min": 1000 * min(times),
+            "peak_mb": (peak - base_peak) / 1024, "relevance_checksum": float(rel.float().sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["tiny-qwen3vl", "mid-qwen3vl"])
+    ap.add_argument("--probes", nargs="+", default=["rollout", "attnlrp", "glimpse"])
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--worker", nargs=3, metavar=("MODEL", "PROBE", "METHOD"))
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.batch, args.reps)))
+        return
+    import torch
+    import transformers
+
+    rows = []
+    for model in args.models:
+        for probe_name in args.probes:
+            pair = {}
+            for method in ("reference", "fixate-rt"):
+                cmd = [sys.executable, __file__, "--worker", model, probe_name, method, "--batch", str(args.batch),
+                       "--reps", str(args.reps)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
+                pair[method] = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append(pair[method])
+            r, f = pair["reference"], pair["fixate-rt"]
+            print(f"{model:14s} {probe_name:8s} T={r['T']:4d} B={args.batch}  reference {r['ms_median']:8.1f} ms "
+                  f"{r['peak_mb']:8.1f} MB | fixate-rt {f['ms_median']:8.1f} ms {f['peak_mb']:8.1f} MB | "
+                  f"speed-up {r['ms_median'] / f['ms_median']:5.2f}x  memory {r['peak_mb'] / max(f['peak_mb'], 1e-3):5.2f}x"
+                  f"  (checksums {r['relevance_checksum']:.5f} / {f['relevance_checksum']:.5f})", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+            "command": "python benchmarks/bench_probe_capture.py " + " ".join(sys.argv[1:])}
+    (RESULTS / "probe_capture_cpu.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'probe_capture_cpu.json'}")
+
+
+if __name__ == "__main__":
+    main()
