@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "common.h"
+
 namespace fixate {
 namespace {
 
@@ -24,7 +26,8 @@ inline double overlap_fraction(const float* tok, const float* box) {
   return (w * h) / area;
 }
 
-void pool_row(const float* rel, const float* token_boxes, const float* boxes, float* out, int64_t P,
+template <typename Scalar>
+void pool_row(const Scalar* rel, const float* token_boxes, const float* boxes, Scalar* out, int64_t P,
               int64_t S, PoolMode mode) {
   std::vector<double> score(S, 0.0);
   for (int64_t p = 0; p < P; ++p) {
@@ -53,25 +56,28 @@ void pool_row(const float* rel, const float* token_boxes, const float* boxes, fl
   }
   for (int64_t s = 0; s < S; ++s) {
     if (!valid_box(boxes + 4 * s)) {
-      out[s] = 0.0f;
+      out[s] = Scalar(0);
     } else if (total > kMinMass) {
-      out[s] = float(score[s] / total);
+      out[s] = Scalar(score[s] / total);
     } else {
-      out[s] = float(1.0 / double(n_valid));
+      out[s] = Scalar(1.0 / double(n_valid));
     }
   }
 }
 
 }  // namespace
 
-void slot_pool(const float* relevance, const float* token_boxes, const float* slot_boxes, float* out,
+template <typename Scalar>
+void slot_pool(const Scalar* relevance, const float* token_boxes, const float* slot_boxes, Scalar* out,
                int64_t B, int64_t P, int64_t S, PoolMode mode) {
-#if defined(FIXATE_RT_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
+  FIXATE_PARALLEL_FOR_STATIC
   for (int64_t b = 0; b < B; ++b) {
     pool_row(relevance + b * P, token_boxes, slot_boxes + b * S * 4, out + b * S, P, S, mode);
   }
 }
+
+template void slot_pool<float>(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, PoolMode);
+template void slot_pool<double>(const double*, const float*, const float*, double*, int64_t, int64_t, int64_t,
+                                PoolMode);
 
 }  // namespace fixate

@@ -143,6 +143,7 @@ def score(
     tau: Annotated[float, typer.Option(help="Gaze-target temperature τ (1 = dwell shares)")] = 1.0,
     split: Annotated[Split, typer.Option(help="Score only this split")] = Split.all,
     compare: Annotated[Optional[Path], typer.Option(help="Another score folder: per-user paired Wilcoxon")] = None,
+    kernel: Annotated[Kernel, typer.Option(help="Metric implementation (auto picks the fastest available)")] = Kernel.auto,
 ) -> None:
     """Attention alignment (KL, JS, cosine, CSH@k, TGO@k, top-k JS, CC, SIM, NSS) and click metrics."""
     from . import metrics as M
@@ -150,7 +151,7 @@ def score(
     from .score import compare as compare_runs
     from .score import score as run_score
 
-    payload = run_score(sim, sessions, out, signal=signal.value, tau=tau, split=split.value)
+    payload = run_score(sim, sessions, out, signal=signal.value, tau=tau, split=split.value, kernel=kernel.value)
     table = Table(title=f"{payload['n_samples']} samples · {payload['n_users']} users · signal {signal.value} · "
                         f"split {split.value}")
     for col in ("metric", "micro", "macro"):

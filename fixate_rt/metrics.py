@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 EPS = 1e-8
+NSS_MIN_STD = 1e-12  # p is a distribution (entries ≤ 1): a smaller spread is rounding, not signal
 KS = (1, 3, 5)
 TOPK_JS_K = 5
 
@@ -113,10 +114,11 @@ def sim(q: np.ndarray, p: np.ndarray) -> float:
 
 def nss(q: np.ndarray, p: np.ndarray) -> float:
     """Normalised scanpath saliency: the model map standardised (mean 0, sample std, ddof = 1), averaged
-    under the gaze distribution q (each slot weighted by its share of dwell). 0 when p is constant."""
+    under the gaze distribution q (each slot weighted by its share of dwell). 0 when p is constant
+    (std ≤ 1e-12)."""
     p = normalise(p)
     sd = p.std(ddof=1) if len(p) > 1 else 0.0
-    if sd <= 0:
+    if sd <= NSS_MIN_STD:  # a constant map (up to rounding) has no saliency to score
         return 0.0
     return float(normalise(q) @ ((p - p.mean()) / sd))
 

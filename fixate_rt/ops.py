@@ -1,65 +1,148 @@
 """Kernel registry: op name × implementation (torch / cpp / triton).
 
-``impl="auto"`` picks the fastest available implementation for the inputs and falls back silently; an
-explicitly requested implementation that is unavailable raises `UnavailableError` with the reason. Nothing
-is swapped at import time: tests call each implementation directly.
+``impl="auto"`` picks the fastest available implementation for the inputs' device and falls back silently;
+an explicitly requested implementation that is unavailable (not built, wrong device, not differentiable when
+gradients are needed) raises `UnavailableError` with the reason. Nothing is swapped at import time: tests
+call each implementation directly, and callers record the name `resolve` returned (run.json).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .errors import UnavailableError
-from .probes.reference import rollout_row_reference, slot_pool_reference
+from .probes import reference as ref
 
 try:  # the optional C++ module (FIXATE_RT_BUILD_CPP=OFF builds without it)
     from . import _C  # type: ignore[attr-defined]
 
     _CPP_ERROR = ""
 except ImportError as exc:  # pragma: no cover - depends on the build
+    import importlib.util
+
     _C = None
-    _CPP_ERROR = f"C++ module fixate_rt._C not built ({exc}); reinstall without FIXATE_RT_BUILD_CPP=OFF"
+    if importlib.util.find_spec("fixate_rt._C") is None:
+        _CPP_ERROR = "C++ module fixate_rt._C not built (installed with FIXATE_RT_BUILD_CPP=OFF?); reinstall to build it"
+    else:
+        _CPP_ERROR = f"C++ module fixate_rt._C failed to import: {exc}"
+
+IMPLS = ("torch", "cpp", "triton")
+# Fastest first, per device; `auto` takes the first usable one.
+PREFERENCE = {"cpu": ("cpp", "torch"), "cuda": ("triton", "torch")}
 
 
 def cpp_available() -> bool:
     return _C is not None
 
 
-def _slot_pool_cpp(token_relevance, token_boxes, slot_boxes, mode):
-    out = _C.slot_pool(
-        token_relevance.detach().cpu().float().numpy(), np.asarray(token_boxes.cpu(), dtype=np.float32),
-        slot_boxes.detach().cpu().float().numpy(), mode,
-    )
-    return torch.from_numpy(out).to(token_relevance.device, token_relevance.dtype)
+@dataclass(frozen=True)
+class Impl:
+    fn: Callable
+    devices: tuple[str, ...]
+    differentiable: bool
+
+    def unavailable_reason(self, name: str, device: torch.device, needs_grad: bool) -> str:
+        if name == "cpp" and not cpp_available():
+            return _CPP_ERROR
+        if device.type not in self.devices:
+            return f"runs on {', '.join(self.devices)}, inputs are on {device.type}"
+        if needs_grad and not self.differentiable:
+            return "not differentiable; use 'torch' when gradients are needed"
+        return ""
 
 
-_SLOT_POOL: dict[str, Callable] = {"torch": slot_pool_reference, "cpp": _slot_pool_cpp}
-_ROLLOUT_ROW: dict[str, Callable] = {"torch": rollout_row_reference}
+# ------------------------------------------------------------------------------- numpy bridge for _C
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        return x.numpy() if x.dtype in (torch.float32, torch.float64, torch.int64) else x.double().numpy()
+    return np.asarray(x)
 
 
-def available(op: str) -> dict[str, str]:
-    """Implementation name -> "" if usable here, else the reason it is not."""
-    table = {"slot_pool": _SLOT_POOL, "rollout_row": _ROLLOUT_ROW}[op]
-    return {name: ("" if name != "cpp" or cpp_available() else _CPP_ERROR) for name in table}
+def _cpp(fn_name: str) -> Callable:
+    def call(*args, like: torch.Tensor, **kwargs):
+        out = getattr(_C, fn_name)(*(_np(a) for a in args), **kwargs)
+        return torch.from_numpy(out).to(like.device)
+
+    return call
+
+
+def _rollout_torch(attn, query_pos, residual):
+    return ref.rollout_row_reference(attn.mean(2) if attn.ndim == 5 else attn, query_pos, residual)
+
+
+REGISTRY: dict[str, dict[str, Impl]] = {
+    "rollout_row": {
+        "torch": Impl(_rollout_torch, ("cpu", "cuda"), True),
+        "cpp": Impl(lambda a, q, r: _cpp("rollout_row")(a, q, like=a, residual=r), ("cpu",), False),
+    },
+    "attnlrp_row": {
+        "torch": Impl(ref.attnlrp_row, ("cpu", "cuda"), True),
+        "cpp": Impl(lambda a, g, q: _cpp("attnlrp_row")(a, g, q, like=a), ("cpu",), False),
+    },
+    "glimpse_row": {
+        "torch": Impl(ref.glimpse_row, ("cpu", "cuda"), True),
+        "cpp": Impl(lambda a, g, q: _cpp("glimpse_row")(a, g, q, like=a), ("cpu",), False),
+    },
+    "slot_pool": {
+        "torch": Impl(ref.slot_pool_reference, ("cpu", "cuda"), True),
+        "cpp": Impl(lambda r, tb, sb, mode: _cpp("slot_pool")(r, tb, sb, like=r, mode=mode), ("cpu",), False),
+    },
+    "batch_metrics": {
+        "torch": Impl(lambda *a: __import__("fixate_rt.metrics_batch", fromlist=["x"]).batch_metrics(*a),
+                      ("cpu", "cuda"), False),
+        "cpp": Impl(lambda a, g, p, c, n: _cpp("batch_metrics")(a, g, p, c, n, like=torch.empty(0)), ("cpu",), False),
+    },
+}
+
+
+def available(op: str, device: torch.device | str = "cpu") -> dict[str, str]:
+    """Implementation name -> "" if usable for inputs on ``device``, else the reason it is not."""
+    dev = torch.device(device)
+    return {name: impl.unavailable_reason(name, dev, False) for name, impl in REGISTRY[op].items()}
 
 
 def resolve(op: str, impl: str, *, device: torch.device, needs_grad: bool = False) -> str:
-    """The implementation that will run for ``op`` given the request and the inputs."""
-    reasons = available(op)
+    """The implementation that will run ``op`` for inputs on ``device`` (see the module docstring)."""
+    impls = REGISTRY[op]
     if impl != "auto":
-        if impl not in reasons:
-            raise UnavailableError(f"{op}: no '{impl}' implementation (have: {', '.join(reasons)})")
-        if reasons[impl]:
-            raise UnavailableError(f"{op}: impl '{impl}' unavailable: {reasons[impl]}")
-        if impl == "cpp" and needs_grad:
-            raise UnavailableError(f"{op}: impl 'cpp' is not differentiable; use 'torch' when gradients are needed")
+        if impl not in impls:
+            raise UnavailableError(f"{op}: no '{impl}' implementation (have: {', '.join(impls)})")
+        reason = impls[impl].unavailable_reason(impl, device, needs_grad)
+        if reason:
+            raise UnavailableError(f"{op}: impl '{impl}' unavailable: {reason}")
         return impl
-    if device.type == "cpu" and not needs_grad and reasons.get("cpp") == "":
-        return "cpp"
+    for name in PREFERENCE.get(device.type, ("torch",)):
+        if name in impls and not impls[name].unavailable_reason(name, device, needs_grad):
+            return name
     return "torch"
+
+
+# ------------------------------------------------------------------------------------------ public ops
+def rollout_row(attn: torch.Tensor, query_pos: torch.Tensor, *, residual: float = 0.5, impl: str = "auto") -> torch.Tensor:
+    """Row ``query_pos[b]`` of Â_L⋯Â_1 with Â = rownorm(residual·I + (1 − residual)·A).
+
+    attn [B, L, T, T] head-averaged (or [B, L, H, T, T], averaged on the fly), probed layers shallow → deep;
+    query_pos [B] -> [B, T].
+    """
+    name = resolve("rollout_row", impl, device=attn.device, needs_grad=attn.requires_grad)
+    return REGISTRY["rollout_row"][name].fn(attn, query_pos, residual)
+
+
+def attnlrp_row(attn_row: torch.Tensor, grad_row: torch.Tensor, query_pos: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
+    """FixATE AttnLRP row [B, T] from the answer rows of A and ∂s/∂A, each [B, L, H, T]."""
+    name = resolve("attnlrp_row", impl, device=attn_row.device, needs_grad=attn_row.requires_grad or grad_row.requires_grad)
+    return REGISTRY["attnlrp_row"][name].fn(attn_row, grad_row, query_pos)
+
+
+def glimpse_row(attn: torch.Tensor, grad: torch.Tensor, query_pos: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
+    """FixATE GLIMPSE row [B, T] from per-head A and ∂s/∂A, each [B, L, H, T, T]."""
+    name = resolve("glimpse_row", impl, device=attn.device, needs_grad=attn.requires_grad or grad.requires_grad)
+    return REGISTRY["glimpse_row"][name].fn(attn, grad, query_pos)
 
 
 def slot_pool(token_relevance: torch.Tensor, token_boxes: torch.Tensor | np.ndarray, slot_boxes: torch.Tensor, *,
@@ -67,13 +150,11 @@ def slot_pool(token_relevance: torch.Tensor, token_boxes: torch.Tensor | np.ndar
     """token_relevance [B, P], token_boxes [P, 4], slot_boxes [B, S, 4] -> slot relevance [B, S] (rows sum to 1)."""
     token_boxes = torch.as_tensor(token_boxes, dtype=torch.float32, device=token_relevance.device)
     name = resolve("slot_pool", impl, device=token_relevance.device, needs_grad=token_relevance.requires_grad)
-    return _SLOT_POOL[name](token_relevance, token_boxes, slot_boxes, mode)
+    return REGISTRY["slot_pool"][name].fn(token_relevance, token_boxes, slot_boxes, mode)
 
 
-def rollout_row(attn: torch.Tensor, query_pos: torch.Tensor, *, residual: float = 0.5, impl: str = "auto") -> torch.Tensor:
-    """Row ``query_pos[b]`` of Â_L⋯Â_1 with Â = rownorm(residual·I + (1 − residual)·A).
-
-    attn [B, L, T, T] head-averaged probed layers ordered shallow → deep; query_pos [B] -> [B, T].
-    """
-    name = resolve("rollout_row", impl, device=attn.device, needs_grad=attn.requires_grad)
-    return _ROLLOUT_ROW[name](attn, query_pos, residual)
+def batch_metrics(relevance, gaze, p_click, clicked, n_cand, *, impl: str = "auto") -> torch.Tensor:
+    """Per-row metrics [R, 16] (metrics.METRIC_NAMES order) of relevance/gaze/p_click [R, S] with ragged n_cand."""
+    device = relevance.device if isinstance(relevance, torch.Tensor) else torch.device("cpu")
+    name = resolve("batch_metrics", impl, device=device)
+    return REGISTRY["batch_metrics"][name].fn(relevance, gaze, p_click, clicked, n_cand)

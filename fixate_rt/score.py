@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import metrics as M
+from . import ops
 from .data.tables import SIMULATIONS_SCHEMA, read_parquet, read_sessions, require_column
 from .errors import ValidationError
 from .io import atomic_path, ensure_writable_dir, write_json
@@ -45,8 +47,24 @@ def read_simulations(path: Path) -> dict[tuple[str, str], Simulated]:
     return out
 
 
+def _metrics_table(picked, users, slates, sims, dwell_lists, clicked, tau: float, kernel: str):
+    """Per-sample metric dicts via the batched op (ragged slot counts padded, n_cand per row)."""
+    S = max(sims[(u, s)].relevance.size for u, s in zip(users, slates))
+    R = len(picked)
+    a, g, p = np.zeros((R, S)), np.zeros((R, S)), np.zeros((R, S))
+    n = np.zeros(R, dtype=np.int64)
+    for r, (i, u, s) in enumerate(zip(picked, users, slates)):
+        sim = sims[(u, s)]
+        k = sim.relevance.size
+        a[r, :k], p[r, :k], g[r, :k], n[r] = sim.relevance, sim.p_click, M.gaze_target(dwell_lists[i], tau), k
+    impl = ops.resolve("batch_metrics", kernel, device=torch.device("cpu"))
+    table = ops.batch_metrics(torch.from_numpy(a), torch.from_numpy(g), torch.from_numpy(p),
+                              torch.as_tensor(clicked[picked]), torch.from_numpy(n), impl=impl).numpy()
+    return [dict(zip(M.METRIC_NAMES, map(float, row))) for row in table], impl
+
+
 def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixation", tau: float = 1.0,
-          split: str = "all") -> dict:
+          split: str = "all", kernel: str = "auto") -> dict:
     """Score and write ``metrics.json`` + ``per_sample.csv``. Returns the metrics payload."""
     if signal not in ("fixation", "cursor"):
         raise ValidationError(f"--signal must be fixation or cursor, got '{signal}'")
@@ -58,7 +76,7 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
         raise ValidationError(f"{sessions_path}, field 'cursor_ms': --signal cursor needs this column")
     out = ensure_writable_dir(Path(out))
     dwell_lists = sessions.fixation_ms if signal == "fixation" else sessions.cursor_ms
-    rows, users, slates, skipped_no_mass, unmatched = [], [], [], [], 0
+    picked, skipped_no_mass, unmatched = [], [], 0
     for i, (u, s, split_i) in enumerate(zip(sessions.user_ids, sessions.slate_ids, sessions.splits)):
         if split != "all" and split_i != split:
             continue
@@ -73,13 +91,13 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
         if dwell.sum() <= 0:
             skipped_no_mass.append(f"{u}/{s}")
             continue
-        rows.append(M.sample_metrics(sim.relevance, M.gaze_target(dwell, tau), sim.p_click,
-                                     int(sessions.clicked_slot[i])))
-        users.append(u)
-        slates.append(s)
-    if not rows:
+        picked.append(i)
+    if not picked:
         raise ValidationError(f"{sessions_path}: no session matched a simulated (user_id, slate_id) "
                               f"(split '{split}', {unmatched} unmatched, {len(skipped_no_mass)} without {signal} mass)")
+    users = [sessions.user_ids[i] for i in picked]
+    slates = [sessions.slate_ids[i] for i in picked]
+    rows, impl_used = _metrics_table(picked, users, slates, sims, dwell_lists, sessions.clicked_slot, tau, kernel)
     with atomic_path(out / "per_sample.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(PER_SAMPLE_COLUMNS)
@@ -88,7 +106,8 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
     payload = {
         "command": "score",
         "config": {"sim": str(sim_path), "sessions": str(sessions_path), "signal": signal, "tau": tau, "split": split,
-                   "tie_rule": "descending value, ties to the lower slot index"},
+                   "kernel": kernel, "tie_rule": "descending value, ties to the lower slot index"},
+        "implementations": {"batch_metrics": impl_used},
         **M.aggregate(rows, users),
         "skipped_no_mass": {"count": len(skipped_no_mass), "pairs": skipped_no_mass[:50]},
         "sessions_without_simulation": unmatched,

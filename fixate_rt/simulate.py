@@ -92,8 +92,9 @@ class Simulator:
         self.kernel = kernel
         self.batch_size = batch_size
         self.timer = StageTimer(self.backbone.device)
+        combine_op = self._combine_op = {"rollout": "rollout_row", "attnlrp": "attnlrp_row", "glimpse": "glimpse_row"}[probe]
         self.impls = {
-            "rollout_row": ops.resolve("rollout_row", kernel if kernel != "cpp" else "torch", device=self.backbone.device),
+            combine_op: ops.resolve(combine_op, kernel, device=self.backbone.device),
             "slot_pool": ops.resolve("slot_pool", kernel, device=torch.device("cpu")),
         }
 
@@ -122,7 +123,7 @@ class Simulator:
                 inputs = self.backbone.build_inputs(profiles[start:start + self.batch_size], layout.labels, feats, n_soft)
             with self.timer.stage("decoder_and_probe"):
                 out = probe(self.backbone, inputs, feats, prompts, label_ids, method=self.probe,
-                            layers=self.probe_layers, residual=self.residual, rollout_impl=self.impls["rollout_row"])
+                            layers=self.probe_layers, residual=self.residual, impl=self.impls[self._combine_op])
                 token_rel = out.token_relevance
             with self.timer.stage("pooling"):
                 boxes = slot_boxes.expand(len(uids), -1, -1)

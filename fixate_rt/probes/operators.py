@@ -17,7 +17,7 @@ import torch
 
 from .. import ops
 from ..backbones.base import DecoderInputs, SlateFeatures
-from .reference import GLIMPSE_DEPTH_TEMP, GLIMPSE_EPS, GLIMPSE_HEAD_TEMP, attnlrp_row
+from .reference import GLIMPSE_DEPTH_TEMP, GLIMPSE_EPS, GLIMPSE_HEAD_TEMP
 
 PROBES = ("rollout", "glimpse", "attnlrp")
 GRADIENT_PROBES = ("glimpse", "attnlrp")
@@ -65,8 +65,12 @@ def glimpse_row_streaming(maps: list[torch.Tensor], grads: list[torch.Tensor], q
 
 def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.Tensor | None,
           label_ids: list[int], *, method: str = "rollout", layers: tuple[int, ...], residual: float = 0.5,
-          targets: torch.Tensor | None = None, rollout_impl: str = "auto") -> ProbeResult:
-    """Run the decoder once with the capture ``method`` needs and return logits and token relevance."""
+          targets: torch.Tensor | None = None, impl: str = "auto") -> ProbeResult:
+    """Run the decoder once with the capture ``method`` needs and return logits and token relevance.
+
+    ``impl`` selects the implementation of the final combination op (rollout_row / attnlrp_row /
+    glimpse_row; see `fixate_rt.ops`). GLIMPSE with ``impl="torch"`` uses the layer-streaming torch path.
+    """
     if method not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {method!r}")
     B, T = inputs.input_ids.shape
@@ -75,7 +79,7 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.
         with torch.no_grad():
             out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="mean")
         attn = torch.stack([out.capture.maps[layer] for layer in layers], dim=1)  # [B, L, T, T]
-        row = ops.rollout_row(attn, last, residual=residual, impl=rollout_impl)
+        row = ops.rollout_row(attn, last, residual=residual, impl=impl)
     elif method == "attnlrp":
         out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="row", grad=True)
         s = _target_scalar(out.label_logits, targets)
@@ -83,12 +87,16 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.
         grad_rows = torch.stack([torch.einsum("bhd,bhtd->bht", g[:, -1].float(), out.capture.values[layer].float())
                                  for g, layer in zip(d_out, layers)], dim=1)  # [B, L, H, T]
         attn_rows = torch.stack([out.capture.maps[layer] for layer in layers], dim=1)
-        row = attnlrp_row(attn_rows.detach().double(), grad_rows.detach().double(), last)
+        row = ops.attnlrp_row(attn_rows.detach().double(), grad_rows.detach().double(), last, impl=impl)
     else:  # glimpse
         out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="heads", grad=True)
         maps = [out.capture.maps[layer] for layer in layers]
         s = _target_scalar(out.label_logits, targets)
         grads = torch.autograd.grad(s, maps)
-        row = glimpse_row_streaming([m.detach() for m in maps], list(grads), last)
+        name = ops.resolve("glimpse_row", impl, device=maps[0].device)
+        if name == "torch":
+            row = glimpse_row_streaming([m.detach() for m in maps], list(grads), last)
+        else:
+            row = ops.glimpse_row(torch.stack([m.detach() for m in maps], 1), torch.stack(grads, 1), last, impl=name)
     token_rel = row[inputs.image_mask].reshape(B, slate.n_tokens).abs().float()
     return ProbeResult(out.label_logits.detach(), token_rel.detach())
