@@ -52,10 +52,12 @@ class DecoderOutput:
     """label_logits [B, S]: logits of each slot's answer-label token at the last prompt position.
 
     capture: what the probed layers recorded (probes/capture.py `AttentionRecorder`: maps, values, outputs).
+    logits: the full-vocabulary logits [B, V] at the last prompt position (the next-token loss uses them).
     """
 
     label_logits: torch.Tensor
     capture: "AttentionRecorder"
+    logits: torch.Tensor | None = None  # [B, V] full vocabulary at the last prompt position
 
     @property
     def attentions(self) -> dict[int, torch.Tensor]:

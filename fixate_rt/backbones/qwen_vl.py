@@ -68,12 +68,17 @@ class Qwen3VLBackbone:
         return self.processor.label_token_ids(labels)
 
     # ---------------------------------------------------------------------------------- batch
-    def build_inputs(self, profiles: list[str], labels: tuple[str, ...], slate: SlateFeatures,
-                     n_soft: int) -> DecoderInputs:
-        """Left-padded batch of [soft prompt placeholders (N) | template with P image tokens]."""
-        rows = [self.processor.encode(p, labels, slate.n_tokens) for p in profiles]
+    def build_inputs(self, profiles: list[str], labels: tuple[str, ...] | list[tuple[str, ...]],
+                     slates: SlateFeatures | list[SlateFeatures], n_soft: int) -> DecoderInputs:
+        """Left-padded batch of [soft prompt placeholders (N) | template with P image tokens].
+
+        ``labels`` and ``slates`` are shared by every row, or given per row (training batches mix slates).
+        """
+        B = len(profiles)
+        slates = [slates] * B if isinstance(slates, SlateFeatures) else list(slates)
+        labels = [labels] * B if labels and isinstance(labels[0], str) else list(labels)
+        rows = [self.processor.encode(p, lab, f.n_tokens) for p, lab, f in zip(profiles, labels, slates)]
         T = max(len(ids) for ids, _ in rows) + n_soft
-        B = len(rows)
         pad = self.processor.pad_id
         input_ids = torch.full((B, T), pad, dtype=torch.long)
         types = torch.zeros((B, T), dtype=torch.long)
@@ -88,21 +93,24 @@ class Qwen3VLBackbone:
         # Positions from the real ids: soft-prompt places are ordinary text positions 0..N-1, so the
         # image block gets its proper 2-D M-RoPE grid, shifted by N.
         position_ids, _ = self.model.model.get_rope_index(
-            input_ids, mm_token_type_ids=types, image_grid_thw=slate.grid_thw.repeat(B, 1).cpu(),
+            input_ids, mm_token_type_ids=types, image_grid_thw=torch.cat([f.grid_thw for f in slates]).cpu(),
             attention_mask=mask,
         )
         dev = self.device
         return DecoderInputs(input_ids.to(dev), mask.to(dev), position_ids.to(dev), soft.to(dev),
                              (types == 1).to(dev), types.to(dev))
 
-    def decode(self, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.Tensor | None,
-               label_ids: list[int], probe_layers: tuple[int, ...] = (), capture: str = "mean",
+    def decode(self, inputs: DecoderInputs, slates: SlateFeatures | list[SlateFeatures], prompts: torch.Tensor | None,
+               label_ids: list[int] | torch.Tensor | None, probe_layers: tuple[int, ...] = (), capture: str = "mean",
                grad: bool = False) -> DecoderOutput:
-        """Decoder forward. prompts [B, N, D] or None. Returns label logits [B, S] at the last position.
+        """Decoder forward. prompts [B, N, D] or None. Returns label logits [B, S] at the last position
+        (``label_ids`` shared by the batch) and the full-vocabulary logits [B, V] of that position.
 
         ``capture`` says what the probed layers record (see probes/capture.py). With ``grad`` the forward
-        builds an autograd graph from ``inputs_embeds`` on, so ∂(label logit)/∂(captured tensors) can be taken.
+        builds an autograd graph from ``inputs_embeds`` on, so ∂(logit)/∂(captured tensors) can be taken.
         """
+        B = inputs.input_ids.shape[0]
+        slates = [slates] * B if isinstance(slates, SlateFeatures) else list(slates)
         with torch.set_grad_enabled(grad or torch.is_grad_enabled()):
             embeds = self.model.get_input_embeddings()(inputs.input_ids)
             if prompts is not None and prompts.shape[1] > 0:
@@ -110,10 +118,9 @@ class Qwen3VLBackbone:
                 embeds[inputs.soft_mask] = prompts.reshape(-1, prompts.shape[-1]).to(embeds.device, embeds.dtype)
             if grad and not embeds.requires_grad:
                 embeds = embeds.detach().requires_grad_(True)
-            B = embeds.shape[0]
             vision = BaseModelOutputWithDeepstackFeatures(
-                pooler_output=(slate.image_embeds,) * B,
-                deepstack_features=[(feat,) * B for feat in slate.deepstack],
+                pooler_output=tuple(f.image_embeds for f in slates),
+                deepstack_features=[tuple(f.deepstack[i] for f in slates) for i in range(len(slates[0].deepstack))],
             )
             with record_attention(tuple(probe_layers), capture) as recorder:
                 hidden = self.model.model(
@@ -121,5 +128,11 @@ class Qwen3VLBackbone:
                     mm_encoder_outputs={"image": vision}, use_cache=False,
                 ).last_hidden_state
             # Only the last prompt position predicts the answer label: project just that row.
-            logits = self.model.lm_head(hidden[:, -1])
-        return DecoderOutput(logits[:, label_ids].float(), recorder)
+            logits = self.model.lm_head(hidden[:, -1]).float()
+        if label_ids is None:
+            label_logits = logits[:, :0]
+        elif isinstance(label_ids, torch.Tensor):  # [B, S] per-row label ids (batches that mix slates)
+            label_logits = logits.gather(1, label_ids.to(logits.device))
+        else:
+            label_logits = logits[:, label_ids]
+        return DecoderOutput(label_logits, recorder, logits)

@@ -11,6 +11,7 @@ the slate's labels: free generation with one constrained greedy token).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -25,10 +26,25 @@ GRADIENT_PROBES = ("glimpse", "attnlrp")
 
 @dataclass
 class ProbeResult:
-    """label_logits [B, S] (detached), token_relevance [B, P] (|R[last, image tokens]|, fp32, detached)."""
+    """label_logits [B, S], token_relevance [B, P] (|R[last, image tokens]|, fp32), logits [B, V].
+
+    Detached unless the probe ran with ``differentiable=True`` (training), in which case the relevance and the
+    logits carry the graph back to the soft prompts (through ∇A, with create_graph, for GLIMPSE/AttnLRP).
+    """
 
     label_logits: torch.Tensor
     token_relevance: torch.Tensor
+    logits: torch.Tensor | None = None
+
+
+def _double_backward_safe(differentiable: bool):
+    """Training GLIMPSE/AttnLRP differentiates through ∂s/∂A (create_graph), i.e. through SDPA's backward.
+    The fused CPU/flash SDPA kernels have no double backward; the math backend is plain differentiable ops."""
+    if not differentiable:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def _target_scalar(label_logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
@@ -63,40 +79,50 @@ def glimpse_row_streaming(maps: list[torch.Tensor], grads: list[torch.Tensor], q
     return r
 
 
-def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.Tensor | None,
+def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures | list[SlateFeatures], prompts: torch.Tensor | None,
           label_ids: list[int], *, method: str = "rollout", layers: tuple[int, ...], residual: float = 0.5,
-          targets: torch.Tensor | None = None, impl: str = "auto") -> ProbeResult:
+          targets: torch.Tensor | None = None, impl: str = "auto", differentiable: bool = False) -> ProbeResult:
     """Run the decoder once with the capture ``method`` needs and return logits and token relevance.
 
     ``impl`` selects the implementation of the final combination op (rollout_row / attnlrp_row /
     glimpse_row; see `fixate_rt.ops`). GLIMPSE with ``impl="torch"`` uses the layer-streaming torch path.
+    ``targets`` [B] are label indices (teacher forcing); None means the model's own argmax (free generation).
+    With ``differentiable`` everything stays in the autograd graph (training).
     """
     if method not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {method!r}")
     B, T = inputs.input_ids.shape
+    n_tokens = {f.n_tokens for f in (slate if isinstance(slate, list) else [slate])}
+    if len(n_tokens) != 1:
+        raise ValueError(f"one batch must share the image-token count, got {sorted(n_tokens)}")
     last = torch.full((B,), T - 1, dtype=torch.long)
+    keep = (lambda x: x) if differentiable else (lambda x: x.detach())
+    if differentiable:
+        impl = "torch"
     if method == "rollout":
-        with torch.no_grad():
-            out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="mean")
-        attn = torch.stack([out.capture.maps[layer] for layer in layers], dim=1)  # [B, L, T, T]
-        row = ops.rollout_row(attn, last, residual=residual, impl=impl)
+        with torch.set_grad_enabled(differentiable):
+            out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="mean", grad=differentiable)
+            attn = torch.stack([out.capture.maps[layer] for layer in layers], dim=1)  # [B, L, T, T]
+            row = ops.rollout_row(attn, last, residual=residual, impl=impl)
     elif method == "attnlrp":
-        out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="row", grad=True)
+        with _double_backward_safe(differentiable):
+            out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="row", grad=True)
         s = _target_scalar(out.label_logits, targets)
-        d_out = torch.autograd.grad(s, [out.capture.outputs[layer] for layer in layers])  # each [B, T, H, d]
+        d_out = torch.autograd.grad(s, [out.capture.outputs[layer] for layer in layers], create_graph=differentiable)
         grad_rows = torch.stack([torch.einsum("bhd,bhtd->bht", g[:, -1].float(), out.capture.values[layer].float())
                                  for g, layer in zip(d_out, layers)], dim=1)  # [B, L, H, T]
         attn_rows = torch.stack([out.capture.maps[layer] for layer in layers], dim=1)
-        row = ops.attnlrp_row(attn_rows.detach().double(), grad_rows.detach().double(), last, impl=impl)
+        row = ops.attnlrp_row(keep(attn_rows).double(), keep(grad_rows).double(), last, impl=impl)
     else:  # glimpse
-        out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="heads", grad=True)
+        with _double_backward_safe(differentiable):
+            out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="heads", grad=True)
         maps = [out.capture.maps[layer] for layer in layers]
         s = _target_scalar(out.label_logits, targets)
-        grads = torch.autograd.grad(s, maps)
+        grads = torch.autograd.grad(s, maps, create_graph=differentiable)
         name = ops.resolve("glimpse_row", impl, device=maps[0].device)
         if name == "torch":
-            row = glimpse_row_streaming([m.detach() for m in maps], list(grads), last)
+            row = glimpse_row_streaming([keep(m) for m in maps], [keep(g) for g in grads], last)
         else:
             row = ops.glimpse_row(torch.stack([m.detach() for m in maps], 1), torch.stack(grads, 1), last, impl=name)
-    token_rel = row[inputs.image_mask].reshape(B, slate.n_tokens).abs().float()
-    return ProbeResult(out.label_logits.detach(), token_rel.detach())
+    token_rel = row[inputs.image_mask].reshape(B, n_tokens.pop()).abs().float()
+    return ProbeResult(keep(out.label_logits), keep(token_rel), keep(out.logits) if out.logits is not None else None)

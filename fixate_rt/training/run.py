@@ -1,0 +1,131 @@
+"""`fixate-rt train`: every seed, test evaluation, and the output folder (method.md §5, §6)."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics as M
+from ..backbones import load
+from ..io import atomic_path, ensure_writable_dir, write_json
+from ..prompts import SoftPromptBank, config_hash
+from .config import TrainConfig
+from .data import SlateCache, load_corpus
+from .evaluate import COLUMNS, evaluate_columns
+from .loop import SeedResult, train_seed
+
+REPORTED = ("kl", "js", "cosine", "csh@1", "csh@3", "tgo@3", "logloss", "auc", "correct")
+
+
+def _write_rows(path: Path, rows: list[dict], samples) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["user_id", "slate_id", *M.METRIC_NAMES])
+        for s, r in zip(samples, rows):
+            writer.writerow([s.user_id, s.slate_id, *(f"{r[n]:.8g}" for n in M.METRIC_NAMES)])
+
+
+def _wilcoxon(a_rows, b_rows, users) -> dict:
+    return {n: M.paired_wilcoxon(M.per_user_means(a_rows, users, n), M.per_user_means(b_rows, users, n))
+            for n in REPORTED}
+
+
+def _pooled_wilcoxon(per_seed: list[dict[str, list[dict]]], users: list[str]) -> dict:
+    """Pool seeds as method.md §8.1 item 8 suggests: average each user's per-seed means, then one test."""
+    out = {}
+    for n in REPORTED:
+        def pooled(column):
+            means = [M.per_user_means(cols[column], users, n) for cols in per_seed]
+            return {u: float(np.mean([m[u] for m in means])) for u in means[0]}
+
+        out[n] = M.paired_wilcoxon(pooled("fixate_tf"), pooled("backbone_tf"))
+    return out
+
+
+def learning_curve(path: Path, results: list[SeedResult]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=100)
+    for r in results:
+        epochs = [h["epoch"] for h in r.history]
+        if r.history and "train_loss" in r.history[0]:
+            axes[0].plot(epochs, [h["train_loss"] for h in r.history], label=f"seed {r.seed} total")
+            axes[0].plot(epochs, [h["train_attn"] for h in r.history], "--", label=f"seed {r.seed} attention")
+        evals = [h for h in r.history if "val_composite" in h]
+        axes[1].plot([h["epoch"] for h in evals], [h["val_composite"] for h in evals], "o-", label=f"seed {r.seed}")
+        if r.best_epoch > 0:
+            axes[1].axvline(r.best_epoch, color="grey", lw=0.6)
+    axes[0].set(title="training loss", xlabel="epoch")
+    axes[1].set(title="validation composite (TF, micro; higher is better)", xlabel="epoch")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
+          on_epoch_end: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> dict:
+    """Train every seed, evaluate on the test split, write the output folder. Returns metrics.json."""
+    t0 = time.perf_counter()
+    corpus = load_corpus(cfg)
+    out = ensure_writable_dir(Path(cfg.out))
+    backbone = load(cfg.model, device=cfg.device)
+    cache = SlateCache(backbone, corpus.slates)
+    profiles = dict(zip(corpus.users.ids, corpus.users.profiles))
+    train_s, val_s = corpus.split("train"), corpus.split("val")
+    test_s = corpus.split("test") or val_s
+    if on_start is not None:
+        per_epoch = -(-len(train_s) // (cfg.batch_size * cfg.grad_accum))
+        on_start(per_epoch * cfg.epochs * len(cfg.seeds))
+    write_json(out / "train_config.json", {**cfg.to_json(), "config_hash": config_hash(cfg.to_json())})
+    results, per_seed_cols, seeds_json = [], [], {}
+    test_users = [s.user_id for s in test_s]
+    for seed in cfg.seeds:
+        res = train_seed(backbone, cache, train_s, val_s, cfg, seed, corpus.users.ids, profiles,
+                         out / "checkpoints" / f"seed{seed}", on_step=on_step, on_epoch_end=on_epoch_end)
+        cols = evaluate_columns(backbone, cache, test_s, lambda u, p=res.params: p.mix(u)[0], cfg, profiles)
+        for column, rows in cols.items():
+            _write_rows(out / f"per_sample_seed{seed}_{column}.csv", rows, test_s)
+        seeds_json[str(seed)] = {
+            "best_epoch": res.best_epoch, "best_val_composite": res.best_val, "stopped_early": res.stopped_early,
+            "test": {c: M.aggregate(rows, test_users) for c, rows in cols.items()},
+            "wilcoxon_fixate_tf_vs_backbone_tf": _wilcoxon(cols["fixate_tf"], cols["backbone_tf"], test_users),
+            "history": res.history,
+        }
+        results.append(res)
+        per_seed_cols.append(cols)
+    best = max(results, key=lambda r: (r.best_val if r.best_val is not None else -np.inf))
+    bank = SoftPromptBank(best.params.basis.detach().cpu().float(), best.params.alpha.detach().cpu().float(),
+                          corpus.users.ids, backbone.name, config_hash(cfg.to_json()))
+    bank.save(out / "prompts.safetensors")
+    summary = {}
+    for column in COLUMNS:
+        micro = [seeds_json[str(s)]["test"][column]["micro"] for s in cfg.seeds]
+        summary[column] = {n: {"mean": float(np.mean([m[n] for m in micro])), "std": float(np.std([m[n] for m in micro]))}
+                           for n in M.METRIC_NAMES}
+    payload = {
+        "command": "train", "model": backbone.name, "probe": cfg.probe, "seeds": list(cfg.seeds),
+        "samples": {"train": len(train_s), "val": len(val_s), "test": len(test_s),
+                    "dropped_no_signal": corpus.dropped_no_mass},
+        "test_split": "test" if corpus.split("test") else "val (no test split)",
+        "prompt_bank_seed": best.seed,
+        "summary_micro_mean_std": summary,
+        "wilcoxon_pooled_over_seeds": _pooled_wilcoxon(per_seed_cols, test_users),
+        "per_seed": seeds_json,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json(out / "metrics.json", payload)
+    learning_curve(out / "learning_curve.png", results)
+    return payload
