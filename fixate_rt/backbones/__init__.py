@@ -13,7 +13,8 @@ from .tiny import SHAPES, ensure_model
 
 __all__ = ["Backbone", "DecoderInputs", "DecoderOutput", "SlateFeatures", "load", "resolve_device"]
 
-SUPPORTED = ("qwen3_vl",)
+SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl")
+REMOTE_CODE_ONLY = ("internvl_chat",)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -42,10 +43,20 @@ def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
     except json.JSONDecodeError as exc:
         raise InputError(f"{path / 'config.json'}: invalid JSON (line {exc.lineno})") from None
-    if model_type == "qwen3_vl":
-        from .qwen_vl import Qwen3VLBackbone
+    if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        from .qwen_vl import QwenVLBackbone
 
-        return Qwen3VLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name)
+        return QwenVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name, model_type=model_type)
+    if model_type == "internvl":
+        from .internvl import InternVLBackbone
+
+        return InternVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name)
+    if model_type in REMOTE_CODE_ONLY:
+        raise ValidationError(
+            f"{path / 'config.json'}, field 'model_type': '{model_type}' is the original remote-code InternVL "
+            f"release, which would need trust_remote_code (never enabled here); use its transformers-native "
+            f"'-HF' conversion (model_type 'internvl')"
+        )
     raise ValidationError(
         f"{path / 'config.json'}, field 'model_type': '{model_type}' is not supported (supported: {', '.join(SUPPORTED)})"
     )

@@ -36,7 +36,7 @@ class QwenVLProcessor:
     @classmethod
     def from_pretrained(cls, path: Path) -> QwenVLProcessor:
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path))
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path))  # reads patch_size (14 or 16)
         return cls(tokenizer, image_processor)
 
     # --------------------------------------------------------------------------------- image side
@@ -70,13 +70,15 @@ class QwenVLProcessor:
         return ids, types
 
     def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
-        """One token id per answer label; a label that is not a single token is a clear error."""
-        out = []
-        for label in labels:
-            ids = self.tokenizer(label, add_special_tokens=False)["input_ids"]
-            if len(ids) != 1 or ids[0] == self.tokenizer.unk_token_id:
-                raise ValidationError(
-                    f"answer label '{label}' is not a single known token for this tokenizer (got ids {ids})"
-                )
-            out.append(ids[0])
-        return out
+        return single_token_ids(self.tokenizer, labels)
+
+
+def single_token_ids(tokenizer, labels: tuple[str, ...]) -> list[int]:
+    """One token id per answer label; a label that is not a single known token is a clear error."""
+    out = []
+    for label in labels:
+        ids = tokenizer(label, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+            raise ValidationError(f"answer label '{label}' is not a single known token for this tokenizer (got ids {ids})")
+        out.append(ids[0])
+    return out
