@@ -1,4 +1,5 @@
-"""ONNX / torch.export exporters, shipped as ``fixate_rt.exporters`` (issue 8: three graphs + validation).
+"""Exporters, shipped as ``fixate_rt.exporters``: three ONNX graphs (vision, embedding, decoder with the
+rollout row computed in-graph), a manifest, and validation against PyTorch (see graphs.py, onnx_export.py).
 
 `onnx_status` reports whether the ONNX extra is installed, for clear `UnavailableError` messages.
 """

@@ -89,13 +89,14 @@ def simulate(
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
     pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode")] = PoolMode.exclusive,
+    backend: Annotated[str, typer.Option(help="torch (HF model) or onnx (an export folder as --model)")] = "torch",
 ) -> None:
     """Simulate clicks of every user on every slate; report click probability and slot relevance."""
     from .simulate import simulate as run_simulation
 
     config = SimulateConfig(users=users, images=images, out=out, model=model, prompts=prompts, pairs=pairs,
                             samples=samples, seed=seed, batch_size=batch_size, device=device, probe=probe,
-                            kernel=kernel, pool_mode=pool)
+                            kernel=kernel, pool_mode=pool, backend=backend)
     t0 = time.perf_counter()
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), _PairsPerSecond(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
@@ -305,6 +306,40 @@ def show(
         scores = render_pair(path, slates[s], u, sims[(u, s)].relevance, sims[(u, s)].p_click, dwell_lists[i],
                              int(data.clicked_slot[i]), tau)
         print(f"{path}  KL {scores['kl']:.3f}  CSH@1 {scores['csh@1']:.0f}  TGO@3 {scores['tgo@3']:.2f}")
+
+
+@app.command()
+@fail_cleanly
+def export(
+    out: Annotated[Path, typer.Option(help="Output folder for the graphs, manifest.json and preprocessing files")],
+    model: Annotated[str, typer.Option(help="Local checkpoint folder or an embedded model name")] = "tiny-qwen3vl",
+    prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank to ship with the export")] = None,
+    format: Annotated[str, typer.Option("--format", help="onnx (export and torchscript: not available yet)")] = "onnx",
+    image_size: Annotated[str, typer.Option(help="WxH of the slates the (fixed-grid) Qwen vision graph serves")] = "1100x619",
+) -> None:
+    """Export the frozen VLM (vision, embedding, decoder with in-graph rollout) and validate it against PyTorch."""
+    import warnings
+
+    from .errors import UnavailableError, ValidationError
+
+    if format != "onnx":
+        raise UnavailableError(f"--format {format}: not available yet; torch.export cannot trace Qwen3-VL's vision "
+                               f"attention (data-dependent split) and TorchScript is deprecated upstream. Use --format onnx")
+    try:
+        w, h = (int(v) for v in image_size.lower().split("x"))
+    except ValueError:
+        raise ValidationError(f"--image-size must look like 1100x619, got '{image_size}'") from None
+    from fixate_rt.exporters.onnx_export import export_onnx
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        manifest = export_onnx(model, out, prompts=prompts, image_size=(w, h))
+    for warning in caught:
+        if "exceeds" in str(warning.message):
+            print(f"warning: {warning.message}", file=sys.stderr)
+    worst = max(manifest["validation"].values())
+    print(f"exported {manifest['family']} to {out} (graphs: {', '.join(manifest['graphs'])}); "
+          f"validated against PyTorch on fresh inputs: max |diff| {worst:.2e}")
 
 
 @app.command("import-recgaze")

@@ -47,6 +47,7 @@ class SimulateConfig:
     kernel: Kernel = Kernel.auto
     pool_mode: PoolMode = PoolMode.exclusive
     residual: float = 0.5
+    backend: str = "torch"
 
     def to_json(self) -> dict:
         return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)

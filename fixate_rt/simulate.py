@@ -69,9 +69,22 @@ class Simulator:
     def __init__(self, model: str | Path = "tiny-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
                  residual: float = 0.5, pool_mode: str = "exclusive", kernel: str = "auto", batch_size: int = 8,
-                 probe: str = "rollout", backbone: Backbone | None = None) -> None:
+                 probe: str = "rollout", backbone: Backbone | None = None, backend: str = "torch") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.backend = backend
+        if backbone is None and backend == "onnx":
+            from .backends.onnx_runtime import OnnxBackbone
+            from .errors import UnavailableError
+            from .exporters import onnx_status
+
+            if onnx_status():
+                raise UnavailableError(onnx_status())
+            if probe != "rollout":
+                raise UnavailableError(f"--probe {probe} needs gradients: torch backend only (exports carry rollout)")
+            backbone = OnnxBackbone.load(Path(model), device=device)
+        elif backend not in ("torch", "onnx"):
+            raise ValidationError(f"--backend must be torch or onnx, got '{backend}'")
         self.backbone = backbone if backbone is not None else load(model, device=device, dtype=dtype)
         if prompts is not None and not isinstance(prompts, SoftPromptBank):
             source = prompts
@@ -94,7 +107,8 @@ class Simulator:
         self.timer = StageTimer(self.backbone.device)
         combine_op = self._combine_op = {"rollout": "rollout_row", "attnlrp": "attnlrp_row", "glimpse": "glimpse_row"}[probe]
         self.impls = {
-            combine_op: ops.resolve(combine_op, kernel, device=self.backbone.device),
+            combine_op: ("onnx-graph" if getattr(self.backbone, "exported", False)
+                         else ops.resolve(combine_op, kernel, device=self.backbone.device)),
             "slot_pool": ops.resolve("slot_pool", kernel, device=torch.device("cpu")),
         }
 
@@ -216,7 +230,7 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
     t_read = time.perf_counter() - t0
     sim = Simulator(config.model, prompts=config.prompts, device=config.device.value, probe_layers=None,
                     residual=config.residual, pool_mode=config.pool_mode.value, kernel=config.kernel.value,
-                    batch_size=config.batch_size, probe=config.probe.value)
+                    batch_size=config.batch_size, probe=config.probe.value, backend=config.backend)
     t_load = time.perf_counter() - t0 - t_read
     n_pairs = len(pairs) if pairs is not None else len(users) * len(slates)
     if on_start is not None:
@@ -231,7 +245,8 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
         "command": "simulate",
         "config": config.to_json(),
         "versions": versions(),
-        "device": str(sim.backbone.device),
+        "device": str(sim.backbone.device) if sim.backend == "torch" else ",".join(sim.backbone.providers),
+        "backend": sim.backend,
         "backbone": {"name": sim.backbone.name, "family": sim.backbone.family,
                      "hidden_size": sim.backbone.hidden_size, "num_layers": sim.backbone.num_layers,
                      "probe_layers": list(sim.probe_layers)},

@@ -92,6 +92,14 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures | list[SlateFeat
     if method not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {method!r}")
     B, T = inputs.input_ids.shape
+    if getattr(backbone, "exported", False):  # ONNX Runtime: the rollout row comes out of the decoder graph
+        if method != "rollout":
+            from ..errors import UnavailableError
+
+            raise UnavailableError(f"--probe {method} needs gradients: torch backend only (exports carry rollout)")
+        label_logits, row = backbone.run_exported(inputs, slate, prompts, label_ids)
+        P = (slate[0] if isinstance(slate, list) else slate).n_tokens
+        return ProbeResult(label_logits.float(), row[inputs.image_mask].reshape(B, P).abs().float())
     n_tokens = {f.n_tokens for f in (slate if isinstance(slate, list) else [slate])}
     if len(n_tokens) != 1:
         raise ValueError(f"one batch must share the image-token count, got {sorted(n_tokens)}")

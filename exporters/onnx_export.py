@@ -1,0 +1,194 @@
+"""`fixate-rt export --format onnx`: three ONNX graphs + manifest + preprocessing files + prompt bank, then
+validation of every output against PyTorch on fresh inputs."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fixate_rt.errors import UnavailableError, ValidationError
+from fixate_rt.io import ensure_writable_dir, write_json
+
+from .graphs import DecoderGraph, EmbedGraph, VisionGraph, specs
+
+EXPORTABLE = ("qwen3_vl", "internvl")
+MANIFEST = "manifest.json"
+FORMAT = "fixate-rt/export/1"
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
+                   "config.json", "chat_template.jinja")
+
+
+class ExportValidationError(ValidationError):
+    """An exported output has the wrong shape: the export is unusable."""
+
+
+def _sample_image(size: tuple[int, int]):
+    from fixate_rt.data.render import render_slate
+
+    rng = np.random.default_rng(0)
+    items = [{"title": "Blue Moon", "genre": "Drama"}] * 15
+    img = render_slate(items, ["Drama", "Comedy", "Crime"], rng)
+    return img if img.size == tuple(size) else img.resize(tuple(size))
+
+
+def torch_decoder_inputs(backbone, profiles, feats, prompts):
+    """The decoder graph's inputs, built with the torch backbone (soft prompt and image features spliced)."""
+    from fixate_rt.data.layout import LETTERS
+
+    inputs = backbone.build_inputs(profiles, LETTERS, feats, prompts.shape[1])
+    B = len(profiles)
+    embeds = backbone.model.get_input_embeddings()(inputs.input_ids).clone()
+    embeds[inputs.soft_mask] = prompts.reshape(-1, prompts.shape[-1]).to(embeds.dtype)
+    embeds = embeds.masked_scatter(inputs.image_mask[..., None], torch.cat([feats.image_embeds] * B).to(embeds.dtype))
+    args = [embeds, inputs.attention_mask, inputs.position_ids]
+    if backbone.family == "qwen3_vl":
+        args += [inputs.image_mask, torch.stack([torch.cat([f] * B) for f in feats.deepstack])]
+    return inputs, tuple(args)
+
+
+def _export(module, args, path: Path, spec, dynamic_shapes) -> None:
+    names_in = [t.name for t in spec.inputs]
+    names_out = [t.name for t in spec.outputs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamic_shapes is None:  # trace-based exporter: fixed shapes (data-dependent vision code is fine)
+            torch.onnx.export(module, args, str(path), input_names=names_in, output_names=names_out, dynamo=False,
+                              opset_version=18)
+        else:
+            torch.onnx.export(module, args, str(path), input_names=names_in, output_names=names_out, dynamo=True,
+                              dynamic_shapes=dynamic_shapes, opset_version=18, verbose=False)
+
+
+def export_onnx(model: str, out: Path, *, prompts: Path | None = None, image_size: tuple[int, int] = (1100, 619),
+                residual: float = 0.5) -> dict:
+    """Export, write the manifest, validate. Returns the manifest."""
+    from fixate_rt.backbones import load
+    from fixate_rt.exporters import onnx_status
+    from fixate_rt.simulate import versions
+
+    reason = onnx_status()
+    if reason:
+        raise UnavailableError(reason)
+    backbone = load(model, device="cpu", dtype=torch.float32)
+    if backbone.family not in EXPORTABLE:
+        raise UnavailableError(f"export of family '{backbone.family}' is not implemented yet (exportable: "
+                               f"{', '.join(EXPORTABLE)})")
+    if prompts is not None:
+        from fixate_rt.prompts import SoftPromptBank
+
+        SoftPromptBank.load(prompts).check_hidden_size(backbone.hidden_size, prompts)
+    out = ensure_writable_dir(Path(out))
+    image = _sample_image(image_size)
+    feats = backbone.encode_slate(image)
+    graph_specs = specs(backbone.family, len(feats.deepstack))
+    if backbone.family == "internvl":
+        pixel_values = backbone.processor.preprocess_image(image)
+        vision_dyn = ({0: torch.export.Dim("tiles", min=1, max=64)},)
+    else:
+        pixel_values, grid = backbone.processor.preprocess_image(image)
+        vision_dyn = None
+    vision = VisionGraph(backbone, None if backbone.family == "internvl" else feats.grid_thw).eval()
+    embed, decoder = EmbedGraph(backbone).eval(), DecoderGraph(backbone, residual).eval()
+    prompts_t = torch.randn(2, 4, backbone.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.05
+    inputs, dec_args = torch_decoder_inputs(backbone, ["Top_genre: Drama", "Top_genre: Crime, Preferred_genres: Horror"],
+                                            feats, prompts_t)
+    B, T = torch.export.Dim("B", min=1, max=256), torch.export.Dim("T", min=8, max=32768)
+    dec_dyn = [{0: B, 1: T}, {0: B, 1: T}, ({1: B, 2: T} if backbone.family == "qwen3_vl" else {0: B, 1: T})]
+    if backbone.family == "qwen3_vl":
+        dec_dyn += [{0: B, 1: T}, {1: torch.export.Dim("BP", min=1, max=10_000_000)}]
+    with torch.no_grad():
+        _export(vision, (pixel_values,), out / "vision.onnx", graph_specs["vision"], vision_dyn)
+        _export(embed, (inputs.input_ids,), out / "embed.onnx", graph_specs["embed"], ({0: B, 1: T},))
+        _export(decoder, dec_args, out / "decoder.onnx", graph_specs["decoder"], tuple(dec_dyn))
+    src = Path(backbone.model.config._name_or_path) if Path(str(backbone.model.config._name_or_path)).is_dir() else None
+    for name in PROCESSOR_FILES:
+        if src is not None and (src / name).is_file():
+            shutil.copy(src / name, out / name)
+    if prompts is not None:
+        shutil.copy(prompts, out / "prompts.safetensors")
+    manifest = {
+        "format": FORMAT, "backbone": backbone.name, "family": backbone.family, "hidden_size": backbone.hidden_size,
+        "num_layers": backbone.num_layers, "probe_layers": list(backbone.default_probe_layers), "residual": residual,
+        "image_token_id": int(backbone.model.config.image_token_id), "pad_id": int(backbone.processor.pad_id),
+        "template": "fixate_rt.template (instruction, profile, image, question)",
+        "vision": ({"grid_thw": feats.grid_thw.tolist(), "image_size": list(image_size),
+                    "spatial_merge_size": int(backbone.model.config.vision_config.spatial_merge_size)}
+                   if backbone.family == "qwen3_vl" else {"tokens_per_tile": backbone.processor.tokens_per_tile}),
+        "graphs": {name: spec.to_json() for name, spec in graph_specs.items()},
+        "prompts": "prompts.safetensors" if prompts is not None else None,
+        "versions": {**versions(), "onnx_opset": 18, "platform": platform.platform()},
+    }
+    write_json(out / MANIFEST, manifest)
+    manifest["validation"] = validate(out, backbone)
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def validate(folder: Path, backbone, atol: float = 1e-4) -> dict:
+    """Run ONNX Runtime and PyTorch on fresh inputs (another slate, other profiles, N = 3, B = 3).
+
+    Shape mismatch -> ExportValidationError; a difference above ``atol`` (relative to the output's scale) -> a
+    warning naming the output; the files are kept either way. Returns the max differences.
+    """
+    import onnxruntime as ort
+
+    from fixate_rt.data.render import render_slate
+
+    rng = np.random.default_rng(7)
+    items = [{"title": "Dark River", "genre": g} for g in ("Horror", "Comedy", "Drama") for _ in range(5)]
+    image = render_slate(items, ["Horror", "Comedy", "Drama"], rng)
+    feats = backbone.encode_slate(image)
+    prompts = torch.randn(3, 3, backbone.hidden_size, generator=torch.Generator().manual_seed(3)) * 0.1
+    inputs, dec_args = torch_decoder_inputs(backbone, ["x", "Top_genre: Horror", "Top_genre: Comedy, Preferred_genres: Crime"],
+                                            feats, prompts)
+    if backbone.family == "internvl":
+        vis_args = (backbone.processor.preprocess_image(image),)
+    else:
+        vis_args = (backbone.processor.preprocess_image(image)[0],)
+    modules = {"vision": (VisionGraph(backbone, None if backbone.family == "internvl" else feats.grid_thw), vis_args),
+               "embed": (EmbedGraph(backbone), (inputs.input_ids,)),
+               "decoder": (DecoderGraph(backbone), dec_args)}
+    report = {}
+    for name, (module, args) in modules.items():
+        session = ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            expected = module.eval()(*args)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        got = session.run(None, {i.name: a.numpy() for i, a in zip(session.get_inputs(), args)})
+        for spec_out, e, g in zip(session.get_outputs(), expected, got):
+            if tuple(g.shape) != tuple(e.shape):
+                raise ExportValidationError(f"{folder / (name + '.onnx')}, output '{spec_out.name}': shape {g.shape} "
+                                            f"but PyTorch gives {tuple(e.shape)}")
+            diff = float(np.abs(g - e.numpy()).max())
+            scale = max(1.0, float(np.abs(e.numpy()).max()))
+            report[f"{name}.{spec_out.name}"] = diff
+            if diff > atol * scale:
+                warnings.warn(f"{folder / (name + '.onnx')}, output '{spec_out.name}': max |ONNX − PyTorch| = {diff:.3g} "
+                              f"exceeds {atol * scale:.3g} (files kept)", stacklevel=2)
+    return report
+
+
+def read_manifest(folder: Path) -> dict:
+    from fixate_rt.errors import InputError
+
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{folder}: not a fixate-rt export folder ({MANIFEST} missing; create one with "
+                         f"`fixate-rt export`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON (line {exc.lineno})") from None
+    if manifest.get("format") != FORMAT:
+        raise ValidationError(f"{path}, field 'format': expected '{FORMAT}', got {manifest.get('format')!r}")
+    for name, graph in manifest.get("graphs", {}).items():
+        if not (folder / graph["file"]).is_file():
+            raise InputError(f"{folder / graph['file']}: graph '{name}' listed in the manifest is missing")
+    return manifest

@@ -1,0 +1,116 @@
+"""The ``onnx`` backend: an export folder run with ONNX Runtime (CPU provider; CUDA when available).
+
+Only the rollout probe is available here: GLIMPSE and AttnLRP need gradients (torch backend only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..backbones.base import SlateFeatures
+from ..backbones.spliced import SplicedVLM
+from ..errors import InputError, UnavailableError
+from .positions import mrope_positions
+
+
+def _session(path: Path, providers: list[str]):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+        raise InputError(f"{path}: ONNX Runtime cannot load this graph ({str(exc).splitlines()[0][:200]})") from None
+
+
+def choose_providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise UnavailableError(f"--device cuda with --backend onnx needs onnxruntime-gpu's CUDAExecutionProvider; "
+                               f"available providers: {', '.join(available)}")
+    return ["CPUExecutionProvider"]
+
+
+class OnnxBackbone(SplicedVLM):
+    """Same interface as the torch adapters for preprocessing and batching; decoding runs the exported graphs."""
+
+    exported = True
+
+    @classmethod
+    def load(cls, folder: Path, device: str = "auto") -> OnnxBackbone:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from ..exporters.onnx_export import read_manifest
+
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        self = object.__new__(cls)
+        self.manifest, self.folder = manifest, folder
+        self.family, self.name = manifest["family"], str(folder)
+        self.hidden_size, self.num_layers = manifest["hidden_size"], manifest["num_layers"]
+        self.default_probe_layers = tuple(manifest["probe_layers"])
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+        providers = choose_providers(device)
+        self.providers = providers
+        self.sessions = {name: _session(folder / g["file"], providers) for name, g in manifest["graphs"].items()}
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+        if self.family == "internvl":
+            from ..backbones.internvl import InternVLProcessor
+
+            self.processor = InternVLProcessor.from_pretrained(folder, AutoConfig.from_pretrained(str(folder)))
+        else:
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+            from ..backbones.processor import QwenVLProcessor
+
+            self.processor = QwenVLProcessor(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(str(folder)))
+        return self
+
+    def encode_slate(self, image) -> SlateFeatures:
+        vision = self.sessions["vision"]
+        if self.family == "internvl":
+            pixel_values = self.processor.preprocess_image(image)
+            (feats,) = vision.run(None, {"pixel_values": pixel_values.numpy()})
+            cols, rows, _ = self.processor.grid(image.size)
+            grid = torch.tensor([[pixel_values.shape[0], rows, cols]])
+            return SlateFeatures(torch.from_numpy(feats), [], grid, self.processor.token_boxes(image.size))
+        pixel_values, grid = self.processor.preprocess_image(image)
+        expected = self.manifest["vision"]["grid_thw"]
+        if grid.tolist() != expected:
+            raise InputError(f"{self.folder}: the vision graph was exported for grid {expected} (slate "
+                             f"{self.manifest['vision']['image_size']}); this slate gives {grid.tolist()} — re-export "
+                             f"with --image-size {image.size[0]}x{image.size[1]}")
+        feats, deepstack = vision.run(None, {"pixel_values": pixel_values.numpy()})
+        return SlateFeatures(torch.from_numpy(feats), list(torch.from_numpy(deepstack)), grid,
+                             self.processor.token_boxes(grid, image.size))
+
+    def positions(self, input_ids, types, mask, slates):
+        if self.family == "internvl":
+            return (mask.cumsum(-1) - 1).clamp(min=0) * mask
+        m = self.manifest["vision"]["spatial_merge_size"]
+        grids = [(int(f.grid_thw[0, 1]) // m, int(f.grid_thw[0, 2]) // m) for f in slates]
+        return torch.from_numpy(mrope_positions(types.numpy(), mask.numpy(), grids))
+
+    def run_exported(self, inputs, slates, prompts, label_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label logits [B, S], rollout row [B, T]) from the embedding and decoder graphs."""
+        B = inputs.input_ids.shape[0]
+        slates = [slates] * B if isinstance(slates, SlateFeatures) else list(slates)
+        (embeds,) = self.sessions["embed"].run(None, {"input_ids": inputs.input_ids.numpy()})
+        soft, image = inputs.soft_mask.numpy(), inputs.image_mask.numpy()
+        if prompts is not None and prompts.shape[1] > 0:
+            embeds[soft] = prompts.detach().reshape(-1, prompts.shape[-1]).numpy()
+        embeds[image] = np.concatenate([f.image_embeds.numpy() for f in slates])
+        feed = {"inputs_embeds": embeds, "attention_mask": inputs.attention_mask.numpy(),
+                "position_ids": inputs.position_ids.numpy()}
+        if self.family == "qwen3_vl":
+            feed["visual_pos_masks"] = image
+            feed["deepstack"] = np.stack([np.concatenate([f.deepstack[i].numpy() for f in slates])
+                                          for i in range(len(slates[0].deepstack))])
+        logits, row = self.sessions["decoder"].run(None, feed)
+        return torch.from_numpy(logits[:, label_ids]), torch.from_numpy(row)
