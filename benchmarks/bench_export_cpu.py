@@ -1,0 +1,75 @@
+"""Per-pair latency on CPU: ONNX Runtime (exported graphs) vs PyTorch, same process, same inputs.
+
+For each model: export (once, cached under benchmarks/work/), then time `Simulator.simulate_slate` for a batch of
+users on one slate with both backends (vision encoding excluded: it is once per slate in both), rollout probe.
+
+    python benchmarks/bench_export_cpu.py [--models tiny-qwen3vl mid-qwen3vl] [--users 8] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["tiny-qwen3vl", "mid-qwen3vl"])
+    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    import onnxruntime
+    import torch
+
+    from fixate_rt.data.layout import recgaze_layout
+    from fixate_rt.data.render import render_slate
+    from fixate_rt.exporters.onnx_export import export_onnx
+    from fixate_rt.simulate import Simulator
+
+    rng = np.random.default_rng(0)
+    image = render_slate([{"title": "Blue Moon", "genre": "Drama"}] * 15, ["Drama", "Comedy", "Crime"], rng)
+    layout = recgaze_layout()
+    users = [f"u{i}" for i in range(args.users)]
+    profiles = [f"Top_genre: Drama, Preferred_genres: Crime {i}" for i in range(args.users)]
+    rows = []
+    for model in args.models:
+        folder = ROOT / "benchmarks" / "work" / "export" / model
+        if not (folder / "manifest.json").is_file():
+            export_onnx(model, folder)
+        sims = {"torch": Simulator(model, device="cpu", batch_size=args.users),
+                "onnx": Simulator(str(folder), device="cpu", batch_size=args.users, backend="onnx")}
+        result = {}
+        for backend, sim in sims.items():
+            feats = sim.encode_slate(image)
+            sim.simulate_slate(feats, layout, users, profiles)  # warm-up
+            times = []
+            for _ in range(args.reps):
+                t0 = time.perf_counter()
+                res = sim.simulate_slate(feats, layout, users, profiles)
+                times.append(time.perf_counter() - t0)
+            result[backend] = (float(np.median(times)) / args.users, res)
+        diff = float(np.abs(result["torch"][1].p_click - result["onnx"][1].p_click).max())
+        row = {"model": model, "users_per_batch": args.users, "torch_ms_per_pair": round(1000 * result["torch"][0], 2),
+               "onnx_ms_per_pair": round(1000 * result["onnx"][0], 2),
+               "speedup_onnx_vs_torch": round(result["torch"][0] / result["onnx"][0], 2), "max_p_click_diff": diff}
+        rows.append(row)
+        print(row, flush=True)
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)", "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "command": "python benchmarks/bench_export_cpu.py"}
+    out = ROOT / "benchmarks" / "results" / "export_cpu.json"
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
