@@ -180,12 +180,6 @@ def score(
     console_out.print(f"metrics: {out / 'metrics.json'}  per sample: {out / 'per_sample.csv'}")
 
 
-class ProbeChoice(str, Enum):
-    rollout = "rollout"
-    glimpse = "glimpse"
-    attnlrp = "attnlrp"
-
-
 class AttnLoss(str, Enum):
     weighted_full_kl = "weighted_full_kl"
     plain_kl = "plain_kl"
@@ -201,7 +195,7 @@ def train(
     users: Annotated[Path, typer.Option(help="users.parquet")],
     out: Annotated[Path, typer.Option(help="Output folder (prompts.safetensors, metrics.json, ...)")],
     model: Annotated[str, typer.Option(help="Local checkpoint folder or an embedded model name")] = "tiny-qwen3vl",
-    probe: Annotated[ProbeChoice, typer.Option(help="Probing operator for the alignment loss")] = ProbeChoice.rollout,
+    probe: Annotated[Probe, typer.Option(help="Probing operator for the alignment loss")] = Probe.rollout,
     signal: Annotated[Signal, typer.Option(help="Gaze target from fixation or cursor dwell")] = Signal.fixation,
     tau: Annotated[float, typer.Option(help="Gaze-target temperature")] = 1.0,
     basis: Annotated[int, typer.Option(min=1, help="K shared basis prompts")] = 8,
