@@ -215,6 +215,7 @@ def train(
     patience: Annotated[int, typer.Option(min=1, help="early stopping after this many evaluations")] = 5,
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "42",
     device: Annotated[Device, typer.Option()] = Device.auto,
+    kernel: Annotated[Kernel, typer.Option(help="evaluation op implementation (training always uses torch)")] = Kernel.auto,
     freeze_basis: Annotated[bool, typer.Option(help="cold start: train alpha only (needs --init-from)")] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to start from")] = None,
     random_prompt: Annotated[bool, typer.Option(help="ablation: untrained random soft prompt")] = False,
@@ -237,7 +238,8 @@ def train(
                       batch_size=batch_size, grad_accum=grad_accum, lr_basis=lr_basis, lr_alpha=lr_alpha,
                       lambda_attn=lambda_attn, warmup_steps=warmup_steps, choice_weight=choice_weight, beta=beta,
                       gamma=gamma, attn_loss=attn_loss.value, eval_every=eval_every, patience=patience,
-                      seeds=seed_list, device=device.value, freeze_basis=freeze_basis, init_from=init_from,
+                      seeds=seed_list, device=device.value, kernel=kernel.value, freeze_basis=freeze_basis,
+                      init_from=init_from,
                       random_prompt=random_prompt, no_user_alpha=no_user_alpha, no_ntp=no_ntp, resume=resume)
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:

@@ -37,6 +37,7 @@ def test_train_simulate_score_end_to_end(tmp_path, synth_dir):
     assert metrics["seeds"] == [1, 2] and set(metrics["per_seed"]) == {"1", "2"}
     assert metrics["samples"]["train"] > 0 and metrics["samples"]["test"] > 0
     assert set(metrics["summary_micro_mean_std"]) == {"backbone_tf", "backbone_fg", "fixate_tf", "fixate_fg"}
+    assert metrics["implementations"]["evaluation_slot_pool"] in ("cpp", "torch")
     # The bank feeds simulate; every user is known to it (no cold start), then score the result.
     sim = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
                               str(synth_dir / "slates"), "--out", str(tmp_path / "sim"), "--device", "cpu",

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
 from .. import metrics as M
+from .. import ops
 from ..backbones import load
 from ..io import atomic_path, ensure_writable_dir, write_json
 from ..prompts import SoftPromptBank, config_hash
@@ -121,6 +124,8 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
                     "dropped_no_signal": corpus.dropped_no_mass},
         "test_split": "test" if corpus.split("test") else "val (no test split)",
         "prompt_bank_seed": best.seed,
+        "implementations": {"training": "torch (differentiable)",
+                            "evaluation_slot_pool": ops.resolve("slot_pool", cfg.kernel, device=torch.device("cpu"))},
         "summary_micro_mean_std": summary,
         "wilcoxon_pooled_over_seeds": _pooled_wilcoxon(per_seed_cols, test_users),
         "per_seed": seeds_json,

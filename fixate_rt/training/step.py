@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import losses
+from .. import losses, ops
 from ..probes.operators import probe
 from ..probes.reference import slot_pool_reference
 from .config import TrainConfig
@@ -49,7 +49,10 @@ def run_batch(backbone, cache: SlateCache, batch: list[Sample], prompts: torch.T
     scale = torch.tensor([[w0 / cache.slates[s].layout.image_size[0], h0 / cache.slates[s].layout.image_size[1]] * 2
                           for s in slate_ids])
     slot_boxes = cache.slot_boxes(slate_ids) * scale[:, None, :]
-    a = slot_pool_reference(out.token_relevance.cpu(), token_boxes, slot_boxes, cfg.pool_mode)
+    if differentiable:  # training: the torch reference pooling keeps the graph
+        a = slot_pool_reference(out.token_relevance.cpu(), token_boxes, slot_boxes, cfg.pool_mode)
+    else:  # evaluation: the ops registry (--kernel), e.g. the C++ pooling on CPU
+        a = ops.slot_pool(out.token_relevance.cpu(), token_boxes, slot_boxes, mode=cfg.pool_mode, impl=cfg.kernel)
     label_logits = out.label_logits.cpu().masked_fill(~valid, -torch.inf)
     p_click = torch.softmax(label_logits.double(), -1)
     answer = label_ids.gather(1, clicked[:, None])[:, 0]
