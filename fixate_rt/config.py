@@ -23,6 +23,7 @@ class Kernel(str, Enum):
     auto = "auto"
     torch = "torch"
     cpp = "cpp"
+    triton = "triton"
 
 
 class PoolMode(str, Enum):

@@ -48,6 +48,8 @@ class Impl:
     def unavailable_reason(self, name: str, device: torch.device, needs_grad: bool) -> str:
         if name == "cpp" and not cpp_available():
             return _CPP_ERROR
+        if name == "triton" and _triton_reason(device):
+            return _triton_reason(device)
         if device.type not in self.devices:
             return f"runs on {', '.join(self.devices)}, inputs are on {device.type}"
         if needs_grad and not self.differentiable:
@@ -71,6 +73,25 @@ def _cpp(fn_name: str) -> Callable:
     return call
 
 
+def _triton_reason(device: torch.device) -> str:
+    import os
+
+    from .kernels import triton_status
+
+    reason = triton_status()
+    if reason:
+        return reason
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "Triton runs on CUDA tensors (or on CPU with TRITON_INTERPRET=1 set before import)"
+    return ""
+
+
+def _rollout_qk_triton(q, k, query_pos, attention_mask, scale, residual):
+    from .kernels.rollout import rollout_row_qk_triton
+
+    return rollout_row_qk_triton(q, k, query_pos, attention_mask, scale=scale, residual=residual)
+
+
 def _rollout_torch(attn, query_pos, residual):
     return ref.rollout_row_reference(attn.mean(2) if attn.ndim == 5 else attn, query_pos, residual)
 
@@ -79,6 +100,10 @@ REGISTRY: dict[str, dict[str, Impl]] = {
     "rollout_row": {
         "torch": Impl(_rollout_torch, ("cpu", "cuda"), True),
         "cpp": Impl(lambda a, q, r: _cpp("rollout_row")(a, q, like=a, residual=r), ("cpu",), False),
+    },
+    "rollout_row_qk": {
+        "torch": Impl(lambda q, k, p, m, s, r: ref.rollout_row_qk_chunked(q, k, p, m, s, r), ("cpu", "cuda"), True),
+        "triton": Impl(_rollout_qk_triton, ("cpu", "cuda"), False),
     },
     "attnlrp_row": {
         "torch": Impl(ref.attnlrp_row, ("cpu", "cuda"), True),
@@ -131,6 +156,14 @@ def rollout_row(attn: torch.Tensor, query_pos: torch.Tensor, *, residual: float 
     """
     name = resolve("rollout_row", impl, device=attn.device, needs_grad=attn.requires_grad)
     return REGISTRY["rollout_row"][name].fn(attn, query_pos, residual)
+
+
+def rollout_row_qk(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   *, scale: float | None = None, residual: float = 0.5, impl: str = "auto") -> torch.Tensor:
+    """Rollout row [B, T] straight from post-RoPE q [B, L, Hq, T, d] and k [B, L, Hkv, T, d] of the probed layers
+    (shallow → deep), causal + key-padding masks (attention_mask [B, T], 1 = real token); no T×T attention."""
+    name = resolve("rollout_row_qk", impl, device=q.device, needs_grad=q.requires_grad or k.requires_grad)
+    return REGISTRY["rollout_row_qk"][name].fn(q, k, query_pos, attention_mask, scale, residual)
 
 
 def attnlrp_row(attn_row: torch.Tensor, grad_row: torch.Tensor, query_pos: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:

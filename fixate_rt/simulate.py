@@ -105,11 +105,16 @@ class Simulator:
         self.kernel = kernel
         self.batch_size = batch_size
         self.timer = StageTimer(self.backbone.device)
-        combine_op = self._combine_op = {"rollout": "rollout_row", "attnlrp": "attnlrp_row", "glimpse": "glimpse_row"}[probe]
+        combine_op = {"rollout": "rollout_row", "attnlrp": "attnlrp_row", "glimpse": "glimpse_row"}[probe]
+        if probe == "rollout" and not getattr(self.backbone, "exported", False) and (
+                kernel == "triton" or (kernel == "auto" and self.backbone.device.type == "cuda"
+                                       and not ops.available("rollout_row_qk", self.backbone.device)["triton"])):
+            combine_op = "rollout_row_qk"  # the fused Triton kernel (default on CUDA)
+        self._combine_op = combine_op
         self.impls = {
             combine_op: ("onnx-graph" if getattr(self.backbone, "exported", False)
                          else ops.resolve(combine_op, kernel, device=self.backbone.device)),
-            "slot_pool": ops.resolve("slot_pool", kernel, device=torch.device("cpu")),
+            "slot_pool": ops.resolve("slot_pool", kernel if kernel != "triton" else "auto", device=torch.device("cpu")),
         }
 
     # ---------------------------------------------------------------------------------- one slate

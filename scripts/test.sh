@@ -11,4 +11,10 @@ if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: failing" >&2
   exit 1
 fi
+[ "$status" -ne 0 ] && exit "$status"
+# The Triton kernels on CPU: the interpreter must be switched on before triton is imported, so this is a
+# separate pytest process over tests_triton/ (GPU checks are marked `gpu` and run on a lent GPU machine).
+TRITON_INTERPRET=1 pytest -q -m "not gpu" -p no:cacheprovider tests_triton
+status=$?
+[ "$status" -eq 5 ] && { echo "no Triton tests collected: failing" >&2; exit 1; }
 exit "$status"

@@ -7,6 +7,8 @@ layers record, depending on the recorder's mode:
 * ``mean``  — eager softmax once; head-averaged probabilities mean_h(A) [B, T, T] fp32 (rollout);
 * ``heads`` — eager softmax; per-head probabilities [B, H, T, T] kept in the autograd graph, so
   ∂s/∂A can be taken (reference GLIMPSE / AttnLRP);
+* ``qk``    — SDPA for the layer output; the post-RoPE query [B, Hq, T, d] and key [B, Hkv, T, d] states
+  (the fused Triton rollout recomputes what it needs from them; nothing of size T×T);
 * ``row``   — SDPA for the layer output, plus the answer row of A recomputed from q_last and K
   [B, H, T], V [B, H, T, d] and the layer's attention output [B, T, H, d] (in the graph, so that
   dO = ∂s/∂O gives ∂s/∂A[last, :] = dO[last]·Vᵀ). Nothing of size T×T is materialised.
@@ -28,7 +30,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 CAPTURE_IMPLEMENTATION = "fixate_capture"
-MODES = ("mean", "heads", "row")
+MODES = ("mean", "heads", "row", "qk")
 
 
 @dataclass
@@ -85,6 +87,11 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
     if recorder is None or layer not in recorder.layers:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
+    if recorder.mode == "qk":
+        recorder.maps[layer] = query
+        recorder.values[layer] = key
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
     groups = query.shape[1] // key.shape[1]
     key_h = key.repeat_interleave(groups, dim=1)
     value_h = value.repeat_interleave(groups, dim=1)

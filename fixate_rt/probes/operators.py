@@ -107,7 +107,15 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures | list[SlateFeat
     keep = (lambda x: x) if differentiable else (lambda x: x.detach())
     if differentiable:
         impl = "torch"
-    if method == "rollout":
+    if method == "rollout" and not differentiable and impl == "triton":
+        # Fused path: every layer runs SDPA; the probed layers hand over q and k, and the Triton kernel
+        # computes the rollout row without any T×T attention (kernels/rollout.py).
+        with torch.no_grad():
+            out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="qk")
+            q = torch.stack([out.capture.maps[layer] for layer in layers], dim=1)  # [B, L, Hq, T, d]
+            k = torch.stack([out.capture.values[layer] for layer in layers], dim=1)  # [B, L, Hkv, T, d]
+            row = ops.rollout_row_qk(q, k, last, inputs.attention_mask, residual=residual, impl="triton")
+    elif method == "rollout":
         with torch.set_grad_enabled(differentiable):
             out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="mean", grad=differentiable)
             attn = torch.stack([out.capture.maps[layer] for layer in layers], dim=1)  # [B, L, T, T]

@@ -164,3 +164,47 @@ def glimpse_row(attn: torch.Tensor, grad: torch.Tensor, query_pos: torch.Tensor)
     for layer in reversed(range(L)):
         r = r + alpha[:, layer, None] * torch.einsum("bi,bij->bj", r, E[:, layer])
     return r
+
+
+# ------------------------------------------------------------------------------ rollout from Q and K
+def attention_from_qk(q: torch.Tensor, k: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      scale: float | None = None) -> torch.Tensor:
+    """Materialised head-averaged attention mean_h softmax(q kᵀ·scale + causal/padding mask): [B, L, T, T].
+
+    q [B, L, Hq, T, d], k [B, L, Hkv, T, d]; attention_mask [B, T] (1 = real token). Tests only (O(T²) memory).
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    k = k.repeat_interleave(q.shape[2] // k.shape[2], dim=2)
+    scores = torch.einsum("blhid,blhjd->blhij", q.float(), k.float()) * scale
+    T = q.shape[3]
+    keep = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    if attention_mask is not None:
+        keep = keep & attention_mask.bool()[:, None, None, None, :]
+    scores = scores.masked_fill(~keep, torch.finfo(torch.float32).min)
+    return torch.softmax(scores, -1).mean(2)
+
+
+def rollout_row_qk_chunked(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor,
+                           attention_mask: torch.Tensor | None = None, scale: float | None = None,
+                           residual: float = 0.5, chunk: int = 128) -> torch.Tensor:
+    """Readable reference of the fused kernel: per layer (deepest first) u = rᵀ·mean_h softmax(q kᵀ) computed over
+    query chunks (never the whole H×T×T), then r ← residual·r + (1 − residual)·u. -> [B, T] fp32."""
+    B, L, HQ, T, D = q.shape
+    scale = D ** -0.5 if scale is None else scale
+    groups = HQ // k.shape[2]
+    key_ok = torch.ones(B, T, dtype=torch.bool, device=q.device) if attention_mask is None else attention_mask.bool()
+    r = torch.zeros(B, T, dtype=torch.float32, device=q.device)
+    r[torch.arange(B, device=q.device), query_pos.to(q.device)] = 1.0
+    cols = torch.arange(T, device=q.device)
+    for layer in reversed(range(L)):
+        kl = k[:, layer].float().repeat_interleave(groups, dim=1)  # [B, H, T, d]
+        u = torch.zeros_like(r)
+        for start in range(0, T, chunk):
+            rows = torch.arange(start, min(start + chunk, T), device=q.device)
+            s = torch.einsum("bhid,bhjd->bhij", q[:, layer, :, rows].float(), kl) * scale  # [B, H, c, T]
+            keep = (cols[None, :] <= rows[:, None])[None, None] & key_ok[:, None, None, :]
+            s = s.masked_fill(~keep, torch.finfo(torch.float32).min)
+            p = torch.softmax(s, -1).mean(1)  # [B, c, T]
+            u += torch.einsum("bc,bct->bt", r[:, rows], p)
+        r = residual * r + (1.0 - residual) * u
+    return r
