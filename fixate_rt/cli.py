@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import Device, Kernel, PoolMode, Probe, SimulateConfig
+from .config import Device, Kernel, PoolMode, Probe, Signal, SimulateConfig, Split
 from .errors import FixateError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -120,18 +120,6 @@ def _print_summary(out: Path, info: dict, seconds: float) -> None:
     out_console.print(f"results: {out / 'simulations.parquet'}\nrun info: {out / 'run.json'}\n"
                       f"{seconds:.1f} s in all; implementations: {info['implementations']}; "
                       f"cold-start pairs (no trained prompt): {info['cold_start_pairs']}")
-
-
-class Split(str, Enum):
-    all = "all"
-    train = "train"
-    val = "val"
-    test = "test"
-
-
-class Signal(str, Enum):
-    fixation = "fixation"
-    cursor = "cursor"
 
 
 @app.command()

@@ -26,6 +26,18 @@ class Kernel(str, Enum):
     triton = "triton"
 
 
+class Signal(str, Enum):
+    fixation = "fixation"
+    cursor = "cursor"
+
+
+class Split(str, Enum):
+    all = "all"
+    train = "train"
+    val = "val"
+    test = "test"
+
+
 class PoolMode(str, Enum):
     exclusive = "exclusive"
     overlap = "overlap"

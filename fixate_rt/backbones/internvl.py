@@ -27,7 +27,6 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
     get_optimal_tiled_canvas,
 )
 
-from .. import template
 from ..errors import ValidationError
 from ..probes.capture import CAPTURE_IMPLEMENTATION
 from .base import SlateFeatures
@@ -100,12 +99,10 @@ class InternVLProcessor:
         return np.asarray(boxes, dtype=np.float32)
 
     def encode(self, profile: str, labels: tuple[str, ...], n_image_tokens: int) -> tuple[list[int], list[int]]:
-        before, after = template.render(profile, labels).split(template.IMAGE_MARKER)
-        head = self.tokenizer(before, add_special_tokens=False)["input_ids"]
-        tail = self.tokenizer(after, add_special_tokens=False)["input_ids"]
-        image = [self.img_start_id] + [self.image_pad_id] * n_image_tokens + [self.img_end_id]
-        types = [0] * (len(head) + 1) + [1] * n_image_tokens + [0] * (1 + len(tail))
-        return head + image + tail, types
+        from .processor import encode_template
+
+        return encode_template(self.tokenizer, profile, labels, (self.img_start_id, self.image_pad_id, self.img_end_id),
+                               n_image_tokens)
 
     def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
         from .processor import single_token_ids

@@ -61,16 +61,23 @@ class QwenVLProcessor:
     # ---------------------------------------------------------------------------------- text side
     def encode(self, profile: str, labels: tuple[str, ...], n_image_tokens: int) -> tuple[list[int], list[int]]:
         """Token ids of the one template with the image block expanded, and mm_token_type_ids (1 = image)."""
-        before, after = template.render(profile, labels).split(template.IMAGE_MARKER)
-        head = self.tokenizer(before, add_special_tokens=False)["input_ids"]
-        tail = self.tokenizer(after, add_special_tokens=False)["input_ids"]
-        image = [self.vision_start_id] + [self.image_pad_id] * n_image_tokens + [self.vision_end_id]
-        ids = head + image + tail
-        types = [0] * (len(head) + 1) + [1] * n_image_tokens + [0] * (1 + len(tail))
-        return ids, types
+        return encode_template(self.tokenizer, profile, labels, (self.vision_start_id, self.image_pad_id,
+                                                                  self.vision_end_id), n_image_tokens)
 
     def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
         return single_token_ids(self.tokenizer, labels)
+
+
+def encode_template(tokenizer, profile: str, labels: tuple[str, ...], image_ids: tuple[int, int, int],
+                    n_image_tokens: int) -> tuple[list[int], list[int]]:
+    """The one template tokenised around its image block [start, pad × n, end]; types are 1 on the pads."""
+    start, pad, end = image_ids
+    before, after = template.render(profile, labels).split(template.IMAGE_MARKER)
+    head = tokenizer(before, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(after, add_special_tokens=False)["input_ids"]
+    ids = head + [start] + [pad] * n_image_tokens + [end] + tail
+    types = [0] * (len(head) + 1) + [1] * n_image_tokens + [0] * (1 + len(tail))
+    return ids, types
 
 
 def single_token_ids(tokenizer, labels: tuple[str, ...]) -> list[int]:
