@@ -294,6 +294,43 @@ def show(
 
 @app.command()
 @fail_cleanly
+def profile(
+    model: Annotated[str, typer.Option(help="Model name or folder (an export folder with --backend onnx)")] = "tiny-qwen3vl",
+    batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
+    pairs: Annotated[int, typer.Option(min=1, help="Pairs to time (after warm-up)")] = 64,
+    backend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
+    probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
+    device: Annotated[Device, typer.Option()] = Device.auto,
+    kernel: Annotated[Kernel, typer.Option()] = Kernel.auto,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed batches first")] = 1,
+    out: Annotated[Optional[Path], typer.Option(help="Write the JSON report here")] = None,
+    trace: Annotated[Optional[Path], typer.Option(help="Write a PyTorch profiler (Chrome) trace here")] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option(help="Device peak for utilisation (else a known table)")] = None,
+) -> None:
+    """Latency per stage (p50/p90), pairs/s, peak memory and decoder FLOP utilisation."""
+    from .io import write_json
+    from .profile import STAGES, run_profile
+
+    report = run_profile(model, batch_size=batch_size, pairs=pairs, backend=backend, probe_name=probe.value,
+                         device=device.value, warmup=warmup, trace=trace, peak_tflops=peak_tflops, kernel=kernel.value)
+    table = Table(title=f"{report['model']} · {report['backend']} · {report['probe']} · {report['device']} · batch "
+                        f"{report['batch_size']} · T={report['sequence_length']}")
+    for col in ("stage", "p50 ms", "p90 ms"):
+        table.add_column(col, justify="right")
+    for stage in STAGES:
+        table.add_row(stage, f"{report['stages_ms'][stage]['p50']:.2f}", f"{report['stages_ms'][stage]['p90']:.2f}")
+    Console().print(table)
+    mfu = f"{100 * report['mfu']:.1f} %" if report["mfu"] is not None else "n/a (unknown device peak)"
+    tf = f"{report['decoder_tflops_achieved']:.3f}" if report["decoder_tflops_achieved"] is not None else "n/a"
+    Console().print(f"{report['pairs_per_s']:.1f} pairs/s ({report['ms_per_pair']:.2f} ms per pair); peak memory "
+                    f"{report['peak_memory_gib']:.3f} GiB ({report['peak_memory_kind']}); decoder {tf} TFLOP/s; MFU {mfu}")
+    if out is not None:
+        write_json(out, report)
+        Console().print(f"report: {out}" + (f"; trace: {trace}" if trace else ""))
+
+
+@app.command()
+@fail_cleanly
 def export(
     out: Annotated[Path, typer.Option(help="Output folder for the graphs, manifest.json and preprocessing files")],
     model: Annotated[str, typer.Option(help="Local checkpoint folder or an embedded model name")] = "tiny-qwen3vl",

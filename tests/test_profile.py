@@ -1,0 +1,30 @@
+"""`fixate-rt profile` on CPU with the tiny model: every stage timed, report and trace written."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from fixate_rt.cli import app
+from fixate_rt.profile import STAGES, decoder_flops
+
+
+def test_profile_reports_every_stage_and_writes_a_trace(tmp_path):
+    result = CliRunner().invoke(app, ["profile", "--pairs", "4", "--batch-size", "2", "--warmup", "0", "--device", "cpu",
+                                      "--out", str(tmp_path / "p.json"), "--trace", str(tmp_path / "trace.json")])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert set(report["stages_ms"]) == set(STAGES) and report["batches"] == 2 and report["pairs"] == 4
+    assert all(v["p90"] >= v["p50"] >= 0 for v in report["stages_ms"].values())
+    assert report["stages_ms"]["decoder"]["p50"] > 0 and report["pairs_per_s"] > 0
+    assert report["mfu"] is None and report["decoder_tflops_achieved"] > 0  # no known CPU peak
+    assert "traceEvents" in json.loads((tmp_path / "trace.json").read_text())
+
+
+def test_decoder_flop_count_by_hand():
+    c = SimpleNamespace(head_dim=2, hidden_size=4, num_attention_heads=2, num_key_value_heads=1, intermediate_size=8,
+                        num_hidden_layers=3, vocab_size=10)
+    T = 5
+    per_layer = 2 * T * (4 * 4 * 2 + 4 * 2 * 2) + 2 * T * 3 * 4 * 8 + 2 * 2 * 2 * 2 * T * T / 2
+    assert decoder_flops(SimpleNamespace(text_config=c), T) == pytest.approx(3 * per_layer + 2 * 4 * 10)
