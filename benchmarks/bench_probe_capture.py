@@ -34,9 +34,8 @@ def worker(model: str, probe_name: str, method: str, batch: int, reps: int) -> d
     from fixate_rt.backbones import load
     from fixate_rt.data.layout import LETTERS
     from fixate_rt.data.render import render_slate
-    from fixate_rt.probes import reference as ref
+    from fixate_rt.probes.eager import eager_reference
     from fixate_rt.probes.operators import probe
-    from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
     torch.manual_seed(0)
     bb = load(model, device="cpu")
@@ -48,32 +47,9 @@ def worker(model: str, probe_name: str, method: str, batch: int, reps: int) -> d
     label_ids = bb.label_token_ids(LETTERS)
     layers = bb.default_probe_layers
 
-    def reference_call():
-        bb.model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa"})
-        embeds = bb.model.get_input_embeddings()(inputs.input_ids).clone()
-        embeds[inputs.soft_mask] = prompts.reshape(-1, prompts.shape[-1])
-        grad = probe_name != "rollout"
-        with torch.set_grad_enabled(grad):
-            if grad:
-                embeds.requires_grad_(True)
-            vision = BaseModelOutputWithDeepstackFeatures(pooler_output=(feats.image_embeds,) * batch,
-                                                          deepstack_features=[(f,) * batch for f in feats.deepstack])
-            out = bb.model.model(inputs_embeds=embeds, attention_mask=inputs.attention_mask,
-                                 position_ids=inputs.position_ids, mm_encoder_outputs={"image": vision},
-                                 output_attentions=True, use_cache=False)
-            logits = bb.model.lm_head(out.last_hidden_state[:, -1])[:, label_ids]
-        attn = torch.stack([out.attentions[layer] for layer in layers], 1)
-        q = torch.full((batch,), attn.shape[-1] - 1)
-        if probe_name == "rollout":
-            R = ref.rollout_full(attn.mean(2).detach())
-        else:
-            s = logits.gather(1, logits.argmax(-1, keepdim=True)).sum()
-            g = torch.stack(torch.autograd.grad(s, [out.attentions[layer] for layer in layers]), 1)
-            full = ref.attnlrp_full if probe_name == "attnlrp" else ref.glimpse_full
-            R = full(attn.detach().double(), g.double())
-        row = R[torch.arange(batch), q]
-        bb.model.set_attn_implementation({"text_config": "fixate_capture", "vision_config": "sdpa"})
-        return row[inputs.image_mask].reshape(batch, -1).abs()
+    def reference_call():  # FixATE's approach: fp32 full-matrix rollout, as the reference code forms it
+        return eager_reference(bb, inputs, feats, prompts, layers, probe_name, label_ids, full_rollout=True,
+                               rollout_dtype=torch.float32)[1]
 
     def fast_call():
         return probe(bb, inputs, feats, prompts, label_ids, method=probe_name, layers=layers).token_relevance

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .metrics import EPS, KS, NSS_MIN_STD, TOPK_JS_K
+from .metrics import EPS, KS, METRIC_NAMES, NSS_MIN_STD, TOPK_JS_K
 
 
 def _normalise(x: torch.Tensor, mask: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -80,6 +80,4 @@ def batch_metrics(relevance, gaze, p_click, clicked, n_cand) -> torch.Tensor:
     tied = ((pi == pic[:, None]) & others).sum(-1).double()
     cols["auc"] = torch.where(n > 1, (below + 0.5 * tied) / (nf - 1).clamp(min=1), torch.full((R,), torch.nan, dtype=torch.float64))
     cols["correct"] = (pos_pi[rows, c] == 0).double()
-    from .metrics import METRIC_NAMES
-
     return torch.stack([cols[name] for name in METRIC_NAMES], dim=1)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import UnavailableError
+from .metrics_batch import batch_metrics as batch_metrics_torch
 from .probes import reference as ref
 
 try:  # the optional C++ module (FIXATE_RT_BUILD_CPP=OFF builds without it)
@@ -48,8 +49,10 @@ class Impl:
     def unavailable_reason(self, name: str, device: torch.device, needs_grad: bool) -> str:
         if name == "cpp" and not cpp_available():
             return _CPP_ERROR
-        if name == "triton" and _triton_reason(device):
-            return _triton_reason(device)
+        if name == "triton":
+            reason = _triton_reason(device)
+            if reason:
+                return reason
         if device.type not in self.devices:
             return f"runs on {', '.join(self.devices)}, inputs are on {device.type}"
         if needs_grad and not self.differentiable:
@@ -118,8 +121,7 @@ REGISTRY: dict[str, dict[str, Impl]] = {
         "cpp": Impl(lambda r, tb, sb, mode: _cpp("slot_pool")(r, tb, sb, like=r, mode=mode), ("cpu",), False),
     },
     "batch_metrics": {
-        "torch": Impl(lambda *a: __import__("fixate_rt.metrics_batch", fromlist=["x"]).batch_metrics(*a),
-                      ("cpu", "cuda"), False),
+        "torch": Impl(batch_metrics_torch, ("cpu", "cuda"), False),
         "cpp": Impl(lambda a, g, p, c, n: _cpp("batch_metrics")(a, g, p, c, n, like=torch.empty(0)), ("cpu",), False),
     },
 }

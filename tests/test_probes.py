@@ -6,6 +6,7 @@ import torch
 
 from fixate_rt.data.layout import LETTERS
 from fixate_rt.probes import reference as ref
+from fixate_rt.probes.eager import eager_reference
 from fixate_rt.probes.operators import probe
 
 
@@ -81,45 +82,13 @@ def batch(tiny, synth_dir):
     return feats, inputs, prompts
 
 
-def _eager_reference(tiny, feats, inputs, prompts, layers, method, label_ids):
-    """All layers eager with output_attentions=True; gradients by autograd over the returned maps."""
-    from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
-
-    tiny.model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa"})
-    try:
-        embeds = tiny.model.get_input_embeddings()(inputs.input_ids).clone()
-        embeds[inputs.soft_mask] = prompts.reshape(-1, prompts.shape[-1])
-        embeds.requires_grad_(True)
-        B = embeds.shape[0]
-        vision = BaseModelOutputWithDeepstackFeatures(pooler_output=(feats.image_embeds,) * B,
-                                                      deepstack_features=[(f,) * B for f in feats.deepstack])
-        out = tiny.model.model(inputs_embeds=embeds, attention_mask=inputs.attention_mask,
-                               position_ids=inputs.position_ids, mm_encoder_outputs={"image": vision},
-                               output_attentions=True, use_cache=False)
-        logits = tiny.model.lm_head(out.last_hidden_state[:, -1])[:, label_ids]
-        attn = torch.stack([out.attentions[layer] for layer in layers], 1)  # [B, L, H, T, T]
-        T = attn.shape[-1]
-        q = torch.full((B,), T - 1)
-        if method == "rollout":
-            row = ref.rollout_row_reference(attn.mean(2).detach().double(), q)
-        else:
-            s = logits.gather(1, logits.argmax(-1, keepdim=True)).sum()
-            grads = torch.stack(torch.autograd.grad(s, [out.attentions[layer] for layer in layers]), 1)
-            a, g = attn.detach().double(), grads.double()
-            full = ref.attnlrp_full(a, g) if method == "attnlrp" else ref.glimpse_full(a, g)
-            row = full[torch.arange(B), q]
-        return logits.detach(), row[inputs.image_mask].reshape(B, -1).abs().float()
-    finally:
-        tiny.model.set_attn_implementation({"text_config": "fixate_capture", "vision_config": "sdpa"})
-
-
 @pytest.mark.parametrize("method", ["rollout", "attnlrp", "glimpse"])
 def test_efficient_probe_equals_all_layers_eager_path(tiny, batch, method):
     feats, inputs, prompts = batch
     layers = tiny.default_probe_layers
     label_ids = tiny.label_token_ids(LETTERS)
     fast = probe(tiny, inputs, feats, prompts, label_ids, method=method, layers=layers)
-    logits, rel = _eager_reference(tiny, feats, inputs, prompts, layers, method, label_ids)
+    logits, rel = eager_reference(tiny, inputs, feats, prompts, layers, method, label_ids)
     torch.testing.assert_close(fast.label_logits, logits, atol=1e-5, rtol=1e-5)
     assert fast.token_relevance.shape == (2, feats.n_tokens)
     scale = rel.abs().max()

@@ -71,6 +71,3 @@ class QwenVLBackbone(SplicedVLM):
             pooler_output=pooled,
             deepstack_features=[tuple(f.deepstack[i] for f in slates) for i in range(len(slates[0].deepstack))],
         )
-
-
-Qwen3VLBackbone = QwenVLBackbone  # the name used before Qwen2/2.5-VL were supported
