@@ -88,7 +88,7 @@ def simulate(
     device: Annotated[Device, typer.Option(help="auto, cpu or cuda")] = Device.auto,
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
-    pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode")] = PoolMode.exclusive,
+    pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode (auto: overlap for layouts with overlapping boxes, else exclusive)")] = PoolMode.auto,
     backend: Annotated[str, typer.Option(help="torch (HF model) or onnx (an export folder as --model)")] = "torch",
 ) -> None:
     """Simulate clicks of every user on every slate; report click probability and slot relevance."""
@@ -377,6 +377,36 @@ def import_recgaze(
     counts = run_import(records, images_root, out, user_features)
     print(f"imported {counts['records']} records: {counts['users']} users ({counts['profiles_found']} with a profile), "
           f"{counts['slates']} slates -> {out}")
+
+
+@app.command("import-adserp")
+@fail_cleanly
+def import_adserp(
+    data_dir: Annotated[Path, typer.Argument(help="AdSERP folder (fixation-data/, mouse-movement-data/, serps/, ...)")],
+    out: Annotated[Path, typer.Option(help="output folder (users.parquet, slates/, sessions.parquet, import_report.json)")],
+    seed: Annotated[int, typer.Option(help="seed of the per-user train/val/test split")] = 0,
+    cache: Annotated[Optional[Path], typer.Option(help="organic-box cache folder [default: $FIXATE_RT_CACHE/adserp-organic]")] = None,
+    stop_gap_ms: Annotated[float, typer.Option(help="a gap of at least this many ms between scroll events is a stop")] = 400.0,
+) -> None:
+    """Turn AdSERP trials into slates (viewport at the last scroll stop before the click, labelled slots) and sessions."""
+    from .data.adserp import import_adserp as run_import
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("importing trials", total=None)
+        report = run_import(data_dir, out, seed=seed, cache_dir=cache, gap_ms=stop_gap_ms,
+                            on_trial=lambda name: bar.update(task, advance=1, description=f"trial {name}"))
+    table = Table(title=f"AdSERP import: {report['imported']} of {report['trials']} trials -> {out}")
+    for col in ("trial", "status", "slots", "clicked", "by", "split / reason"):
+        table.add_column(col)
+    for e in report["per_trial"]:
+        if e["status"] == "imported":
+            table.add_row(e["trial"], e["status"], str(e["n_slots"]), f"{e['clicked_label']} ({e['clicked_kind']})",
+                          e["click_resolved_by"], e["split"])
+        else:
+            table.add_row(e["trial"], e["status"], "", "", "", e["reason"])
+    Console().print(table)
+    c = report["organic_box_cache"]
+    print(f"organic boxes: {c['hits']} from the cache, {c['misses']} laid out by Chromium ({c['dir']})")
 
 
 @app.command()

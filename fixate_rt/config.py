@@ -39,6 +39,7 @@ class Split(str, Enum):
 
 
 class PoolMode(str, Enum):
+    auto = "auto"  # per slate: overlap when its boxes overlap, else exclusive
     exclusive = "exclusive"
     overlap = "overlap"
     area = "area"
@@ -58,7 +59,7 @@ class SimulateConfig:
     device: Device = Device.auto
     probe: Probe = Probe.rollout
     kernel: Kernel = Kernel.auto
-    pool_mode: PoolMode = PoolMode.exclusive
+    pool_mode: PoolMode = PoolMode.auto
     residual: float = 0.5
     backend: str = "torch"
 

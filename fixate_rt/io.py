@@ -16,6 +16,11 @@ from typing import Any
 from .errors import InputError
 
 
+def cache_root() -> Path:
+    """``$FIXATE_RT_CACHE`` or ``~/.cache/fixate-rt``: embedded models, AdSERP organic boxes."""
+    return Path(os.environ.get("FIXATE_RT_CACHE", Path.home() / ".cache" / "fixate-rt"))
+
+
 def ensure_writable_dir(path: Path) -> Path:
     """Create ``path`` if needed and check that files can be created in it (fails before any model work)."""
     try:

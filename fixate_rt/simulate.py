@@ -68,7 +68,7 @@ class Simulator:
 
     def __init__(self, model: str | Path = "tiny-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
-                 residual: float = 0.5, pool_mode: str = "exclusive", kernel: str = "auto", batch_size: int = 8,
+                 residual: float = 0.5, pool_mode: str = "auto", kernel: str = "auto", batch_size: int = 8,
                  probe: str = "rollout", backbone: Backbone | None = None, backend: str = "torch") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -139,14 +139,15 @@ class Simulator:
             with self.timer.stage("prompt_assembly"):
                 prompts, cold = (self.prompts.mix(uids) if self.prompts is not None else (None, [True] * len(uids)))
                 n_soft = prompts.shape[1] if prompts is not None else 0
-                inputs = self.backbone.build_inputs(profiles[start:start + self.batch_size], layout.labels, feats, n_soft)
+                inputs = self.backbone.build_inputs(profiles[start:start + self.batch_size], layout.labels, feats, n_soft,
+                                                    layout.context)
             with self.timer.stage("decoder_and_probe"):
                 out = probe(self.backbone, inputs, feats, prompts, label_ids, method=self.probe,
                             layers=self.probe_layers, residual=self.residual, impl=self.impls[self._combine_op])
                 token_rel = out.token_relevance
             with self.timer.stage("pooling"):
                 boxes = slot_boxes.expand(len(uids), -1, -1)
-                rel = ops.slot_pool(token_rel.float().cpu(), feats.token_boxes, boxes, mode=self.pool_mode,
+                rel = ops.slot_pool(token_rel.float().cpu(), feats.token_boxes, boxes, mode=layout.pool_mode(self.pool_mode),
                                     impl=self.impls["slot_pool"])
             p_all.append(torch.softmax(out.label_logits.double(), dim=-1).cpu().numpy())
             rel_all.append(rel.double().numpy())

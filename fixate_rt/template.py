@@ -9,19 +9,23 @@ from __future__ import annotations
 
 INSTRUCTION = (
     "You are a sophisticated user behaviour emulator. Given a user profile, simulate the user's final "
-    "selection on this selection interface. Output exactly one label shown below the selected item "
-    "and nothing else."
+    "selection on this selection interface. Output exactly one label, the one drawn on or beside the "
+    "selected item, and nothing else."
 )
 QUESTION = "Which item does the user select? Answer with one label from: {labels}."
 IMAGE_MARKER = "<image>"  # replaced by the backbone's own image block (vision start, pads, vision end)
 
 
-def render(profile: str, labels: list[str] | tuple[str, ...]) -> str:
-    """The chat text with ``IMAGE_MARKER`` where the image block goes (Qwen chat markup)."""
+def render(profile: str, labels: list[str] | tuple[str, ...], context: str = "") -> str:
+    """The chat text with ``IMAGE_MARKER`` where the image block goes (Qwen chat markup).
+
+    ``context`` is the slate's own text (e.g. AdSERP's ``Search query: ...``), one line after the profile.
+    """
     profile = profile.strip() or "none"
     question = QUESTION.format(labels=", ".join(labels))
+    context_line = f"{context.strip()}\n" if context.strip() else ""
     return (
         f"<|im_start|>system\n{INSTRUCTION}<|im_end|>\n"
-        f"<|im_start|>user\nUser profile: {profile}\n{IMAGE_MARKER}\n{question}<|im_end|>\n"
+        f"<|im_start|>user\nUser profile: {profile}\n{context_line}{IMAGE_MARKER}\n{question}<|im_end|>\n"
         f"<|im_start|>assistant\n"
     )

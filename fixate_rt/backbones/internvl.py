@@ -98,11 +98,12 @@ class InternVLProcessor:
                     boxes.append((c * W / g, r * H / g, (c + 1) * W / g, (r + 1) * H / g) if include else EXCLUDED_BOX)
         return np.asarray(boxes, dtype=np.float32)
 
-    def encode(self, profile: str, labels: tuple[str, ...], n_image_tokens: int) -> tuple[list[int], list[int]]:
+    def encode(self, profile: str, labels: tuple[str, ...], n_image_tokens: int,
+               context: str = "") -> tuple[list[int], list[int]]:
         from .processor import encode_template
 
         return encode_template(self.tokenizer, profile, labels, (self.img_start_id, self.image_pad_id, self.img_end_id),
-                               n_image_tokens)
+                               n_image_tokens, context)
 
     def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
         from .processor import single_token_ids

@@ -59,20 +59,21 @@ class QwenVLProcessor:
         return np.stack([x0, y0, x0 + width / w, y0 + height / h], axis=1).astype(np.float32)
 
     # ---------------------------------------------------------------------------------- text side
-    def encode(self, profile: str, labels: tuple[str, ...], n_image_tokens: int) -> tuple[list[int], list[int]]:
+    def encode(self, profile: str, labels: tuple[str, ...], n_image_tokens: int,
+               context: str = "") -> tuple[list[int], list[int]]:
         """Token ids of the one template with the image block expanded, and mm_token_type_ids (1 = image)."""
         return encode_template(self.tokenizer, profile, labels, (self.vision_start_id, self.image_pad_id,
-                                                                  self.vision_end_id), n_image_tokens)
+                                                                  self.vision_end_id), n_image_tokens, context)
 
     def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
         return single_token_ids(self.tokenizer, labels)
 
 
 def encode_template(tokenizer, profile: str, labels: tuple[str, ...], image_ids: tuple[int, int, int],
-                    n_image_tokens: int) -> tuple[list[int], list[int]]:
+                    n_image_tokens: int, context: str = "") -> tuple[list[int], list[int]]:
     """The one template tokenised around its image block [start, pad × n, end]; types are 1 on the pads."""
     start, pad, end = image_ids
-    before, after = template.render(profile, labels).split(template.IMAGE_MARKER)
+    before, after = template.render(profile, labels, context).split(template.IMAGE_MARKER)
     head = tokenizer(before, add_special_tokens=False)["input_ids"]
     tail = tokenizer(after, add_special_tokens=False)["input_ids"]
     ids = head + [start] + [pad] * n_image_tokens + [end] + tail

@@ -48,15 +48,18 @@ class SplicedVLM:
 
     # ----------------------------------------------------------------------------------- shared
     def build_inputs(self, profiles: list[str], labels: tuple[str, ...] | list[tuple[str, ...]],
-                     slates: SlateFeatures | list[SlateFeatures], n_soft: int) -> DecoderInputs:
+                     slates: SlateFeatures | list[SlateFeatures], n_soft: int,
+                     contexts: str | list[str] = "") -> DecoderInputs:
         """Left-padded batch of [soft prompt placeholders (N) | template with P image tokens].
 
-        ``labels`` and ``slates`` are shared by every row, or given per row (training batches mix slates).
+        ``labels``, ``slates`` and ``contexts`` (the slate's own text line, e.g. a search query) are shared by
+        every row, or given per row (training batches mix slates).
         """
         B = len(profiles)
         slates = [slates] * B if isinstance(slates, SlateFeatures) else list(slates)
         labels = [labels] * B if labels and isinstance(labels[0], str) else list(labels)
-        rows = [self.processor.encode(p, lab, f.n_tokens) for p, lab, f in zip(profiles, labels, slates)]
+        contexts = [contexts] * B if isinstance(contexts, str) else list(contexts)
+        rows = [self.processor.encode(p, lab, f.n_tokens, c) for p, lab, f, c in zip(profiles, labels, slates, contexts)]
         T = max(len(ids) for ids, _ in rows) + n_soft
         input_ids = torch.full((B, T), self.processor.pad_id, dtype=torch.long)
         types = torch.zeros((B, T), dtype=torch.long)

@@ -26,10 +26,12 @@ from pathlib import Path
 import torch
 
 from .. import template
+from ..data.slates import MAX_SLOTS, default_labels
+from ..io import cache_root
 from ..data.synth_vocab import GENRES, TITLE_WORDS
 
 NAME = "tiny-qwen3vl"
-VERSION = "v2"
+VERSION = "v3"
 SEED = 1234
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>", "<img>", "</img>", "<IMG_CONTEXT>"]
@@ -69,10 +71,6 @@ SHAPES = {
 }
 
 
-def cache_root() -> Path:
-    """``$FIXATE_RT_CACHE`` or ``~/.cache/fixate-rt``."""
-    return Path(os.environ.get("FIXATE_RT_CACHE", Path.home() / ".cache" / "fixate-rt"))
-
 
 def model_path(name: str = NAME) -> Path:
     return cache_root() / "models" / f"{name}-{VERSION}"
@@ -82,7 +80,7 @@ def _vocabulary() -> list[str]:
     text = " ".join([template.INSTRUCTION, template.QUESTION, template.render("", ()),
                      "User profile Top_genre Preferred_genres", *GENRES, *TITLE_WORDS])
     words = re.findall(PRETOKENIZE, text)
-    letters = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    letters = list(default_labels(MAX_SLOTS))  # A–Z, a–z: every default answer label is one token
     digits = [str(d) for d in range(10)]
     punct = list(".,:;!?'\"()[]{}-_/&+*=<>|#%@")
     seen: dict[str, None] = {}

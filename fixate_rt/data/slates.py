@@ -21,6 +21,17 @@ from ..errors import InputError, ValidationError
 from ..io import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The answer is one token, so a slate has at most as many slots as single-token labels can name: A–Z plus
+# a–z with the default alphabet (``default_labels``); a layout may bring its own labels (digits, …) instead.
+MAX_SLOTS = 52
+_ALPHABET = tuple(chr(c) for c in range(ord("A"), ord("Z") + 1)) + tuple(chr(c) for c in range(ord("a"), ord("z") + 1))
+
+
+def default_labels(n: int) -> tuple[str, ...]:
+    """The first ``n`` default answer labels: A–Z, then a–z (each a single token for the supported tokenizers)."""
+    if not 0 <= n <= MAX_SLOTS:
+        raise ValidationError(f"{n} slots: a slate supports at most {MAX_SLOTS} single-token labels")
+    return _ALPHABET[:n]
 SHARED_LAYOUT = "layout.json"
 
 
@@ -32,10 +43,27 @@ class Layout:
     boxes: np.ndarray
     labels: tuple[str, ...]
     items: tuple[dict, ...] = field(default=(), compare=False)
+    context: str = ""  # the slate's own prompt line (e.g. "Search query: ..."); empty for none
 
     @property
     def n_slots(self) -> int:
         return len(self.labels)
+
+    @property
+    def has_overlaps(self) -> bool:
+        """True when two slot boxes share a positive area (free-form layouts such as result pages with ads)."""
+        b = self.boxes.astype(np.float64)
+        w = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+        h = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+        inter = (w > 0) & (h > 0)
+        np.fill_diagonal(inter, False)
+        return bool(inter.any())
+
+    def pool_mode(self, requested: str) -> str:
+        """Resolve ``auto``: ``overlap`` when boxes overlap (each slot keeps all its tokens), else ``exclusive``."""
+        if requested != "auto":
+            return requested
+        return "overlap" if self.has_overlaps else "exclusive"
 
     def to_json(self) -> dict:
         slots = []
@@ -44,7 +72,10 @@ class Layout:
             if self.items:
                 slot["item"] = self.items[i]
             slots.append(slot)
-        return {"image_size": list(self.image_size), "slots": slots}
+        payload: dict = {"image_size": list(self.image_size), "slots": slots}
+        if self.context:
+            payload["context"] = self.context
+        return payload
 
 
 @dataclass(frozen=True)
@@ -91,8 +122,14 @@ def parse_layout(payload: object, source: Path) -> Layout:
         boxes.append([x0, y0, x1, y1])
         labels.append(label)
         items.append(slot.get("item", {}))
+    if len(labels) > MAX_SLOTS:
+        raise ValidationError(f"{source}, field 'slots': {len(labels)} slots, more than the supported {MAX_SLOTS}")
+    context = payload.get("context", "")
+    if not isinstance(context, str):
+        raise ValidationError(f"{source}, field 'context': expected a string, got {type(context).__name__}")
     has_items = any(items)
-    return Layout((w, h), np.asarray(boxes, dtype=np.float32), tuple(labels), tuple(items) if has_items else ())
+    return Layout((w, h), np.asarray(boxes, dtype=np.float32), tuple(labels), tuple(items) if has_items else (),
+                  context)
 
 
 def read_layout(path: Path) -> Layout:

@@ -41,7 +41,7 @@ class TrainConfig:
     seeds: tuple[int, ...] = (42,)
     device: str = "auto"
     kernel: str = "auto"
-    pool_mode: str = "exclusive"
+    pool_mode: str = "auto"  # overlap when a slate's boxes overlap, else exclusive
     # Cold start and ablations (method.md §3 "Ablations", §5 "Ablation switches").
     freeze_basis: bool = False
     init_from: Path | None = None

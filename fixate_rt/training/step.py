@@ -39,7 +39,8 @@ def run_batch(backbone, cache: SlateCache, batch: list[Sample], prompts: torch.T
     valid = torch.arange(S)[None, :] < n_slots[:, None]
     clicked = torch.tensor([s.clicked for s in batch])
     inputs = backbone.build_inputs([profiles[s.user_id] for s in batch], labels, feats,
-                                   prompts.shape[1] if prompts is not None else 0)
+                                   prompts.shape[1] if prompts is not None else 0,
+                                   [cache.slates[s].layout.context for s in slate_ids])
     out = probe(backbone, inputs, feats, prompts, label_ids, method=cfg.probe, layers=backbone.default_probe_layers,
                 targets=clicked if teacher_forced else None, differentiable=differentiable)
     # Same grid, so token boxes differ between rows only by the image size: express every row's slot boxes in
@@ -49,10 +50,14 @@ def run_batch(backbone, cache: SlateCache, batch: list[Sample], prompts: torch.T
     scale = torch.tensor([[w0 / cache.slates[s].layout.image_size[0], h0 / cache.slates[s].layout.image_size[1]] * 2
                           for s in slate_ids])
     slot_boxes = cache.slot_boxes(slate_ids) * scale[:, None, :]
+    layouts = [cache.slates[s].layout for s in slate_ids]
+    # Centre-based pooling: exclusive and overlap agree wherever boxes do not overlap, so one mode per batch is exact.
+    pool_mode = next((m for m in (lay.pool_mode(cfg.pool_mode) for lay in layouts) if m == "overlap"),
+                     layouts[0].pool_mode(cfg.pool_mode))
     if differentiable:  # training: the torch reference pooling keeps the graph
-        a = slot_pool_reference(out.token_relevance.cpu(), token_boxes, slot_boxes, cfg.pool_mode)
+        a = slot_pool_reference(out.token_relevance.cpu(), token_boxes, slot_boxes, pool_mode)
     else:  # evaluation: the ops registry (--kernel), e.g. the C++ pooling on CPU
-        a = ops.slot_pool(out.token_relevance.cpu(), token_boxes, slot_boxes, mode=cfg.pool_mode, impl=cfg.kernel)
+        a = ops.slot_pool(out.token_relevance.cpu(), token_boxes, slot_boxes, mode=pool_mode, impl=cfg.kernel)
     label_logits = out.label_logits.cpu().masked_fill(~valid, -torch.inf)
     p_click = torch.softmax(label_logits.double(), -1)
     answer = label_ids.gather(1, clicked[:, None])[:, 0]

@@ -1,0 +1,163 @@
+"""`fixate-rt import-adserp` on the six real trials shipped in data/adserp-sample (needs headless Chromium)."""
+
+import csv
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fixate_rt.cli import app
+from fixate_rt.data.adserp.geometry import CSS_TO_PX
+from fixate_rt.data.adserp.organic import ChromiumMissing, find_browser
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "adserp-sample"
+TRIALS = sorted(p.stem for p in (SAMPLE / "fixation-data").glob("*.csv"))
+runner = CliRunner()
+
+
+def _have_chromium() -> bool:
+    try:
+        find_browser()
+        return True
+    except ChromiumMissing:
+        return False
+
+
+# CI installs Debian's chromium (scripts/install_chromium.sh) and sets FIXATE_RT_REQUIRE_CHROMIUM=1: never skipped there.
+needs_chromium = pytest.mark.skipif(not _have_chromium() and os.environ.get("FIXATE_RT_REQUIRE_CHROMIUM") != "1",
+                                    reason="headless Chromium not installed (apt-get install chromium chromium-driver)")
+
+
+def _import(out: Path, cache: Path, env: dict | None = None):
+    result = runner.invoke(app, ["import-adserp", str(SAMPLE), "--out", str(out), "--cache", str(cache)], env=env)
+    return result
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adserp")
+    result = _import(root / "first", root / "cache")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@needs_chromium
+def test_every_trial_imported_with_its_click(imported):
+    report = json.loads((imported / "first" / "import_report.json").read_text())
+    assert report["imported"] == len(TRIALS) == 6 and report["organic_box_cache"]["misses"] == 6
+    sessions = pq.read_table(imported / "first" / "sessions.parquet").to_pylist()
+    assert sorted(s["slate_id"] for s in sessions) == TRIALS
+    for s in sessions:
+        layout = json.loads((imported / "first" / "slates" / f"{s['slate_id']}.json").read_text())
+        slot = layout["slots"][s["clicked_slot"]]
+        click = _last_click(s["slate_id"])
+        m = re.match(r"^//\*\[@id='rso'\]/div\[(\d+)\]", click["xpath"])
+        if m:  # an organic result: the slot is that result
+            assert slot["item"] == {"kind": "organic", "rank": int(m[1])}
+        else:  # anything else: the click point lies in the slot's box (page px = viewport px + offset)
+            offset = _stop(imported, s["slate_id"])["offset_px"]
+            x, y = float(click["xpos"]) * CSS_TO_PX, float(click["ypos"]) * CSS_TO_PX - offset
+            x0, y0, x1, y1 = slot["box"]
+            assert x0 <= x < x1 and y0 <= y < y1
+
+
+@needs_chromium
+def test_slot_boxes_lie_inside_the_viewport_image(imported):
+    for trial in TRIALS:
+        layout = json.loads((imported / "first" / "slates" / f"{trial}.json").read_text())
+        assert layout["image_size"] == [1280, 922] and layout["context"].startswith("Search query: ")
+        with Image.open(imported / "first" / "slates" / f"{trial}.png") as img:
+            assert img.size == (1280, 922)
+        boxes = np.array([s["box"] for s in layout["slots"]])
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 2] <= 1280).all() and (boxes[:, 3] <= 922).all()
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        assert [s["label"] for s in layout["slots"]] == [chr(65 + i) for i in range(len(boxes))]
+
+
+@needs_chromium
+def test_fixation_dwell_matches_an_independent_recount(imported):
+    sessions = {s["slate_id"]: s for s in pq.read_table(imported / "first" / "sessions.parquet").to_pylist()}
+    for trial in TRIALS:
+        stop = _stop(imported, trial)
+        layout = json.loads((imported / "first" / "slates" / f"{trial}.json").read_text())
+        expected = [0.0] * len(layout["slots"])
+        with open(SAMPLE / "fixation-data" / f"{trial}.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                t, x, y = float(row["timestamp"]), float(row["FPOGX"]), float(row["FPOGY"]) - stop["offset_px"]
+                if not stop["t_start"] <= t < stop["t_end"]:
+                    continue
+                for k, slot in enumerate(layout["slots"]):
+                    x0, y0, x1, y1 = slot["box"]
+                    if x0 <= x < x1 and y0 <= y < y1:
+                        expected[k] += float(row["FPOGD"])
+        np.testing.assert_allclose(sessions[trial]["fixation_ms"], expected, rtol=0, atol=1e-3)
+        assert sum(expected) > 0
+
+
+@needs_chromium
+def test_second_import_uses_the_cache_and_is_identical(imported):
+    # No browser at all the second time: the organic boxes must come from the cache.
+    result = _import(imported / "second", imported / "cache", env={"FIXATE_RT_CHROMIUM": "/nonexistent/chromium"})
+    assert result.exit_code == 0, result.output
+    report = json.loads((imported / "second" / "import_report.json").read_text())
+    assert report["organic_box_cache"]["hits"] == 6 and report["organic_box_cache"]["misses"] == 0
+    first = pq.read_table(imported / "first" / "sessions.parquet")
+    assert pq.read_table(imported / "second" / "sessions.parquet").equals(first)
+    for trial in TRIALS:
+        for suffix in (".json", ".png"):
+            a = (imported / "first" / "slates" / f"{trial}{suffix}").read_bytes()
+            assert (imported / "second" / "slates" / f"{trial}{suffix}").read_bytes() == a
+
+
+@needs_chromium
+def test_reimport_replaces_a_previous_import_in_place(imported, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(imported / "first", out)
+    (out / "slates" / "stale.png").write_bytes(b"x")
+    assert _import(out, imported / "cache").exit_code == 0
+    assert not (out / "slates" / "stale.png").exists() and (out / "sessions.parquet").exists()
+
+
+def test_missing_chromium_names_the_package(tmp_path):
+    result = _import(tmp_path / "out", tmp_path / "empty-cache", env={"FIXATE_RT_CHROMIUM": "/nonexistent/chromium"})
+    assert result.exit_code == 2
+    assert "chromium" in result.output and "apt-get install" in result.output
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_corrupt_fixation_file_names_file_row_field(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    path = data / "fixation-data" / f"{TRIALS[0]}.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",-5"
+    path.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["import-adserp", str(data), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"{TRIALS[0]}.csv, row 4, field 'FPOGD': negative value -5" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_foreign_output_folder_is_refused(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    result = runner.invoke(app, ["import-adserp", str(SAMPLE), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "not empty" in result.output
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def _stop(imported: Path, trial: str) -> dict:
+    report = json.loads((imported / "first" / "import_report.json").read_text())
+    return next(e["stop"] for e in report["per_trial"] if e["trial"] == trial)
+
+
+def _last_click(trial: str) -> dict:
+    with open(SAMPLE / "mouse-movement-data" / f"{trial}.csv", newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r["event"] == "click"][-1]
