@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The documented run on the real AdSERP sample (docs/adserp.md): import, simulate with the default model,
+# score against the recorded fixations, draw `show` pictures, print the per-trial table.
+# Usage: bash scripts/adserp_demo.sh [OUT]   (default runs/adserp; needs `bash scripts/setup.sh` and Chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-runs/adserp}"
+. .venv/bin/activate
+rm -rf "$OUT"
+fixate-rt import-adserp data/adserp-sample --out "$OUT/data"
+# Each trial is one (participant, page) session: simulate exactly those pairs.
+fixate-rt simulate --users "$OUT/data/users.parquet" --images "$OUT/data/slates" --pairs "$OUT/data/sessions.parquet" \
+  --out "$OUT/sim" --samples 1 --seed 0
+fixate-rt score --sim "$OUT/sim/simulations.parquet" --sessions "$OUT/data/sessions.parquet" --out "$OUT/score"
+fixate-rt show --sim "$OUT/sim/simulations.parquet" --sessions "$OUT/data/sessions.parquet" \
+  --images "$OUT/data/slates" --out "$OUT/show"
+python scripts/adserp_table.py "$OUT"
