@@ -90,13 +90,15 @@ def simulate(
     kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
     pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode (auto: overlap for layouts with overlapping boxes, else exclusive)")] = PoolMode.auto,
     backend: Annotated[str, typer.Option(help="torch (HF model) or onnx (an export folder as --model)")] = "torch",
+    shard_pairs: Annotated[int, typer.Option(min=1, help="Pairs per output shard written during the run")] = 4096,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its shards")] = False,
 ) -> None:
     """Simulate clicks of every user on every slate; report click probability and slot relevance."""
     from .simulate import simulate as run_simulation
 
     config = SimulateConfig(users=users, images=images, out=out, model=model, prompts=prompts, pairs=pairs,
                             samples=samples, seed=seed, batch_size=batch_size, device=device, probe=probe,
-                            kernel=kernel, pool_mode=pool, backend=backend)
+                            kernel=kernel, pool_mode=pool, backend=backend, shard_pairs=shard_pairs, resume=resume)
     t0 = time.perf_counter()
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), _PairsPerSecond(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:

@@ -62,6 +62,8 @@ class SimulateConfig:
     pool_mode: PoolMode = PoolMode.auto
     residual: float = 0.5
     backend: str = "torch"
+    shard_pairs: int = 4096  # pairs per output shard (what an interruption can lose at most)
+    resume: bool = False
 
     def to_json(self) -> dict:
         return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)

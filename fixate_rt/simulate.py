@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from .io import atomic_path, ensure_writable_dir, write_json
 from .probes.operators import PROBES, probe
 from .prompts import SoftPromptBank
 from .seeding import draw_click
+from .shards import ShardStore, file_digest, pairs_digest
 
 
 @dataclass
@@ -157,35 +158,74 @@ class Simulator:
     # --------------------------------------------------------------------------------- many slates
     def run(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]] | None = None, *,
             samples: int = 1, seed: int = 0, on_pairs: Callable[[int], None] | None = None) -> pa.Table:
-        """Simulate ``pairs`` (default every user × every slate); one output row per (pair, sample)."""
-        profile = dict(zip(users.ids, users.profiles))
+        """Simulate ``pairs`` (default every user × every slate); one output row per (pair, sample), in pair order."""
         if pairs is None:
             pairs = [(u, s) for s in slates for u in users.ids]
+        chunks = list(self.iter_chunks(users, slates, pairs, samples=samples, seed=seed, on_pairs=on_pairs))
+        return assemble(chunks)
+
+    def iter_chunks(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]], *, samples: int = 1,
+                    seed: int = 0, skip: frozenset[int] = frozenset(), chunk_pairs: int | None = None,
+                    on_pairs: Callable[[int], None] | None = None) -> Iterator[pa.Table]:
+        """Rows of every pair not in ``skip`` (indices into ``pairs``), as tables of about ``chunk_pairs`` pairs.
+
+        Each table has the simulation columns plus ``pair`` (the pair's index), so chunks written as shards can
+        be resumed and reassembled in pair order (``assemble``). Slates are vision-encoded once each.
+        """
+        profile = dict(zip(users.ids, users.profiles))
         by_slate: dict[str, list[int]] = defaultdict(list)
-        for i, (uid, sid) in enumerate(pairs):
-            by_slate[sid].append(i)
-        results: list[tuple | None] = [None] * len(pairs)
+        for i, (_, sid) in enumerate(pairs):
+            if i not in skip:
+                by_slate[sid].append(i)
+        step = max(chunk_pairs or 0, self.batch_size) if chunk_pairs else None
+        pending: list[tuple[int, np.ndarray, np.ndarray, bool]] = []
         for sid, idx in by_slate.items():
             slate = slates[sid]
             with self.timer.stage("preprocess"):
                 image = slate.load_image()
-            uids = [pairs[i][0] for i in idx]
-            res = self.simulate_slate(image, slate.layout, uids, [profile[u] for u in uids])
-            for j, i in enumerate(idx):
-                results[i] = (res.p_click[j], res.slot_relevance[j], res.cold_start[j])
-            if on_pairs is not None:
-                on_pairs(len(idx))
+            if image.size != slate.layout.image_size:
+                raise ValidationError(f"{slate.image_path}: image changed size during the run")
+            feats = self.encode_slate(image)
+            for start in range(0, len(idx), step or len(idx)):
+                part = idx[start:start + step] if step else idx
+                uids = [pairs[i][0] for i in part]
+                res = self.simulate_slate(feats, slate.layout, uids, [profile[u] for u in uids])
+                pending.extend(zip(part, res.p_click, res.slot_relevance, res.cold_start))
+                if on_pairs is not None:
+                    on_pairs(len(part))
+                if step and len(pending) >= step:
+                    yield self._rows(pending, pairs, slates, samples, seed)
+                    pending = []
+        if pending:
+            yield self._rows(pending, pairs, slates, samples, seed)
+
+    def _rows(self, results: list[tuple[int, np.ndarray, np.ndarray, bool]], pairs: list[tuple[str, str]],
+              slates: dict[str, Slate], samples: int, seed: int) -> pa.Table:
+        """Draw the clicks (seeded per (seed, user, slate, sample)) and build the output rows of ``results``."""
         with self.timer.stage("sampling"):
             cols: dict[str, list] = defaultdict(list)
-            for (uid, sid), (p, rel, cold) in zip(pairs, results):
+            for i, p, rel, cold in sorted(results, key=lambda r: r[0]):
+                uid, sid = pairs[i]
                 labels = slates[sid].layout.labels
                 for k in range(samples):
                     click = draw_click(p, seed, uid, sid, k)
-                    for name, value in zip(SIMULATIONS_SCHEMA.names,
-                                           (uid, sid, k, click, labels[click], p.tolist(), rel.tolist(), cold)):
+                    for name, value in zip(SHARD_SCHEMA.names,
+                                           (uid, sid, k, click, labels[click], p.tolist(), rel.tolist(), cold, i)):
                         cols[name].append(value)
-        return pa.table({name: pa.array(cols[name], SIMULATIONS_SCHEMA.field(name).type)
-                         for name in SIMULATIONS_SCHEMA.names}, schema=SIMULATIONS_SCHEMA)
+            return pa.table({name: pa.array(cols[name], SHARD_SCHEMA.field(name).type) for name in SHARD_SCHEMA.names},
+                            schema=SHARD_SCHEMA)
+
+
+SHARD_SCHEMA = SIMULATIONS_SCHEMA.append(pa.field("pair", pa.int64()))
+
+
+def assemble(chunks: list[pa.Table]) -> pa.Table:
+    """Chunks with a ``pair`` column → one simulations table in pair order (stable over samples)."""
+    if not chunks:
+        return SIMULATIONS_SCHEMA.empty_table()
+    table = pa.concat_tables(chunks)
+    order = np.argsort(table.column("pair").to_numpy(), kind="stable")
+    return table.take(pa.array(order)).drop_columns(["pair"])
 
 
 def slot_summary(table: pa.Table, slates: dict[str, Slate]) -> dict:
@@ -238,12 +278,25 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
                     residual=config.residual, pool_mode=config.pool_mode.value, kernel=config.kernel.value,
                     batch_size=config.batch_size, probe=config.probe.value, backend=config.backend)
     t_load = time.perf_counter() - t0 - t_read
-    n_pairs = len(pairs) if pairs is not None else len(users) * len(slates)
+    if pairs is None:
+        pairs = [(u, s) for s in slates for u in users.ids]
+    n_pairs = len(pairs)
+    store = ShardStore(out, _fingerprint(config, pairs), resume=config.resume)
+    resumed = len(store.done)
     if on_start is not None:
         on_start(n_pairs)
+    if resumed and on_pairs is not None:
+        on_pairs(resumed)
     t_run = time.perf_counter()
-    table = sim.run(users, slates, pairs, samples=config.samples, seed=config.seed, on_pairs=on_pairs)
+    for chunk in sim.iter_chunks(users, slates, pairs, samples=config.samples, seed=config.seed,
+                                 skip=frozenset(store.done), chunk_pairs=config.shard_pairs, on_pairs=on_pairs):
+        with sim.timer.stage("write"):
+            store.write(chunk)
     with sim.timer.stage("write"):
+        table = assemble(store.read_all())
+        if table.num_rows != n_pairs * config.samples or len(store.done) != n_pairs:
+            raise ValidationError(f"{store.dir}: shards hold {table.num_rows} rows for {len(store.done)} pairs; "
+                                  f"expected {n_pairs * config.samples} rows for {n_pairs} pairs")
         with atomic_path(out / "simulations.parquet") as tmp:
             pq.write_table(table, tmp)
     run_s = time.perf_counter() - t_run
@@ -259,13 +312,23 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
         "probe": sim.probe,
         "implementations": sim.impls,
         "pairs": n_pairs,
+        "resumed_pairs": resumed,
         "rows": table.num_rows,
         "cold_start_pairs": int(np.sum(table.column("cold_start").to_numpy())) // config.samples,
         "timings_s": {"read_inputs": round(t_read, 4), "load_model": round(t_load, 4),
                       **{k: round(v, 4) for k, v in sim.timer.seconds.items()}, "run_total": round(run_s, 4)},
-        "pairs_per_s": round(n_pairs / run_s, 3) if run_s > 0 else None,
+        "pairs_per_s": round((n_pairs - resumed) / run_s, 3) if run_s > 0 else None,
         "summary": slot_summary(table, slates),
         "outputs": {"simulations": str(out / "simulations.parquet")},
     }
     write_json(out / "run.json", info)
+    store.remove()
     return info
+
+
+def _fingerprint(config: SimulateConfig, pairs: list[tuple[str, str]]) -> dict:
+    """What defines the rows of a run (a resumed run must match); batch size, device and kernel may change."""
+    return {"pairs": pairs_digest(pairs), "n_pairs": len(pairs), "model": str(config.model),
+            "prompts": file_digest(config.prompts), "seed": config.seed, "samples": config.samples,
+            "probe": config.probe.value, "pool_mode": config.pool_mode.value, "residual": config.residual,
+            "backend": config.backend}

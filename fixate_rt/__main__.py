@@ -1,0 +1,5 @@
+"""``python -m fixate_rt`` = the ``fixate-rt`` command."""
+
+from .cli import main
+
+main()
