@@ -133,7 +133,13 @@ class Simulator:
                 raise ValidationError(f"image is {image.size[0]}x{image.size[1]} but layout says {layout.image_size}")
             feats = self.encode_slate(image)
         label_ids = self.backbone.label_token_ids(layout.labels)
-        slot_boxes = torch.from_numpy(layout.boxes)
+        # On CUDA everything stays on the device until the slate is done: one device→host copy per slate, no
+        # synchronising round trip inside the batch loop (pooling runs there with the torch implementation).
+        dev = self.backbone.device if self.backbone.device.type == "cuda" else torch.device("cpu")
+        pool_impl = "torch" if dev.type == "cuda" else self.impls["slot_pool"]
+        slot_boxes = torch.from_numpy(layout.boxes).to(dev)
+        token_boxes = torch.as_tensor(feats.token_boxes, dtype=torch.float32, device=dev)
+        pool_mode = layout.pool_mode(self.pool_mode)
         p_all, rel_all, cold_all = [], [], []
         for start in range(0, len(user_ids), self.batch_size):
             uids = user_ids[start:start + self.batch_size]
@@ -148,12 +154,11 @@ class Simulator:
                 token_rel = out.token_relevance
             with self.timer.stage("pooling"):
                 boxes = slot_boxes.expand(len(uids), -1, -1)
-                rel = ops.slot_pool(token_rel.float().cpu(), feats.token_boxes, boxes, mode=layout.pool_mode(self.pool_mode),
-                                    impl=self.impls["slot_pool"])
-            p_all.append(torch.softmax(out.label_logits.double(), dim=-1).cpu().numpy())
-            rel_all.append(rel.double().numpy())
+                rel = ops.slot_pool(token_rel.float().to(dev), token_boxes, boxes, mode=pool_mode, impl=pool_impl)
+            p_all.append(torch.softmax(out.label_logits.double(), dim=-1).to(dev))
+            rel_all.append(rel.double())
             cold_all.extend(cold)
-        return SlateResult(np.concatenate(p_all), np.concatenate(rel_all), cold_all)
+        return SlateResult(torch.cat(p_all).cpu().numpy(), torch.cat(rel_all).cpu().numpy(), cold_all)
 
     # --------------------------------------------------------------------------------- many slates
     def run(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]] | None = None, *,
