@@ -1,4 +1,5 @@
-"""Per-pair latency on CPU: ONNX Runtime (exported graphs) vs PyTorch, same process, same inputs.
+"""Per-pair latency on CPU: ONNX Runtime and torch.export programs (exported graphs) vs PyTorch, same process,
+same inputs.
 
 For each model: export (once, cached under benchmarks/work/), then time `Simulator.simulate_slate` for a batch of
 users on one slate with both backends (vision encoding excluded: it is once per slate in both), rollout probe.
@@ -32,7 +33,7 @@ def main() -> None:
 
     from fixate_rt.data.layout import recgaze_layout
     from fixate_rt.data.render import render_slate
-    from fixate_rt.exporters.onnx_export import export_onnx
+    from fixate_rt.exporters.export import export_model
     from fixate_rt.simulate import Simulator
 
     rng = np.random.default_rng(0)
@@ -42,11 +43,12 @@ def main() -> None:
     profiles = [f"Top_genre: Drama, Preferred_genres: Crime {i}" for i in range(args.users)]
     rows = []
     for model in args.models:
-        folder = ROOT / "benchmarks" / "work" / "export" / model
-        if not (folder / "manifest.json").is_file():
-            export_onnx(model, folder)
-        sims = {"torch": Simulator(model, device="cpu", batch_size=args.users),
-                "onnx": Simulator(str(folder), device="cpu", batch_size=args.users, backend="onnx")}
+        sims = {"torch": Simulator(model, device="cpu", batch_size=args.users)}
+        for fmt in ("onnx", "export"):
+            folder = ROOT / "benchmarks" / "work" / "export" / f"{model}-{fmt}"
+            if not (folder / "manifest.json").is_file():
+                export_model(model, folder, fmt=fmt)
+            sims[fmt] = Simulator(str(folder), device="cpu", batch_size=args.users, backend=fmt)
         result = {}
         for backend, sim in sims.items():
             feats = sim.encode_slate(image)
@@ -57,10 +59,11 @@ def main() -> None:
                 res = sim.simulate_slate(feats, layout, users, profiles)
                 times.append(time.perf_counter() - t0)
             result[backend] = (float(np.median(times)) / args.users, res)
-        diff = float(np.abs(result["torch"][1].p_click - result["onnx"][1].p_click).max())
-        row = {"model": model, "users_per_batch": args.users, "torch_ms_per_pair": round(1000 * result["torch"][0], 2),
-               "onnx_ms_per_pair": round(1000 * result["onnx"][0], 2),
-               "speedup_onnx_vs_torch": round(result["torch"][0] / result["onnx"][0], 2), "max_p_click_diff": diff}
+        row = {"model": model, "users_per_batch": args.users, "torch_ms_per_pair": round(1000 * result["torch"][0], 2)}
+        for fmt in ("onnx", "export"):
+            row[f"{fmt}_ms_per_pair"] = round(1000 * result[fmt][0], 2)
+            row[f"speedup_{fmt}_vs_torch"] = round(result["torch"][0] / result[fmt][0], 2)
+            row[f"max_p_click_diff_{fmt}"] = float(np.abs(result["torch"][1].p_click - result[fmt][1].p_click).max())
         rows.append(row)
         print(row, flush=True)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

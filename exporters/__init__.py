@@ -1,5 +1,5 @@
 """Exporters, shipped as ``fixate_rt.exporters``: three ONNX graphs (vision, embedding, decoder with the
-rollout row computed in-graph), a manifest, and validation against PyTorch (see graphs.py, onnx_export.py).
+rollout row computed in-graph), a manifest, and validation against PyTorch in ONNX, torch.export or TorchScript (see graphs.py, export.py, runtimes.py).
 
 `onnx_status` reports whether the ONNX extra is installed, for clear `UnavailableError` messages.
 """

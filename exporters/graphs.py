@@ -14,9 +14,12 @@ The probed layers compute eager attention inside the graph; every other layer ke
 
 from __future__ import annotations
 
+import contextlib
+import types
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from fixate_rt.probes.capture import record_attention
 from fixate_rt.probes.reference import rollout_row_reference
@@ -61,6 +64,33 @@ class VisionGraph(torch.nn.Module):
         return out.pooler_output[0], torch.stack([f[0] for f in out.deepstack_features])
 
 
+@contextlib.contextmanager
+def single_image_vision_attention(model: torch.nn.Module):
+    """Qwen3-VL's vision attention splits the patch sequence per image with sizes read out of a tensor
+    (``lengths.tolist()``), which torch.export cannot trace. A slate is one image, so that split is the identity:
+    while this context is active each vision attention runs one SDPA over the whole sequence (the same maths;
+    the export is validated against the unpatched model)."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_vision
+
+    def forward(self, hidden_states, cu_seqlens, position_embeddings=None, **kwargs):
+        n = hidden_states.shape[0]
+        q, k, v = self.qkv(hidden_states).reshape(n, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        cos, sin = position_embeddings
+        q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # [1, H, P, d]
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scaling)
+        return self.proj(out.transpose(1, 2).reshape(n, -1))
+
+    patched = [m for m in model.modules() if type(m).__name__ == "Qwen3VLVisionAttention"]
+    for module in patched:
+        module.forward = types.MethodType(forward, module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
 class EmbedGraph(torch.nn.Module):
     def __init__(self, backbone) -> None:
         super().__init__()
@@ -96,14 +126,14 @@ class DecoderGraph(torch.nn.Module):
         return self.head(hidden[:, -1]), self._rollout(recorder, inputs_embeds.shape[0])
 
 
-def specs(family: str, deepstack: int) -> dict[str, GraphSpec]:
+def specs(family: str, deepstack: int, suffix: str = "onnx") -> dict[str, GraphSpec]:
     if family == "internvl":
-        vision = GraphSpec("vision", "vision.onnx", (TensorSpec("pixel_values", ("tiles", 3, "S", "S")),),
+        vision = GraphSpec("vision", f"vision.{suffix}", (TensorSpec("pixel_values", ("tiles", 3, "S", "S")),),
                            (TensorSpec("image_features", ("P", "D")),), notes="tiles (+ thumbnail) of one slate")
         decoder_in = (TensorSpec("inputs_embeds", ("B", "T", "D")), TensorSpec("attention_mask", ("B", "T"), "int64"),
                       TensorSpec("position_ids", ("B", "T"), "int64"))
     else:
-        vision = GraphSpec("vision", "vision.onnx", (TensorSpec("pixel_values", ("patches", "C·t·p·p")),),
+        vision = GraphSpec("vision", f"vision.{suffix}", (TensorSpec("pixel_values", ("patches", "C·t·p·p")),),
                            (TensorSpec("image_features", ("P", "D")), TensorSpec("deepstack", (deepstack, "P", "D"))),
                            dynamic=False, notes="exported for the grid of the export-time slate size (fixed-size renders)")
         decoder_in = (TensorSpec("inputs_embeds", ("B", "T", "D")), TensorSpec("attention_mask", ("B", "T"), "int64"),
@@ -111,9 +141,9 @@ def specs(family: str, deepstack: int) -> dict[str, GraphSpec]:
                       TensorSpec("deepstack", (deepstack, "BP", "D")))
     return {
         "vision": vision,
-        "embed": GraphSpec("embed", "embed.onnx", (TensorSpec("input_ids", ("B", "T"), "int64"),),
+        "embed": GraphSpec("embed", f"embed.{suffix}", (TensorSpec("input_ids", ("B", "T"), "int64"),),
                            (TensorSpec("inputs_embeds", ("B", "T", "D")),)),
-        "decoder": GraphSpec("decoder", "decoder.onnx", decoder_in,
+        "decoder": GraphSpec("decoder", f"decoder.{suffix}", decoder_in,
                              (TensorSpec("logits", ("B", "V")), TensorSpec("rollout_row", ("B", "T")))),
     }
 

@@ -89,7 +89,8 @@ def simulate(
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
     pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode (auto: overlap for layouts with overlapping boxes, else exclusive)")] = PoolMode.auto,
-    backend: Annotated[str, typer.Option(help="torch (HF model) or onnx (an export folder as --model)")] = "torch",
+    backend: Annotated[str, typer.Option(help="torch (HF model), or onnx / export / torchscript (an export folder "
+                                              "as --model)")] = "torch",
     shard_pairs: Annotated[int, typer.Option(min=1, help="Pairs per output shard written during the run")] = 4096,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its shards")] = False,
 ) -> None:
@@ -337,31 +338,33 @@ def export(
     out: Annotated[Path, typer.Option(help="Output folder for the graphs, manifest.json and preprocessing files")],
     model: Annotated[str, typer.Option(help="Local checkpoint folder or an embedded model name")] = "tiny-qwen3vl",
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank to ship with the export")] = None,
-    format: Annotated[str, typer.Option("--format", help="onnx (export and torchscript: not available yet)")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx (ONNX Runtime), export (torch.export .pt2) or "
+                                                          "torchscript (legacy .pt)")] = "onnx",
     image_size: Annotated[str, typer.Option(help="WxH of the slates the (fixed-grid) Qwen vision graph serves")] = "1100x619",
 ) -> None:
     """Export the frozen VLM (vision, embedding, decoder with in-graph rollout) and validate it against PyTorch."""
     import warnings
 
-    from .errors import UnavailableError, ValidationError
+    from .errors import ValidationError
 
-    if format != "onnx":
-        raise UnavailableError(f"--format {format}: not available yet; torch.export cannot trace Qwen3-VL's vision "
-                               f"attention (data-dependent split) and TorchScript is deprecated upstream. Use --format onnx")
     try:
         w, h = (int(v) for v in image_size.lower().split("x"))
     except ValueError:
         raise ValidationError(f"--image-size must look like 1100x619, got '{image_size}'") from None
-    from fixate_rt.exporters.onnx_export import export_onnx
+    from fixate_rt.exporters.export import export_model
+    from fixate_rt.exporters.runtimes import check_format
 
+    check_format(format)
+    if format == "torchscript":
+        print("note: TorchScript is deprecated upstream (legacy format); prefer --format export", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        manifest = export_onnx(model, out, prompts=prompts, image_size=(w, h))
+        manifest = export_model(model, out, fmt=format, prompts=prompts, image_size=(w, h))
     for warning in caught:
         if "exceeds" in str(warning.message):
             print(f"warning: {warning.message}", file=sys.stderr)
     worst = max(manifest["validation"].values())
-    print(f"exported {manifest['family']} to {out} (graphs: {', '.join(manifest['graphs'])}); "
+    print(f"exported {manifest['family']} as {format} to {out} (graphs: {', '.join(manifest['graphs'])}); "
           f"validated against PyTorch on fresh inputs: max |diff| {worst:.2e}")
 
 

@@ -33,6 +33,9 @@ from .seeding import draw_click
 from .shards import ShardStore, file_digest, pairs_digest
 
 
+EXPORTED_BACKENDS = ("onnx", "export", "torchscript")  # export folders (fixate-rt export --format ...)
+
+
 @dataclass
 class SlateResult:
     """p_click [B, S] and slot_relevance [B, S] (float64 rows summing to 1), cold_start [B]."""
@@ -74,18 +77,18 @@ class Simulator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         self.backend = backend
-        if backbone is None and backend == "onnx":
-            from .backends.onnx_runtime import OnnxBackbone
+        if backbone is None and backend in EXPORTED_BACKENDS:
+            from .backends.exported import ExportedBackbone
             from .errors import UnavailableError
             from .exporters import onnx_status
 
-            if onnx_status():
+            if backend == "onnx" and onnx_status():
                 raise UnavailableError(onnx_status())
             if probe != "rollout":
                 raise UnavailableError(f"--probe {probe} needs gradients: torch backend only (exports carry rollout)")
-            backbone = OnnxBackbone.load(Path(model), device=device)
-        elif backend not in ("torch", "onnx"):
-            raise ValidationError(f"--backend must be torch or onnx, got '{backend}'")
+            backbone = ExportedBackbone.load(Path(model), device=device, backend=backend)
+        elif backend not in ("torch", *EXPORTED_BACKENDS):
+            raise ValidationError(f"--backend must be torch, {', '.join(EXPORTED_BACKENDS)}; got '{backend}'")
         self.backbone = backbone if backbone is not None else load(model, device=device, dtype=dtype)
         if prompts is not None and not isinstance(prompts, SoftPromptBank):
             source = prompts
@@ -113,7 +116,7 @@ class Simulator:
             combine_op = "rollout_row_qk"  # the fused Triton kernel (default on CUDA)
         self._combine_op = combine_op
         self.impls = {
-            combine_op: ("onnx-graph" if getattr(self.backbone, "exported", False)
+            combine_op: (f"{backend}-graph" if getattr(self.backbone, "exported", False)
                          else ops.resolve(combine_op, kernel, device=self.backbone.device)),
             "slot_pool": ops.resolve("slot_pool", kernel if kernel != "triton" else "auto", device=torch.device("cpu")),
         }

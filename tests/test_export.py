@@ -1,4 +1,5 @@
-"""ONNX export of the tiny Qwen3-VL and InternVL: validation, ONNX Runtime backend parity, clear errors."""
+"""Export of the tiny Qwen3-VL and InternVL in three formats (ONNX, torch.export, TorchScript): validation,
+backend parity with the torch backend (same clicks, p_click and slot_relevance within 1e-4), clear errors."""
 
 import json
 import shutil
@@ -15,18 +16,39 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip 
 runner = CliRunner()
 
 
+FORMATS = {"onnx": "onnx", "export": "pt2", "torchscript": "pt"}
+
+
+@pytest.fixture(scope="module", params=[(m, f) for m in ("tiny-qwen3vl", "tiny-internvl") for f in FORMATS],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def exported_any(request, tmp_path_factory):
+    name, fmt = request.param
+    return name, fmt, _export(name, fmt, tmp_path_factory)
+
+
 @pytest.fixture(scope="module", params=["tiny-qwen3vl", "tiny-internvl"])
 def exported(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(request.param)
-    result = runner.invoke(app, ["export", "--model", request.param, "--out", str(out)])
-    assert result.exit_code == 0, result.output + (result.stderr or "")
-    return request.param, out
+    """The ONNX exports (for the ONNX-specific tests), shared with ``exported_any``."""
+    return request.param, _export(request.param, "onnx", tmp_path_factory)
 
 
-def test_export_writes_graphs_manifest_and_validates(exported):
-    name, out = exported
+_EXPORTS: dict = {}
+
+
+def _export(name, fmt, tmp_path_factory):
+    if (name, fmt) not in _EXPORTS:
+        out = tmp_path_factory.mktemp(f"{name}-{fmt}")
+        result = runner.invoke(app, ["export", "--model", name, "--out", str(out), "--format", fmt])
+        assert result.exit_code == 0, result.output + (result.stderr or "")
+        _EXPORTS[name, fmt] = out
+    return _EXPORTS[name, fmt]
+
+
+def test_export_writes_graphs_manifest_and_validates(exported_any):
+    name, fmt, out = exported_any
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["graphs"]) == {"vision", "embed", "decoder"}
+    assert set(manifest["graphs"]) == {"vision", "embed", "decoder"} and manifest["runtime"] == fmt
+    assert all(g["file"].endswith("." + FORMATS[fmt]) and (out / g["file"]).is_file() for g in manifest["graphs"].values())
     assert manifest["family"] == {"tiny-qwen3vl": "qwen3_vl", "tiny-internvl": "internvl"}[name]
     assert {o["name"] for o in manifest["graphs"]["decoder"]["outputs"]} == {"logits", "rollout_row"}
     assert manifest["validation"] and max(manifest["validation"].values()) < 1e-4
@@ -34,22 +56,41 @@ def test_export_writes_graphs_manifest_and_validates(exported):
         assert (out / file).is_file()
 
 
-def test_onnx_backend_matches_torch(exported, synth_dir, tmp_path):
-    name, out = exported
+def test_exported_backend_matches_torch(exported_any, synth_dir, tmp_path):
+    name, fmt, out = exported_any
     tables = {}
-    for backend in ("torch", "onnx"):
+    for backend in ("torch", fmt):
         model = name if backend == "torch" else str(out)
         result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
                                      str(synth_dir / "slates"), "--out", str(tmp_path / backend), "--device", "cpu",
                                      "--model", model, "--backend", backend, "--samples", "2", "--batch-size", "3"])
         assert result.exit_code == 0, result.output + (result.stderr or "")
         tables[backend] = pq.read_table(tmp_path / backend / "simulations.parquet").to_pydict()
-    assert tables["torch"]["click_slot"] == tables["onnx"]["click_slot"]
+    assert tables["torch"]["click_slot"] == tables[fmt]["click_slot"]
     for column in ("p_click", "slot_relevance"):
-        diff = np.abs(np.array(tables["torch"][column]) - np.array(tables["onnx"][column])).max()
+        diff = np.abs(np.array(tables["torch"][column]) - np.array(tables[fmt][column])).max()
         assert diff < 1e-4, (column, diff)
-    run = json.loads((tmp_path / "onnx" / "run.json").read_text())
-    assert run["backend"] == "onnx" and run["implementations"]["rollout_row"] == "onnx-graph"
+    run = json.loads((tmp_path / fmt / "run.json").read_text())
+    assert run["backend"] == fmt and run["implementations"]["rollout_row"] == f"{fmt}-graph"
+
+
+def test_export_folder_run_with_the_wrong_backend(exported_any, synth_dir, tmp_path):
+    _, fmt, out = exported_any
+    other = "export" if fmt != "export" else "onnx"
+    result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
+                                 str(synth_dir / "slates"), "--out", str(tmp_path), "--model", str(out), "--backend", other])
+    assert result.exit_code == 2 and f"this export is in format '{fmt}'; run it with --backend {fmt}" in result.stderr
+
+
+def test_corrupt_graph_is_named_for_every_format(exported_any, synth_dir, tmp_path):
+    _, fmt, out = exported_any
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / f"decoder.{FORMATS[fmt]}").write_bytes(b"garbage")
+    result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
+                                 str(synth_dir / "slates"), "--out", str(tmp_path / "o"), "--model", str(broken),
+                                 "--backend", fmt])
+    assert result.exit_code == 2 and f"decoder.{FORMATS[fmt]}" in result.stderr and "cannot load" in result.stderr
 
 
 def test_gradient_probes_are_refused_on_onnx(exported, synth_dir, tmp_path):
@@ -87,6 +128,12 @@ def test_numpy_mrope_positions_equal_the_models(tiny, synth_dir):
     torch.testing.assert_close(torch.from_numpy(ours), inputs.position_ids.cpu())
 
 
-def test_unavailable_formats_are_clear(tmp_path):
-    result = runner.invoke(app, ["export", "--out", str(tmp_path), "--format", "torchscript"])
-    assert result.exit_code == 2 and "not available yet" in result.stderr
+def test_unknown_format_is_clear(tmp_path):
+    result = runner.invoke(app, ["export", "--out", str(tmp_path), "--format", "tflite"])
+    assert result.exit_code == 2 and "--format must be one of onnx, export, torchscript" in result.stderr
+
+
+def test_torchscript_is_marked_legacy(exported_any):
+    _, fmt, out = exported_any
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert ("legacy" in manifest) == (fmt == "torchscript")

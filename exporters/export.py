@@ -1,8 +1,9 @@
-"""`fixate-rt export --format onnx`: three ONNX graphs + manifest + preprocessing files + prompt bank, then
-validation of every output against PyTorch on fresh inputs."""
+"""`fixate-rt export --format onnx|export|torchscript`: three graphs + manifest + preprocessing files + prompt
+bank, then validation of every output against PyTorch on fresh inputs (runtimes.py holds the per-format parts)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import shutil
@@ -15,7 +16,8 @@ import torch
 from fixate_rt.errors import UnavailableError, ValidationError
 from fixate_rt.io import ensure_writable_dir, write_json
 
-from .graphs import DecoderGraph, EmbedGraph, VisionGraph, specs
+from .graphs import DecoderGraph, EmbedGraph, VisionGraph, single_image_vision_attention, specs
+from .runtimes import SUFFIX, GraphSession, check_format, convert
 
 EXPORTABLE = ("qwen3_vl", "internvl")
 MANIFEST = "manifest.json"
@@ -52,27 +54,15 @@ def torch_decoder_inputs(backbone, profiles, feats, prompts):
     return inputs, tuple(args)
 
 
-def _export(module, args, path: Path, spec, dynamic_shapes) -> None:
-    names_in = [t.name for t in spec.inputs]
-    names_out = [t.name for t in spec.outputs]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamic_shapes is None:  # trace-based exporter: fixed shapes (data-dependent vision code is fine)
-            torch.onnx.export(module, args, str(path), input_names=names_in, output_names=names_out, dynamo=False,
-                              opset_version=18)
-        else:
-            torch.onnx.export(module, args, str(path), input_names=names_in, output_names=names_out, dynamo=True,
-                              dynamic_shapes=dynamic_shapes, opset_version=18, verbose=False)
-
-
-def export_onnx(model: str, out: Path, *, prompts: Path | None = None, image_size: tuple[int, int] = (1100, 619),
-                residual: float = 0.5) -> dict:
-    """Export, write the manifest, validate. Returns the manifest."""
+def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | None = None,
+                 image_size: tuple[int, int] = (1100, 619), residual: float = 0.5) -> dict:
+    """Export in format ``fmt`` (onnx, export, torchscript), write the manifest, validate. Returns the manifest."""
     from fixate_rt.backbones import load
     from fixate_rt.exporters import onnx_status
     from fixate_rt.simulate import versions
 
-    reason = onnx_status()
+    check_format(fmt)
+    reason = onnx_status() if fmt == "onnx" else ""
     if reason:
         raise UnavailableError(reason)
     backbone = load(model, device="cpu", dtype=torch.float32)
@@ -86,7 +76,10 @@ def export_onnx(model: str, out: Path, *, prompts: Path | None = None, image_siz
     out = ensure_writable_dir(Path(out))
     image = _sample_image(image_size)
     feats = backbone.encode_slate(image)
-    graph_specs = specs(backbone.family, len(feats.deepstack))
+    graph_specs = specs(backbone.family, len(feats.deepstack), SUFFIX[fmt])
+    if fmt == "torchscript":  # a trace keeps the tile count it saw: the vision graph serves that slate size only
+        graph_specs["vision"] = dataclasses.replace(graph_specs["vision"], dynamic=False,
+                                                    notes="traced for the tiles of the export-time slate size")
     if backbone.family == "internvl":
         pixel_values = backbone.processor.preprocess_image(image)
         vision_dyn = ({0: torch.export.Dim("tiles", min=1, max=64)},)
@@ -101,11 +94,21 @@ def export_onnx(model: str, out: Path, *, prompts: Path | None = None, image_siz
     B, T = torch.export.Dim("B", min=1, max=256), torch.export.Dim("T", min=8, max=32768)
     dec_dyn = [{0: B, 1: T}, {0: B, 1: T}, ({1: B, 2: T} if backbone.family == "qwen3_vl" else {0: B, 1: T})]
     if backbone.family == "qwen3_vl":
-        dec_dyn += [{0: B, 1: T}, {1: torch.export.Dim("BP", min=1, max=10_000_000)}]
+        dec_dyn += [{0: B, 1: T}, {1: torch.export.Dim("BP", min=2, max=2**23)}]
+
+    def write(name, module, args, dynamic):
+        spec = graph_specs[name]
+        convert(fmt, module, args, out / spec.file, [t.name for t in spec.inputs], [t.name for t in spec.outputs],
+                dynamic)
+
     with torch.no_grad():
-        _export(vision, (pixel_values,), out / "vision.onnx", graph_specs["vision"], vision_dyn)
-        _export(embed, (inputs.input_ids,), out / "embed.onnx", graph_specs["embed"], ({0: B, 1: T},))
-        _export(decoder, dec_args, out / "decoder.onnx", graph_specs["decoder"], tuple(dec_dyn))
+        if fmt == "export" and backbone.family == "qwen3_vl":
+            with single_image_vision_attention(backbone.model):
+                write("vision", vision, (pixel_values,), None)
+        else:
+            write("vision", vision, (pixel_values,), vision_dyn)
+        write("embed", embed, (inputs.input_ids,), ({0: B, 1: T},))
+        write("decoder", decoder, dec_args, tuple(dec_dyn))
     src = Path(backbone.model.config._name_or_path) if Path(str(backbone.model.config._name_or_path)).is_dir() else None
     for name in PROCESSOR_FILES:
         if src is not None and (src / name).is_file():
@@ -113,16 +116,18 @@ def export_onnx(model: str, out: Path, *, prompts: Path | None = None, image_siz
     if prompts is not None:
         shutil.copy(prompts, out / "prompts.safetensors")
     manifest = {
-        "format": FORMAT, "backbone": backbone.name, "family": backbone.family, "hidden_size": backbone.hidden_size,
+        "format": FORMAT, "runtime": fmt, "backbone": backbone.name, "family": backbone.family, "hidden_size": backbone.hidden_size,
         "num_layers": backbone.num_layers, "probe_layers": list(backbone.default_probe_layers), "residual": residual,
         "image_token_id": int(backbone.model.config.image_token_id), "pad_id": int(backbone.processor.pad_id),
         "template": "fixate_rt.template (instruction, profile, image, question)",
         "vision": ({"grid_thw": feats.grid_thw.tolist(), "image_size": list(image_size),
                     "spatial_merge_size": int(backbone.model.config.vision_config.spatial_merge_size)}
-                   if backbone.family == "qwen3_vl" else {"tokens_per_tile": backbone.processor.tokens_per_tile}),
+                   if backbone.family == "qwen3_vl" else {"tokens_per_tile": backbone.processor.tokens_per_tile,
+                                                          "tiles": int(pixel_values.shape[0]), "image_size": list(image_size)}),
         "graphs": {name: spec.to_json() for name, spec in graph_specs.items()},
         "prompts": "prompts.safetensors" if prompts is not None else None,
-        "versions": {**versions(), "onnx_opset": 18, "platform": platform.platform()},
+        "versions": {**versions(), **({"onnx_opset": 18} if fmt == "onnx" else {}), "platform": platform.platform()},
+        **({"legacy": "TorchScript is deprecated upstream; prefer --format export"} if fmt == "torchscript" else {}),
     }
     write_json(out / MANIFEST, manifest)
     manifest["validation"] = validate(out, backbone)
@@ -131,13 +136,11 @@ def export_onnx(model: str, out: Path, *, prompts: Path | None = None, image_siz
 
 
 def validate(folder: Path, backbone, atol: float = 1e-4) -> dict:
-    """Run ONNX Runtime and PyTorch on fresh inputs (another slate, other profiles, N = 3, B = 3).
+    """Run the exported graphs and PyTorch on fresh inputs (another slate, other profiles, N = 3, B = 3).
 
     Shape mismatch -> ExportValidationError; a difference above ``atol`` (relative to the output's scale) -> a
     warning naming the output; the files are kept either way. Returns the max differences.
     """
-    import onnxruntime as ort
-
     from fixate_rt.data.render import render_slate
 
     rng = np.random.default_rng(7)
@@ -154,22 +157,26 @@ def validate(folder: Path, backbone, atol: float = 1e-4) -> dict:
     modules = {"vision": (VisionGraph(backbone, None if backbone.family == "internvl" else feats.grid_thw), vis_args),
                "embed": (EmbedGraph(backbone), (inputs.input_ids,)),
                "decoder": (DecoderGraph(backbone), dec_args)}
+    manifest = read_manifest(folder)
+    fmt = manifest.get("runtime", "onnx")
     report = {}
     for name, (module, args) in modules.items():
-        session = ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        graph = manifest["graphs"][name]
+        path = folder / graph["file"]
+        session = GraphSession(fmt, path, [t["name"] for t in graph["inputs"]], [t["name"] for t in graph["outputs"]])
         with torch.no_grad():
             expected = module.eval()(*args)
         expected = expected if isinstance(expected, tuple) else (expected,)
-        got = session.run(None, {i.name: a.numpy() for i, a in zip(session.get_inputs(), args)})
-        for spec_out, e, g in zip(session.get_outputs(), expected, got):
+        got = session.run({i: a.numpy() for i, a in zip(session.input_names, args)})
+        for out_name, e, g in zip(session.output_names, expected, got):
             if tuple(g.shape) != tuple(e.shape):
-                raise ExportValidationError(f"{folder / (name + '.onnx')}, output '{spec_out.name}': shape {g.shape} "
+                raise ExportValidationError(f"{path}, output '{out_name}': shape {g.shape} "
                                             f"but PyTorch gives {tuple(e.shape)}")
             diff = float(np.abs(g - e.numpy()).max())
             scale = max(1.0, float(np.abs(e.numpy()).max()))
-            report[f"{name}.{spec_out.name}"] = diff
+            report[f"{name}.{out_name}"] = diff
             if diff > atol * scale:
-                warnings.warn(f"{folder / (name + '.onnx')}, output '{spec_out.name}': max |ONNX − PyTorch| = {diff:.3g} "
+                warnings.warn(f"{path}, output '{out_name}': max |exported − PyTorch| = {diff:.3g} "
                               f"exceeds {atol * scale:.3g} (files kept)", stacklevel=2)
     return report
 
@@ -188,6 +195,8 @@ def read_manifest(folder: Path) -> dict:
         raise InputError(f"{path}: invalid JSON (line {exc.lineno})") from None
     if manifest.get("format") != FORMAT:
         raise ValidationError(f"{path}, field 'format': expected '{FORMAT}', got {manifest.get('format')!r}")
+    if manifest.get("runtime", "onnx") not in SUFFIX:
+        raise ValidationError(f"{path}, field 'runtime': unknown {manifest.get('runtime')!r}")
     for name, graph in manifest.get("graphs", {}).items():
         if not (folder / graph["file"]).is_file():
             raise InputError(f"{folder / graph['file']}: graph '{name}' listed in the manifest is missing")

@@ -1,6 +1,7 @@
-"""The ``onnx`` backend: an export folder run with ONNX Runtime (CPU provider; CUDA when available).
+"""The exported backends: an export folder run without the transformers model classes.
 
-Only the rollout probe is available here: GLIMPSE and AttnLRP need gradients (torch backend only).
+``onnx`` (ONNX Runtime: CPU provider, CUDA when available), ``export`` (torch.export programs) and
+``torchscript`` (legacy). Only the rollout probe is available: GLIMPSE and AttnLRP need gradients (torch backend).
 """
 
 from __future__ import annotations
@@ -12,53 +13,40 @@ import torch
 
 from ..backbones.base import SlateFeatures
 from ..backbones.spliced import SplicedVLM
-from ..errors import InputError, UnavailableError
+from ..errors import InputError
 from .positions import mrope_positions
 
 
-def _session(path: Path, providers: list[str]):
-    import onnxruntime as ort
-
-    try:
-        return ort.InferenceSession(str(path), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
-        raise InputError(f"{path}: ONNX Runtime cannot load this graph ({str(exc).splitlines()[0][:200]})") from None
-
-
-def choose_providers(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        raise UnavailableError(f"--device cuda with --backend onnx needs onnxruntime-gpu's CUDAExecutionProvider; "
-                               f"available providers: {', '.join(available)}")
-    return ["CPUExecutionProvider"]
-
-
-class OnnxBackbone(SplicedVLM):
+class ExportedBackbone(SplicedVLM):
     """Same interface as the torch adapters for preprocessing and batching; decoding runs the exported graphs."""
 
     exported = True
 
     @classmethod
-    def load(cls, folder: Path, device: str = "auto") -> OnnxBackbone:
+    def load(cls, folder: Path, device: str = "auto", backend: str = "onnx") -> ExportedBackbone:
         from transformers import AutoConfig, AutoTokenizer
 
-        from ..exporters.onnx_export import read_manifest
+        from ..exporters.export import read_manifest
+        from ..exporters.runtimes import GraphSession, choose_providers
 
         folder = Path(folder)
         manifest = read_manifest(folder)
+        runtime = manifest.get("runtime", "onnx")
+        if runtime != backend:
+            raise InputError(f"{folder}: this export is in format '{runtime}'; run it with --backend {runtime} "
+                             f"(or re-export with --format {backend})")
         self = object.__new__(cls)
         self.manifest, self.folder = manifest, folder
         self.family, self.name = manifest["family"], str(folder)
         self.hidden_size, self.num_layers = manifest["hidden_size"], manifest["num_layers"]
         self.default_probe_layers = tuple(manifest["probe_layers"])
         self.device, self.dtype = torch.device("cpu"), torch.float32
-        providers = choose_providers(device)
-        self.providers = providers
-        self.sessions = {name: _session(folder / g["file"], providers) for name, g in manifest["graphs"].items()}
+        providers = choose_providers(runtime, device)
+        self.runtime = runtime
+        self.providers = providers or ["cpu"]
+        self.sessions = {name: GraphSession(runtime, folder / g["file"], [t["name"] for t in g["inputs"]],
+                                            [t["name"] for t in g["outputs"]], providers)
+                         for name, g in manifest["graphs"].items()}
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
         if self.family == "internvl":
             from ..backbones.internvl import InternVLProcessor
@@ -76,7 +64,12 @@ class OnnxBackbone(SplicedVLM):
         vision = self.sessions["vision"]
         if self.family == "internvl":
             pixel_values = self.processor.preprocess_image(image)
-            (feats,) = vision.run(None, {"pixel_values": pixel_values.numpy()})
+            fixed = self.manifest["vision"].get("tiles")
+            if not self.manifest["graphs"]["vision"].get("dynamic", True) and pixel_values.shape[0] != fixed:
+                raise InputError(f"{self.folder}: the vision graph was traced for {fixed} tiles (slate "
+                                 f"{self.manifest['vision']['image_size']}); this slate gives {pixel_values.shape[0]} — "
+                                 f"re-export with --image-size {image.size[0]}x{image.size[1]}")
+            (feats,) = vision.run({"pixel_values": pixel_values.numpy()})
             cols, rows, _ = self.processor.grid(image.size)
             grid = torch.tensor([[pixel_values.shape[0], rows, cols]])
             return SlateFeatures(torch.from_numpy(feats), [], grid, self.processor.token_boxes(image.size))
@@ -86,7 +79,7 @@ class OnnxBackbone(SplicedVLM):
             raise InputError(f"{self.folder}: the vision graph was exported for grid {expected} (slate "
                              f"{self.manifest['vision']['image_size']}); this slate gives {grid.tolist()} — re-export "
                              f"with --image-size {image.size[0]}x{image.size[1]}")
-        feats, deepstack = vision.run(None, {"pixel_values": pixel_values.numpy()})
+        feats, deepstack = vision.run({"pixel_values": pixel_values.numpy()})
         return SlateFeatures(torch.from_numpy(feats), list(torch.from_numpy(deepstack)), grid,
                              self.processor.token_boxes(grid, image.size))
 
@@ -101,7 +94,8 @@ class OnnxBackbone(SplicedVLM):
         """(label logits [B, S], rollout row [B, T]) from the embedding and decoder graphs."""
         B = inputs.input_ids.shape[0]
         slates = [slates] * B if isinstance(slates, SlateFeatures) else list(slates)
-        (embeds,) = self.sessions["embed"].run(None, {"input_ids": inputs.input_ids.numpy()})
+        (embeds,) = self.sessions["embed"].run({"input_ids": inputs.input_ids.numpy()})
+        embeds = np.array(embeds)  # writable: the soft prompt and image features are spliced in place
         soft, image = inputs.soft_mask.numpy(), inputs.image_mask.numpy()
         if prompts is not None and prompts.shape[1] > 0:
             embeds[soft] = prompts.detach().reshape(-1, prompts.shape[-1]).numpy()
@@ -112,5 +106,5 @@ class OnnxBackbone(SplicedVLM):
             feed["visual_pos_masks"] = image
             feed["deepstack"] = np.stack([np.concatenate([f.deepstack[i].numpy() for f in slates])
                                           for i in range(len(slates[0].deepstack))])
-        logits, row = self.sessions["decoder"].run(None, feed)
+        logits, row = self.sessions["decoder"].run(feed)
         return torch.from_numpy(logits[:, label_ids]), torch.from_numpy(row)
