@@ -51,7 +51,8 @@ def imported(tmp_path_factory):
 @needs_chromium
 def test_every_trial_imported_with_its_click(imported):
     report = json.loads((imported / "first" / "import_report.json").read_text())
-    assert report["imported"] == len(TRIALS) == 6 and report["organic_box_cache"]["misses"] == 6
+    skipped = [(e["trial"], e["reason"]) for e in report["per_trial"] if e["status"] != "imported"]
+    assert report["imported"] == len(TRIALS) == 6 and report["organic_box_cache"]["misses"] == 6, skipped
     sessions = pq.read_table(imported / "first" / "sessions.parquet").to_pylist()
     assert sorted(s["slate_id"] for s in sessions) == TRIALS
     for s in sessions:

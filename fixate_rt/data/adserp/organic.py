@@ -39,7 +39,8 @@ if (rso) {
     if (r.width > 0 && r.height > 0) out.push([k, r.left + scrollX, r.top + scrollY, r.right + scrollX, r.bottom + scrollY]);
   }
 }
-return {found: !!rso, boxes: out, width: innerWidth, height: document.documentElement.scrollHeight};
+return {found: !!rso, boxes: out, width: innerWidth, height: document.documentElement.scrollHeight,
+        ready: document.readyState === 'complete' && document.fonts.status === 'loaded', href: location.href};
 """
 
 
@@ -133,11 +134,23 @@ class _WebDriver:
             raise InputError(f"{chromium}: headless Chromium did not start ({exc})") from None
         return cls(proc, base, session)
 
-    def layout(self, html: Path, width_css: int) -> dict:
+    def layout(self, html: Path, width_css: int, settle_s: float = 20.0) -> dict:
+        """Boxes once the page has loaded (this file, fonts included) and two reads 200 ms apart agree: the
+        page's own scripts may still move things right after the load event, more so on a busy machine."""
         url = f"{self.base}/session/{self.session}"
         _request("POST", f"{url}/window/rect", {"width": width_css, "height": 1137})
         _request("POST", f"{url}/url", {"url": html.as_uri()})
-        value = _request("POST", f"{url}/execute/sync", {"script": EXTRACT_JS, "args": []})["value"]
+        deadline, previous = time.monotonic() + settle_s, None
+        while True:
+            value = _request("POST", f"{url}/execute/sync", {"script": EXTRACT_JS, "args": []})["value"]
+            loaded = value["ready"] and value["href"].endswith(html.name)
+            current = (value["found"], value["boxes"], value["height"]) if loaded else None
+            if current is not None and current == previous:
+                break
+            if time.monotonic() > deadline:
+                raise InputError(f"{html}: the page did not settle in headless Chromium within {settle_s:.0f} s")
+            previous = current
+            time.sleep(0.2)
         if value["width"] != width_css:
             raise InputError(f"{html}: Chromium laid the page out {value['width']} px wide, not {width_css}")
         return {"found": value["found"], "boxes": value["boxes"], "width_css": width_css,
