@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
     from fixate_rt import ops
+    from fixate_rt.probes.capture import sdpa_with_lse
     from fixate_rt.probes.reference import attention_from_qk, rollout_row_reference
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -74,6 +75,12 @@ def main() -> None:
             row["triton_ms"], row["triton_gib"] = _timed(lambda: ops.rollout_row_qk(q, k, last, impl="triton"),
                                                          device, args.reps)
             row["triton_vs_sdpa"] = round(row["triton_ms"] / row["sdpa_ms"], 3)
+            # The forward's own log-sum-exp reused (what simulate's capture hands over): one pass over QKᵀ.
+            lse = torch.stack([sdpa_with_lse(q[:, layer], k[:, layer], v[:, layer], None, D ** -0.5)[1]
+                               for layer in range(L)], 1)
+            row["triton_lse_reused_ms"], row["triton_lse_reused_gib"] = _timed(
+                lambda: ops.rollout_row_qk(q, k, last, lse=lse, impl="triton"), device, args.reps)
+            row["triton_lse_reused_vs_sdpa"] = round(row["triton_lse_reused_ms"] / row["sdpa_ms"], 3)
             rows.append(row)
             print(row, flush=True)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -89,10 +89,10 @@ def _triton_reason(device: torch.device) -> str:
     return ""
 
 
-def _rollout_qk_triton(q, k, query_pos, attention_mask, scale, residual):
+def _rollout_qk_triton(q, k, query_pos, attention_mask, scale, residual, lse):
     from .kernels.rollout import rollout_row_qk_triton
 
-    return rollout_row_qk_triton(q, k, query_pos, attention_mask, scale=scale, residual=residual)
+    return rollout_row_qk_triton(q, k, query_pos, attention_mask, scale=scale, residual=residual, lse=lse)
 
 
 def _rollout_torch(attn, query_pos, residual):
@@ -105,7 +105,8 @@ REGISTRY: dict[str, dict[str, Impl]] = {
         "cpp": Impl(lambda a, q, r: _cpp("rollout_row")(a, q, like=a, residual=r), ("cpu",), False),
     },
     "rollout_row_qk": {
-        "torch": Impl(lambda q, k, p, m, s, r: ref.rollout_row_qk_chunked(q, k, p, m, s, r), ("cpu", "cuda"), True),
+        "torch": Impl(lambda q, k, p, m, s, r, lse: ref.rollout_row_qk_chunked(q, k, p, m, s, r, lse=lse),
+                      ("cpu", "cuda"), True),
         "triton": Impl(_rollout_qk_triton, ("cpu", "cuda"), False),
     },
     "attnlrp_row": {
@@ -161,11 +162,16 @@ def rollout_row(attn: torch.Tensor, query_pos: torch.Tensor, *, residual: float 
 
 
 def rollout_row_qk(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   *, scale: float | None = None, residual: float = 0.5, impl: str = "auto") -> torch.Tensor:
+                   *, scale: float | None = None, residual: float = 0.5, lse: torch.Tensor | None = None,
+                   impl: str = "auto") -> torch.Tensor:
     """Rollout row [B, T] straight from post-RoPE q [B, L, Hq, T, d] and k [B, L, Hkv, T, d] of the probed layers
-    (shallow → deep), causal + key-padding masks (attention_mask [B, T], 1 = real token); no T×T attention."""
+    (shallow → deep), causal + key-padding masks (attention_mask [B, T], 1 = real token); no T×T attention.
+
+    ``lse`` [B, L, Hq, T] (fp32): the log-sum-exp of each row's scaled masked scores, when the forward's fused
+    attention already computed it (``probes.capture.sdpa_with_lse``); the kernel then skips its own pass.
+    """
     name = resolve("rollout_row_qk", impl, device=q.device, needs_grad=q.requires_grad or k.requires_grad)
-    return REGISTRY["rollout_row_qk"][name].fn(q, k, query_pos, attention_mask, scale, residual)
+    return REGISTRY["rollout_row_qk"][name].fn(q, k, query_pos, attention_mask, scale, residual, lse)
 
 
 def attnlrp_row(attn_row: torch.Tensor, grad_row: torch.Tensor, query_pos: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:

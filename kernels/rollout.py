@@ -5,7 +5,8 @@ Per probed layer (deepest first) with the current row vector r [B, T]:
     r  ← residual·r + (1 − residual)·u                               (= r·Â, Â = rownorm(res·I + (1−res)·A))
 Two kernels per layer: `_lse_kernel` computes each query row's log-sum-exp (flash-style online max/sum over
 key blocks); `_colsum_kernel` owns one key block and walks the query blocks and heads, accumulating
-r_i·exp(s_ij − lse_i) in fp32. GQA: query head h reads key head h // (Hq / Hkv). Masks: causal and key
+r_i·exp(s_ij − lse_i) in fp32. When the forward's fused attention already returned the log-sum-exp
+(`probes.capture.sdpa_with_lse`, what `simulate` uses), the first kernel is skipped: one pass over QKᵀ per layer. GQA: query head h reads key head h // (Hq / Hkv). Masks: causal and key
 padding (attention_mask[b, j] = 0). Memory: O(B·H·T) for the log-sum-exp, O(B·T) for the rows.
 Set ``TRITON_INTERPRET=1`` before importing this module to run it on CPU tensors (tests do).
 """
@@ -82,8 +83,12 @@ def _block(n: int, cap: int) -> int:
 
 def rollout_row_qk_triton(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor,
                           attention_mask: torch.Tensor | None = None, *, scale: float | None = None,
-                          residual: float = 0.5) -> torch.Tensor:
-    """q [B, L, Hq, T, d], k [B, L, Hkv, T, d] (probed layers, shallow → deep) -> rollout row [B, T] (fp32)."""
+                          residual: float = 0.5, lse: torch.Tensor | None = None) -> torch.Tensor:
+    """q [B, L, Hq, T, d], k [B, L, Hkv, T, d] (probed layers, shallow → deep) -> rollout row [B, T] (fp32).
+
+    ``lse`` [B, L, Hq, T] fp32: the forward's own log-sum-exp per query row; given, the first kernel is skipped
+    and each layer costs one pass over QKᵀ.
+    """
     B, L, HQ, T, D = q.shape
     HKV = k.shape[2]
     if HQ % HKV:
@@ -94,13 +99,17 @@ def rollout_row_qk_triton(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Ten
     r = torch.zeros(B, T, device=q.device, dtype=torch.float32)
     r[torch.arange(B, device=q.device), query_pos.to(q.device)] = 1.0
     BM, BN, BD = _block(T, 64), _block(T, 64), _block(D, 256)
+    given_lse = lse
     lse = torch.empty(B * HQ, T, device=q.device, dtype=torch.float32)
     u = torch.empty(B, T, device=q.device, dtype=torch.float32)
     for layer in reversed(range(L)):
         ql, kl = q[:, layer].contiguous(), k[:, layer].contiguous()  # [B, H, T, d]
         strides = (ql.stride(0), ql.stride(1), ql.stride(2), kl.stride(0), kl.stride(1), kl.stride(2), mask.stride(0))
-        _lse_kernel[(B * HQ, triton.cdiv(T, BM))](ql, kl, mask, lse, T, D, HQ, HQ // HKV, scale, *strides,
-                                                  BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD)
+        if given_lse is None:
+            _lse_kernel[(B * HQ, triton.cdiv(T, BM))](ql, kl, mask, lse, T, D, HQ, HQ // HKV, scale, *strides,
+                                                      BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD)
+        else:
+            lse = given_lse[:, layer].reshape(B * HQ, T).float().contiguous()
         _colsum_kernel[(B, triton.cdiv(T, BN))](ql, kl, mask, lse, r, u, T, D, HQ, HQ // HKV, scale, 1.0 / HQ,
                                                 *strides, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD)
         r = residual * r + (1.0 - residual) * u

@@ -73,3 +73,51 @@ def test_simulate_with_the_fused_kernel_matches_the_capture_path(tmp_path):
     assert tables["torch"]["click_slot"] == tables["triton"]["click_slot"]
     np.testing.assert_allclose(np.array(tables["torch"]["slot_relevance"]), np.array(tables["triton"]["slot_relevance"]),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("T, HQ, HKV", [(37, 4, 1), (130, 2, 2)])
+def test_reusing_the_forwards_log_sum_exp(dtype, tol, T, HQ, HKV):
+    """The log-sum-exp returned by the fused attention op of the forward (sdpa_with_lse) replaces the kernel's own
+    first pass: same row, and the op's attention output equals SDPA's on the real (unpadded) rows."""
+    from fixate_rt.probes.capture import sdpa_with_lse
+
+    B, L, D = 2, 3, 16
+    q, k, mask = _inputs(B, L, HQ, HKV, T, D, dtype, pad=5)
+    v = torch.randn(B, L, HKV, T, D, generator=torch.Generator().manual_seed(9)).to(dtype)
+    keep = torch.ones(T, T, dtype=torch.bool).tril()[None, None] & mask.bool()[:, None, None, :]
+    lse, outs = [], []
+    for layer in range(L):
+        out, layer_lse = sdpa_with_lse(q[:, layer], k[:, layer], v[:, layer], keep, D ** -0.5)
+        lse.append(layer_lse)
+        groups = HQ // HKV
+        sdpa = torch.nn.functional.scaled_dot_product_attention(
+            q[:, layer].float(), k[:, layer].float().repeat_interleave(groups, 1),
+            v[:, layer].float().repeat_interleave(groups, 1), attn_mask=keep).transpose(1, 2)
+        torch.testing.assert_close(out[1, 5:].float(), sdpa[1, 5:], atol=tol * 10, rtol=tol * 10)
+    lse = torch.stack(lse, 1)  # [B, L, Hq, T]
+    last = torch.full((B,), T - 1)
+    expected = rollout_row_reference(attention_from_qk(q.float(), k.float(), mask).double(), last, 0.5).float()
+    torch.testing.assert_close(ops.rollout_row_qk(q, k, last, mask, lse=lse, impl="triton"), expected, atol=tol, rtol=tol)
+    torch.testing.assert_close(ops.rollout_row_qk(q, k, last, mask, lse=lse, impl="torch"), expected,
+                               atol=max(tol, 1e-5), rtol=1e-4)
+
+
+def test_simulate_capture_hands_over_the_log_sum_exp():
+    """On the fused path every probed layer's log-sum-exp comes from the forward (no recomputation)."""
+    import numpy as np
+
+    from fixate_rt.backbones import load
+    from fixate_rt.data.layout import LETTERS
+    from fixate_rt.data.render import render_slate
+
+    bb = load("tiny-qwen3vl", device="cpu")
+    image = render_slate([{"title": "Blue Moon", "genre": "Drama"}] * 15, ["Drama", "Comedy", "Crime"],
+                         np.random.default_rng(0))
+    feats = bb.encode_slate(image)
+    inputs = bb.build_inputs(["x", "Top_genre: Drama"], LETTERS, feats, 0)
+    out = bb.decode(inputs, feats, None, bb.label_token_ids(LETTERS), bb.default_probe_layers, capture="qk")
+    assert set(out.capture.lse) == set(bb.default_probe_layers)
+    B, T = inputs.input_ids.shape
+    q = out.capture.maps[bb.default_probe_layers[0]]
+    assert out.capture.lse[bb.default_probe_layers[0]].shape == (B, q.shape[1], T)

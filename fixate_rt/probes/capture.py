@@ -7,8 +7,9 @@ layers record, depending on the recorder's mode:
 * ``mean``  — eager softmax once; head-averaged probabilities mean_h(A) [B, T, T] fp32 (rollout);
 * ``heads`` — eager softmax; per-head probabilities [B, H, T, T] kept in the autograd graph, so
   ∂s/∂A can be taken (reference GLIMPSE / AttnLRP);
-* ``qk``    — SDPA for the layer output; the post-RoPE query [B, Hq, T, d] and key [B, Hkv, T, d] states
-  (the fused Triton rollout recomputes what it needs from them; nothing of size T×T);
+* ``qk``    — fused attention for the layer output; the post-RoPE query [B, Hq, T, d] and key [B, Hkv, T, d]
+  states, plus the log-sum-exp [B, Hq, T] the fused op computed anyway (``sdpa_with_lse``), so the Triton
+  rollout needs only one pass over QKᵀ; nothing of size T×T;
 * ``row``   — SDPA for the layer output, plus the answer row of A recomputed from q_last and K
   [B, H, T], V [B, H, T, d] and the layer's attention output [B, T, H, d] (in the graph, so that
   dO = ∂s/∂O gives ∂s/∂A[last, :] = dO[last]·Vᵀ). Nothing of size T×T is materialised.
@@ -42,6 +43,7 @@ class AttentionRecorder:
     maps: dict[int, torch.Tensor] = field(default_factory=dict)  # mean: [B,T,T]; heads: [B,H,T,T]; row: [B,H,T]
     values: dict[int, torch.Tensor] = field(default_factory=dict)  # row: V [B, H, T, d]
     outputs: dict[int, torch.Tensor] = field(default_factory=dict)  # row: attention output [B, T, H, d]
+    lse: dict[int, torch.Tensor] = field(default_factory=dict)  # qk: log-sum-exp of the scaled scores [B, Hq, T] fp32
 
 
 _ACTIVE: ContextVar[AttentionRecorder | None] = ContextVar("fixate_attention_recorder", default=None)
@@ -70,6 +72,37 @@ def additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: tor
     return mask.float().clamp(min=neg)
 
 
+def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                  scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(attention output [B, T, Hq, d], log-sum-exp of the scaled masked scores [B, Hq, T] fp32) from one fused
+    attention op: the flash kernel on CPU, the memory-efficient kernel on CUDA (both take an additive mask and
+    return the log-sum-exp they compute anyway). None on other devices (the caller falls back to SDPA).
+
+    query [B, Hq, T, d]; key, value [B, Hkv, T, d] (post-RoPE); mask as SDPA gets it (None = causal).
+    """
+    if query.device.type not in ("cpu", "cuda"):
+        return None
+    groups = query.shape[1] // key.shape[1]
+    key, value = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (key, value))
+    B, H, T, _ = query.shape
+    Tk = key.shape[2]
+    bias = additive_mask(mask, T, Tk, query.device).clamp(min=torch.finfo(query.dtype).min).to(query.dtype)
+    bias = bias.expand(B, 1, T, Tk) if bias.ndim == 2 else bias
+    if query.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, 0.0, False, attn_mask=bias, scale=scale)[:2]
+    else:
+        # The memory-efficient kernel wants the bias's last dimension 16-aligned in memory: pad, then slice.
+        aligned = torch.zeros(B, 1, T, Tk + (-Tk) % 16, dtype=query.dtype, device=query.device)
+        aligned[..., :Tk] = bias
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, value, aligned[..., :Tk].expand(B, H, T, Tk), True, 0.0, False, scale=scale)[:2]
+        lse = lse[..., :T]
+    # A row with no key to attend (left padding) contributes nothing: +inf, the rollout kernel's own convention.
+    no_key = ~(bias > torch.finfo(query.dtype).min).any(-1)  # [B, 1, T]
+    return out.transpose(1, 2).contiguous(), lse.float().masked_fill(no_key, float("inf"))
+
+
 def _probs(query, key, mask, scale, rows: slice = slice(None)) -> torch.Tensor:
     """softmax(q kᵀ·scale + mask) in fp32 for the query rows ``rows``. [B, H, T_rows, T]."""
     scores = torch.matmul(query[:, :, rows].float(), key.float().transpose(2, 3)) * scale
@@ -90,6 +123,11 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
     if recorder.mode == "qk":
         recorder.maps[layer] = query
         recorder.values[layer] = key
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        fused = sdpa_with_lse(query, key, value, attention_mask, scale) if dropout == 0.0 else None
+        if fused is not None:
+            out, recorder.lse[layer] = fused
+            return out, None
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
     groups = query.shape[1] // key.shape[1]

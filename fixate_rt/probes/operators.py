@@ -114,7 +114,9 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures | list[SlateFeat
             out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="qk")
             q = torch.stack([out.capture.maps[layer] for layer in layers], dim=1)  # [B, L, Hq, T, d]
             k = torch.stack([out.capture.values[layer] for layer in layers], dim=1)  # [B, L, Hkv, T, d]
-            row = ops.rollout_row_qk(q, k, last, inputs.attention_mask, residual=residual, impl="triton")
+            lse = (torch.stack([out.capture.lse[layer] for layer in layers], dim=1)  # [B, L, Hq, T]
+                   if all(layer in out.capture.lse for layer in layers) else None)
+            row = ops.rollout_row_qk(q, k, last, inputs.attention_mask, residual=residual, lse=lse, impl="triton")
     elif method == "rollout":
         with torch.set_grad_enabled(differentiable):
             out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="mean", grad=differentiable)

@@ -186,9 +186,10 @@ def attention_from_qk(q: torch.Tensor, k: torch.Tensor, attention_mask: torch.Te
 
 def rollout_row_qk_chunked(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor,
                            attention_mask: torch.Tensor | None = None, scale: float | None = None,
-                           residual: float = 0.5, chunk: int = 128) -> torch.Tensor:
+                           residual: float = 0.5, chunk: int = 128, lse: torch.Tensor | None = None) -> torch.Tensor:
     """Readable reference of the fused kernel: per layer (deepest first) u = rᵀ·mean_h softmax(q kᵀ) computed over
-    query chunks (never the whole H×T×T), then r ← residual·r + (1 − residual)·u. -> [B, T] fp32."""
+    query chunks (never the whole H×T×T), then r ← residual·r + (1 − residual)·u. -> [B, T] fp32.
+    With ``lse`` [B, L, Hq, T] the softmax is exp(s − lse) with the given log-sum-exp."""
     B, L, HQ, T, D = q.shape
     scale = D ** -0.5 if scale is None else scale
     groups = HQ // k.shape[2]
@@ -204,7 +205,10 @@ def rollout_row_qk_chunked(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Te
             s = torch.einsum("bhid,bhjd->bhij", q[:, layer, :, rows].float(), kl) * scale  # [B, H, c, T]
             keep = (cols[None, :] <= rows[:, None])[None, None] & key_ok[:, None, None, :]
             s = s.masked_fill(~keep, torch.finfo(torch.float32).min)
-            p = torch.softmax(s, -1).mean(1)  # [B, c, T]
+            if lse is None:
+                p = torch.softmax(s, -1).mean(1)  # [B, c, T]
+            else:
+                p = torch.where(keep, torch.exp(s - lse[:, layer, :, rows, None].float()), 0.0).mean(1)
             u += torch.einsum("bc,bct->bt", r[:, rows], p)
         r = residual * r + (1.0 - residual) * u
     return r
