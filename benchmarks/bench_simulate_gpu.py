@@ -79,7 +79,7 @@ def main() -> None:
     sim = Simulator(model, device=str(device), batch_size=B, probe="rollout")
     bb = sim.backbone
     bank = SoftPromptBank.init(users.ids, n_basis=8, n_tokens=16, hidden_size=bb.hidden_size, seed=0)
-    sim.prompts = bank
+    sim.prompts = bank.to(bb.device, bb.dtype) if device.type == "cuda" else bank
     layers = sim.probe_layers
     profiles = dict(zip(users.ids, users.profiles))
     first = next(iter(slates.values()))

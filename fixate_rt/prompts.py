@@ -6,6 +6,7 @@ cold-start prompt alpha = 0, the plain mean of the bases, and is flagged as such
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -79,7 +80,13 @@ class SoftPromptBank:
             [torch.zeros(self.n_basis) if c else self.alpha[self._row[uid]] for uid, c in zip(user_ids, cold)]
         ).to(self.basis.dtype)
         weights = torch.softmax(alpha.float(), dim=-1).to(self.basis.dtype)  # [B, K]
+        if self.basis.is_cuda:  # pinned + async: no synchronising copy inside a simulation's batch loop
+            weights = weights.pin_memory().to(self.basis.device, non_blocking=True)
         return torch.einsum("bk,knd->bnd", weights, self.basis), cold
+
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> SoftPromptBank:
+        """A copy whose basis lives on ``device`` (alpha stays on the CPU: it is indexed per user)."""
+        return dataclasses.replace(self, basis=self.basis.to(device, dtype or self.basis.dtype))
 
     # ------------------------------------------------------------------------------------ files
     def save(self, path: Path) -> None:

@@ -96,6 +96,8 @@ class Simulator:
             prompts.check_hidden_size(self.backbone.hidden_size, source)
         elif prompts is not None:
             prompts.check_hidden_size(self.backbone.hidden_size)
+        if prompts is not None and self.backbone.device.type == "cuda":
+            prompts = prompts.to(self.backbone.device, self.backbone.dtype)  # mixed on the device, once per batch
         self.prompts = prompts
         self.probe_layers = tuple(probe_layers) if probe_layers is not None else self.backbone.default_probe_layers
         bad = [layer for layer in self.probe_layers if not 0 <= layer < self.backbone.num_layers]

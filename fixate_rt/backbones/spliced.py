@@ -14,6 +14,13 @@ from .base import DecoderInputs, DecoderOutput, SlateFeatures
 DEFAULT_PROBE_LAYERS = 6  # method.md §4.1: the last 6 decoder layers (Qwen3-VL); InternVL overrides (5)
 
 
+def _to_device(device: torch.device):
+    """Host → device copies that do not synchronise (pinned memory, non_blocking) on CUDA; identity on the CPU."""
+    if device.type != "cuda":
+        return lambda t: t.to(device)
+    return lambda t: t.pin_memory().to(device, non_blocking=True)
+
+
 class SplicedVLM:
     family = ""
     probe_depth = DEFAULT_PROBE_LAYERS
@@ -74,9 +81,8 @@ class SplicedVLM:
         # Soft-prompt places hold a placeholder text id, so positions come from the real ids with the prompt
         # counted as N ordinary text positions: image tokens keep their own layout, shifted by N.
         position_ids = self.positions(input_ids, types, mask, slates)
-        dev = self.device
-        return DecoderInputs(input_ids.to(dev), mask.to(dev), position_ids.to(dev), soft.to(dev),
-                             (types == 1).to(dev), types.to(dev))
+        move = _to_device(self.device)
+        return DecoderInputs(move(input_ids), move(mask), move(position_ids), move(soft), move(types == 1), move(types))
 
     def decode(self, inputs: DecoderInputs, slates: SlateFeatures | list[SlateFeatures], prompts: torch.Tensor | None,
                label_ids: list[int] | torch.Tensor | None, probe_layers: tuple[int, ...] = (), capture: str = "mean",
