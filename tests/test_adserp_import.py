@@ -104,6 +104,26 @@ def test_fixation_dwell_matches_an_independent_recount(imported):
 
 
 @needs_chromium
+def test_cursor_dwell_matches_an_independent_recount(imported):
+    sessions = {s["slate_id"]: s for s in pq.read_table(imported / "first" / "sessions.parquet").to_pylist()}
+    for trial in TRIALS:
+        stop = _stop(imported, trial)
+        slots = json.loads((imported / "first" / "slates" / f"{trial}.json").read_text())["slots"]
+        with open(SAMPLE / "mouse-movement-data" / f"{trial}.csv", newline="") as fh:
+            moves = sorted((float(r["timestamp"]), float(r["xpos"]), float(r["ypos"])) for r in csv.DictReader(fh)
+                           if r["event"] in ("mousemove", "mouseover"))
+        expected = [0.0] * len(slots)
+        for (t, x, y), nxt in zip(moves, moves[1:] + [(stop["t_end"], 0, 0)]):
+            held = min(nxt[0], stop["t_end"]) - max(t, stop["t_start"])  # this position, until the next one
+            px, py = x * 1280 / 1422, y * 1280 / 1422 - stop["offset_px"]
+            for k, slot in enumerate(slots):
+                x0, y0, x1, y1 = slot["box"]
+                if held > 0 and x0 <= px < x1 and y0 <= py < y1:
+                    expected[k] += held
+        np.testing.assert_allclose(sessions[trial]["cursor_ms"], expected, rtol=0, atol=1e-3)
+
+
+@needs_chromium
 def test_second_import_uses_the_cache_and_is_identical(imported):
     # No browser at all the second time: the organic boxes must come from the cache.
     result = _import(imported / "second", imported / "cache", env={"FIXATE_RT_CHROMIUM": "/nonexistent/chromium"})
