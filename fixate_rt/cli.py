@@ -392,13 +392,14 @@ def import_adserp(
     seed: Annotated[int, typer.Option(help="seed of the per-user train/val/test split")] = 0,
     cache: Annotated[Optional[Path], typer.Option(help="organic-box cache folder [default: $FIXATE_RT_CACHE/adserp-organic]")] = None,
     stop_gap_ms: Annotated[float, typer.Option(help="a gap of at least this many ms between scroll events is a stop")] = 400.0,
+    viewport_height: Annotated[int, typer.Option(min=100, help="viewport height in screenshot px (method.md: 922)")] = 922,
 ) -> None:
     """Turn AdSERP trials into slates (viewport at the last scroll stop before the click, labelled slots) and sessions."""
     from .data.adserp import import_adserp as run_import
 
     with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("importing trials", total=None)
-        report = run_import(data_dir, out, seed=seed, cache_dir=cache, gap_ms=stop_gap_ms,
+        report = run_import(data_dir, out, seed=seed, cache_dir=cache, gap_ms=stop_gap_ms, viewport=(1280, viewport_height),
                             on_trial=lambda name: bar.update(task, advance=1, description=f"trial {name}"))
     table = Table(title=f"AdSERP import: {report['imported']} of {report['trials']} trials -> {out}")
     for col in ("trial", "status", "slots", "clicked", "by", "split / reason"):
