@@ -36,7 +36,9 @@ class DecoderInputs:
 
     input_ids [B, T] (soft-prompt places hold a placeholder id); attention_mask [B, T];
     position_ids [3, B, T] (M-RoPE) or [B, T]; soft_mask [B, T] bool (where the soft prompt goes);
-    image_mask [B, T] bool (image tokens, P per row).
+    image_mask [B, T] bool (image tokens, P per row); soft_index [B, N] and image_index [B, P]: the same
+    places as positions, so the hot path splices and reads with scatter/gather (a boolean-mask index makes CUDA
+    count the mask on the host: a synchronising round trip).
     """
 
     input_ids: torch.Tensor
@@ -45,6 +47,17 @@ class DecoderInputs:
     soft_mask: torch.Tensor
     image_mask: torch.Tensor
     mm_token_type_ids: torch.Tensor
+    soft_index: torch.Tensor | None = None
+    image_index: torch.Tensor | None = None
+
+    def image_tokens(self, row: torch.Tensor) -> torch.Tensor:
+        """The image-token entries of a per-position tensor row [B, T] -> [B, P]."""
+        return row.gather(1, self.image_index.to(row.device))
+
+    def splice_prompts(self, embeds: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """inputs_embeds [B, T, D] with the soft prompts [B, N, D] at their places (out of place)."""
+        index = self.soft_index.to(embeds.device)[..., None].expand(-1, -1, embeds.shape[-1])
+        return embeds.scatter(1, index, prompts.to(embeds.device, embeds.dtype))
 
 
 @dataclass

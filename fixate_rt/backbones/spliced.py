@@ -82,7 +82,11 @@ class SplicedVLM:
         # counted as N ordinary text positions: image tokens keep their own layout, shifted by N.
         position_ids = self.positions(input_ids, types, mask, slates)
         move = _to_device(self.device)
-        return DecoderInputs(move(input_ids), move(mask), move(position_ids), move(soft), move(types == 1), move(types))
+        image = types == 1
+        soft_index = soft.nonzero()[:, 1].reshape(B, n_soft)  # on the CPU, before any device work
+        image_index = image.nonzero()[:, 1].reshape(B, -1) if len({f.n_tokens for f in slates}) == 1 else None
+        return DecoderInputs(move(input_ids), move(mask), move(position_ids), move(soft), move(image), move(types),
+                             move(soft_index), move(image_index) if image_index is not None else None)
 
     def decode(self, inputs: DecoderInputs, slates: SlateFeatures | list[SlateFeatures], prompts: torch.Tensor | None,
                label_ids: list[int] | torch.Tensor | None, probe_layers: tuple[int, ...] = (), capture: str = "mean",
@@ -98,8 +102,7 @@ class SplicedVLM:
         with torch.set_grad_enabled(grad or torch.is_grad_enabled()):
             embeds = self.model.get_input_embeddings()(inputs.input_ids)
             if prompts is not None and prompts.shape[1] > 0:
-                embeds = embeds.clone()
-                embeds[inputs.soft_mask] = prompts.reshape(-1, prompts.shape[-1]).to(embeds.device, embeds.dtype)
+                embeds = inputs.splice_prompts(embeds, prompts)
             if grad and not embeds.requires_grad:
                 embeds = embeds.detach().requires_grad_(True)
             with record_attention(tuple(probe_layers), capture) as recorder:

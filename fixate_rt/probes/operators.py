@@ -98,8 +98,7 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures | list[SlateFeat
 
             raise UnavailableError(f"--probe {method} needs gradients: torch backend only (exports carry rollout)")
         label_logits, row = backbone.run_exported(inputs, slate, prompts, label_ids)
-        P = (slate[0] if isinstance(slate, list) else slate).n_tokens
-        return ProbeResult(label_logits.float(), row[inputs.image_mask].reshape(B, P).abs().float())
+        return ProbeResult(label_logits.float(), inputs.image_tokens(row).abs().float())
     n_tokens = {f.n_tokens for f in (slate if isinstance(slate, list) else [slate])}
     if len(n_tokens) != 1:
         raise ValueError(f"one batch must share the image-token count, got {sorted(n_tokens)}")
@@ -142,5 +141,5 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures | list[SlateFeat
             row = glimpse_row_streaming([keep(m) for m in maps], [keep(g) for g in grads], last)
         else:
             row = ops.glimpse_row(torch.stack([m.detach() for m in maps], 1), torch.stack(grads, 1), last, impl=name)
-    token_rel = row[inputs.image_mask].reshape(B, n_tokens.pop()).abs().float()
+    token_rel = inputs.image_tokens(row).abs().float()  # [B, P]
     return ProbeResult(keep(out.label_logits), keep(token_rel), keep(out.logits) if out.logits is not None else None)
