@@ -26,6 +26,7 @@ from .config import SimulateConfig
 from .data.slates import Layout, Slate, read_slates
 from .data.tables import SIMULATIONS_SCHEMA, Users, read_pairs, read_users
 from .errors import ValidationError
+from .exporters.runtimes import FORMATS as EXPORT_FORMATS
 from .io import atomic_path, ensure_writable_dir, write_json
 from .probes.operators import PROBES, probe
 from .prompts import SoftPromptBank
@@ -33,7 +34,7 @@ from .seeding import draw_click
 from .shards import ShardStore, file_digest, pairs_digest
 
 
-EXPORTED_BACKENDS = ("onnx", "export", "torchscript")  # export folders (fixate-rt export --format ...)
+EXPORTED_BACKENDS = EXPORT_FORMATS  # an export folder runs with the backend named after its format
 
 
 @dataclass
@@ -124,19 +125,17 @@ class Simulator:
         }
 
     # ---------------------------------------------------------------------------------- one slate
-    def encode_slate(self, image: Image.Image) -> SlateFeatures:
+    def encode_slate(self, image: Image.Image, layout: Layout | None = None) -> SlateFeatures:
+        """Vision features of one slate image (checked against ``layout``'s image size when given)."""
+        if layout is not None and image.size != layout.image_size:
+            raise ValidationError(f"image is {image.size[0]}x{image.size[1]} but layout says {layout.image_size}")
         with self.timer.stage("vision"):
             return self.backbone.encode_slate(image)
 
     def simulate_slate(self, image: Image.Image | SlateFeatures, layout: Layout, user_ids: list[str],
                        profiles: list[str]) -> SlateResult:
         """Every user in ``user_ids`` on one slate, in batches. The vision tower runs once."""
-        if isinstance(image, SlateFeatures):
-            feats = image
-        else:
-            if image.size != layout.image_size:
-                raise ValidationError(f"image is {image.size[0]}x{image.size[1]} but layout says {layout.image_size}")
-            feats = self.encode_slate(image)
+        feats = image if isinstance(image, SlateFeatures) else self.encode_slate(image, layout)
         label_ids = self.backbone.label_token_ids(layout.labels)
         # On CUDA everything stays on the device until the slate is done: one device→host copy per slate, no
         # synchronising round trip inside the batch loop (pooling runs there with the torch implementation).
@@ -187,15 +186,13 @@ class Simulator:
         for i, (_, sid) in enumerate(pairs):
             if i not in skip:
                 by_slate[sid].append(i)
-        step = max(chunk_pairs or 0, self.batch_size) if chunk_pairs else None
+        step = max(chunk_pairs, self.batch_size) if chunk_pairs else None
         pending: list[tuple[int, np.ndarray, np.ndarray, bool]] = []
         for sid, idx in by_slate.items():
             slate = slates[sid]
             with self.timer.stage("preprocess"):
                 image = slate.load_image()
-            if image.size != slate.layout.image_size:
-                raise ValidationError(f"{slate.image_path}: image changed size during the run")
-            feats = self.encode_slate(image)
+            feats = self.encode_slate(image, slate.layout)
             for start in range(0, len(idx), step or len(idx)):
                 part = idx[start:start + step] if step else idx
                 uids = [pairs[i][0] for i in part]

@@ -52,8 +52,8 @@ def run_batch(backbone, cache: SlateCache, batch: list[Sample], prompts: torch.T
     slot_boxes = cache.slot_boxes(slate_ids) * scale[:, None, :]
     layouts = [cache.slates[s].layout for s in slate_ids]
     # Centre-based pooling: exclusive and overlap agree wherever boxes do not overlap, so one mode per batch is exact.
-    pool_mode = next((m for m in (lay.pool_mode(cfg.pool_mode) for lay in layouts) if m == "overlap"),
-                     layouts[0].pool_mode(cfg.pool_mode))
+    modes = {lay.pool_mode(cfg.pool_mode) for lay in layouts}
+    pool_mode = "overlap" if "overlap" in modes else modes.pop()
     if differentiable:  # training: the torch reference pooling keeps the graph
         a = slot_pool_reference(out.token_relevance.cpu(), token_boxes, slot_boxes, pool_mode)
     else:  # evaluation: the ops registry (--kernel), e.g. the C++ pooling on CPU

@@ -28,10 +28,6 @@ class ScrollStop:
     t_end: float
     offset: float
 
-    @property
-    def duration(self) -> float:
-        return self.t_end - self.t_start
-
 
 def scroll_stops(times: np.ndarray, offsets: np.ndarray, t_begin: float, t_click: float,
                  gap_ms: float = STOP_GAP_MS) -> list[ScrollStop]:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import InputError, ValidationError
-from ...io import atomic_path, cache_root, write_json
+from ...io import cache_root, write_json
 from ..badges import draw_badges
 from ..slates import MAX_SLOTS, Layout, default_labels, write_layout
 from ..tables import Sessions, Users, write_sessions, write_users
@@ -236,9 +236,8 @@ def _write(out: Path, samples: list[Sample], splits: list[str], users: Users, re
     try:
         slates = stage / "slates"
         slates.mkdir()
-        for s in samples:
-            with atomic_path(slates / f"{s.trial}.png") as tmp:
-                s.image.save(tmp, format="PNG")
+        for s in samples:  # the staging folder makes the whole output atomic; files need no temp names of their own
+            s.image.save(slates / f"{s.trial}.png", format="PNG")
             write_layout(slates / f"{s.trial}.json", s.layout)
         write_users(stage / "users.parquet", users)
         write_sessions(stage / "sessions.parquet", Sessions(
