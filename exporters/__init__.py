@@ -1,17 +1,12 @@
-"""Exporters, shipped as ``fixate_rt.exporters``: three ONNX graphs (vision, embedding, decoder with the
-rollout row computed in-graph), a manifest, and validation against PyTorch in ONNX, torch.export or TorchScript (see graphs.py, export.py, runtimes.py).
+"""Exporters, shipped as ``fixate_rt.exporters``: three graphs (vision, embedding, decoder with the rollout row
+computed in-graph), a manifest, and validation against PyTorch, in ONNX, torch.export or TorchScript
+(graphs.py: what is exported; runtimes.py: how each format is written; export.py: the folder and its checks).
 
-`onnx_status` reports whether the ONNX extra is installed, for clear `UnavailableError` messages.
+Running an export folder is the exported backend's job (``fixate_rt.backends``), not this package's.
 """
 
 from __future__ import annotations
 
+from fixate_rt.backends.graph_runtime import onnx_status
 
-def onnx_status() -> str:
-    """"" when onnx and onnxruntime import, else the reason and the fixing install command."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        return f"ONNX extra missing ({exc}); pip install 'fixate-rt[onnx]'"
-    return ""
+__all__ = ["onnx_status"]

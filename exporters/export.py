@@ -17,11 +17,12 @@ from fixate_rt.errors import UnavailableError, ValidationError
 from fixate_rt.io import ensure_writable_dir, write_json
 
 from .graphs import DecoderGraph, EmbedGraph, VisionGraph, single_image_vision_attention, specs
-from .runtimes import SUFFIX, GraphSession, check_format, convert
+from fixate_rt.backends.graph_runtime import FORMAT, MANIFEST, SUFFIX, GraphSession, onnx_status, read_manifest
+from fixate_rt.versions import versions
+
+from .runtimes import check_format, convert
 
 EXPORTABLE = ("qwen3_vl", "internvl")
-MANIFEST = "manifest.json"
-FORMAT = "fixate-rt/export/1"
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
                    "config.json", "chat_template.jinja")
 
@@ -58,8 +59,6 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
                  image_size: tuple[int, int] = (1100, 619), residual: float = 0.5) -> dict:
     """Export in format ``fmt`` (onnx, export, torchscript), write the manifest, validate. Returns the manifest."""
     from fixate_rt.backbones import load
-    from fixate_rt.exporters import onnx_status
-    from fixate_rt.simulate import versions
 
     check_format(fmt)
     reason = onnx_status() if fmt == "onnx" else ""
@@ -179,25 +178,3 @@ def validate(folder: Path, backbone, atol: float = 1e-4) -> dict:
                 warnings.warn(f"{path}, output '{out_name}': max |exported − PyTorch| = {diff:.3g} "
                               f"exceeds {atol * scale:.3g} (files kept)", stacklevel=2)
     return report
-
-
-def read_manifest(folder: Path) -> dict:
-    from fixate_rt.errors import InputError
-
-    folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise InputError(f"{folder}: not a fixate-rt export folder ({MANIFEST} missing; create one with "
-                         f"`fixate-rt export`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON (line {exc.lineno})") from None
-    if manifest.get("format") != FORMAT:
-        raise ValidationError(f"{path}, field 'format': expected '{FORMAT}', got {manifest.get('format')!r}")
-    if manifest.get("runtime", "onnx") not in SUFFIX:
-        raise ValidationError(f"{path}, field 'runtime': unknown {manifest.get('runtime')!r}")
-    for name, graph in manifest.get("graphs", {}).items():
-        if not (folder / graph["file"]).is_file():
-            raise InputError(f"{folder / graph['file']}: graph '{name}' listed in the manifest is missing")
-    return manifest

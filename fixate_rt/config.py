@@ -1,4 +1,4 @@
-"""Frozen run configurations shared by the CLI and the Python API."""
+"""Every choice the CLI and the Python API offer (one Enum each) and the frozen run configurations."""
 
 from __future__ import annotations
 
@@ -26,6 +26,34 @@ class Kernel(str, Enum):
     triton = "triton"
 
 
+class Backend(str, Enum):
+    """What runs the decoder: the Hugging Face model itself, or an export folder in one of its formats."""
+
+    torch = "torch"
+    onnx = "onnx"  # ONNX Runtime
+    export = "export"  # torch.export programs (.pt2)
+    torchscript = "torchscript"  # legacy traces (.pt)
+
+    @property
+    def exported(self) -> bool:
+        return self is not Backend.torch
+
+
+class ExportFormat(str, Enum):
+    """Formats `fixate-rt export` writes; an export folder runs with the backend of the same name."""
+
+    onnx = "onnx"
+    export = "export"
+    torchscript = "torchscript"
+
+
+class AttnLoss(str, Enum):
+    weighted_full_kl = "weighted_full_kl"
+    plain_kl = "plain_kl"
+    coarsened_kl = "coarsened_kl"
+    weighted_kl_normalised = "weighted_kl_normalised"
+
+
 class Signal(str, Enum):
     fixation = "fixation"
     cursor = "cursor"
@@ -45,6 +73,18 @@ class PoolMode(str, Enum):
     area = "area"
 
 
+def parse_choice(kind: type[Enum], value: object, name: str) -> Enum:
+    """``value`` as a member of ``kind`` (a member or its string); a `ValidationError` naming ``name`` otherwise."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        from .errors import ValidationError
+
+        raise ValidationError(f"{name} must be one of {', '.join(m.value for m in kind)}; got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class SimulateConfig:
     users: Path
@@ -61,9 +101,15 @@ class SimulateConfig:
     kernel: Kernel = Kernel.auto
     pool_mode: PoolMode = PoolMode.auto
     residual: float = 0.5
-    backend: str = "torch"
+    backend: Backend = Backend.torch
     shard_pairs: int = 4096  # pairs per output shard (what an interruption can lose at most)
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        # Python callers may pass plain strings; the fields hold the Enums the CLI passes.
+        for name, kind in (("device", Device), ("probe", Probe), ("kernel", Kernel), ("pool_mode", PoolMode),
+                           ("backend", Backend)):
+            object.__setattr__(self, name, parse_choice(kind, getattr(self, name), name))
 
     def to_json(self) -> dict:
         return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)

@@ -95,6 +95,21 @@ def _rollout_qk_triton(q, k, query_pos, attention_mask, scale, residual, lse):
     return rollout_row_qk_triton(q, k, query_pos, attention_mask, scale=scale, residual=residual, lse=lse)
 
 
+def _layers(x) -> list[torch.Tensor]:
+    """Per-layer maps: a list as given, or a stacked [B, L, ...] tensor split along L."""
+    return list(x.unbind(1)) if isinstance(x, torch.Tensor) else list(x)
+
+
+def _stacked(x) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.stack(list(x), 1)
+
+
+def _glimpse_streaming(attn, grad, query_pos):
+    from .probes.streaming import glimpse_row_streaming
+
+    return glimpse_row_streaming(_layers(attn), _layers(grad), query_pos)
+
+
 def _rollout_torch(attn, query_pos, residual):
     return ref.rollout_row_reference(attn.mean(2) if attn.ndim == 5 else attn, query_pos, residual)
 
@@ -114,8 +129,10 @@ REGISTRY: dict[str, dict[str, Impl]] = {
         "cpp": Impl(lambda a, g, q: _cpp("attnlrp_row")(a, g, q, like=a), ("cpu",), False),
     },
     "glimpse_row": {
-        "torch": Impl(ref.glimpse_row, ("cpu", "cuda"), True),
-        "cpp": Impl(lambda a, g, q: _cpp("glimpse_row")(a, g, q, like=a), ("cpu",), False),
+        # torch: layer by layer (probes/streaming.py), never stacking [B, L, H, T, T] twice
+        "torch": Impl(_glimpse_streaming, ("cpu", "cuda"), True),
+        "cpp": Impl(lambda a, g, q: _cpp("glimpse_row")(_stacked(a), _stacked(g), q, like=q),
+                    ("cpu",), False),
     },
     "slot_pool": {
         "torch": Impl(ref.slot_pool_reference, ("cpu", "cuda"), True),
@@ -180,9 +197,11 @@ def attnlrp_row(attn_row: torch.Tensor, grad_row: torch.Tensor, query_pos: torch
     return REGISTRY["attnlrp_row"][name].fn(attn_row, grad_row, query_pos)
 
 
-def glimpse_row(attn: torch.Tensor, grad: torch.Tensor, query_pos: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
-    """FixATE GLIMPSE row [B, T] from per-head A and ∂s/∂A, each [B, L, H, T, T]."""
-    name = resolve("glimpse_row", impl, device=attn.device, needs_grad=attn.requires_grad or grad.requires_grad)
+def glimpse_row(attn, grad, query_pos: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
+    """FixATE GLIMPSE row [B, T] from per-head A and ∂s/∂A: each [B, L, H, T, T], or a list of L [B, H, T, T]."""
+    maps, grads = _layers(attn), _layers(grad)
+    needs_grad = any(t.requires_grad for t in maps + grads)
+    name = resolve("glimpse_row", impl, device=maps[0].device, needs_grad=needs_grad)
     return REGISTRY["glimpse_row"][name].fn(attn, grad, query_pos)
 
 

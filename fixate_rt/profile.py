@@ -1,33 +1,30 @@
-"""`fixate-rt profile`: stage-by-stage latency of simulation, p50/p90 after warm-up, with device synchronisation.
+"""`fixate-rt profile`: stage-by-stage latency of `simulate`'s own pipeline, after warm-up, with device sync.
 
-Stages per batch (one slate, ``batch_size`` users): preprocess, vision (the tower; once per slate), prompt
-assembly, decoder (plain forward, no capture), probe (the extra cost of probing: decoder+probe − decoder),
-pooling, sampling, write. Throughput counts the vision work once per slate, as `simulate` does. FLOPs come
-from the config (decoder matmuls + causal attention + the last-position lm_head); utilisation is reported
-against a known peak (``--peak-tflops`` or the device table) and omitted otherwise.
+The stages are the ones `simulate` times (the same `Simulator` and `BatchPipeline` run here): preprocess and
+vision once per slate; prompt assembly, decoder_and_probe and pooling per batch; sampling and write per chunk.
+Besides, each batch's plain decoder forward (no capture) is timed on the side, so ``probe`` = decoder_and_probe
+− decoder is the cost of probing; that side measurement is not part of the stage sum. The stage sum per pair is
+what `simulate` spends per pair on the same data. FLOPs come from the config (decoder matmuls + causal attention
++ the last-position lm_head); utilisation is reported against a known peak (``--peak-tflops`` or the device
+table) and omitted otherwise.
 """
 
 from __future__ import annotations
 
 import resource
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from . import ops
-from .data.layout import recgaze_layout
-from .data.render import render_slate
-from .probes.operators import probe
-from .seeding import draw_click
+from .data.join import load_inputs
+from .errors import ValidationError
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16
-STAGES = ("preprocess", "vision", "prompt_assembly", "decoder", "probe", "pooling", "sampling", "write")
+STAGES = ("preprocess", "vision", "prompt_assembly", "decoder_and_probe", "pooling", "sampling", "write")
 
 
 def decoder_flops(config, T: int) -> float:
@@ -41,102 +38,113 @@ def decoder_flops(config, T: int) -> float:
     return c.num_hidden_layers * (proj + mlp + attn) + 2 * D * c.vocab_size
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _stage_stats(samples: list[float], pairs: int) -> dict[str, float]:
+    """p50/p90 of one stage's timed calls (per slate or per batch) and its total per pair, in ms."""
+    if not samples:
+        return {"p50": 0.0, "p90": 0.0, "calls": 0, "total": 0.0, "per_pair": 0.0}
+    return {"p50": 1000 * float(np.percentile(samples, 50)), "p90": 1000 * float(np.percentile(samples, 90)),
+            "calls": len(samples), "total": 1000 * float(sum(samples)), "per_pair": 1000 * float(sum(samples)) / pairs}
 
 
-def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int = 64, backend: str = "torch",
-                probe_name: str = "rollout", device: str = "auto", warmup: int = 1, trace: Path | None = None,
-                peak_tflops: float | None = None, kernel: str = "auto") -> dict:
-    from .simulate import Simulator
+def _profile_data(folder: Path, users: Path | None, images: Path | None, batch_size: int, slates_needed: int):
+    """The given users and slates, or synthetic ones: ``batch_size`` users (one batch per slate)."""
+    if users is None or images is None:
+        from .data.synth import SynthConfig, write_synth
 
+        write_synth(folder, SynthConfig(n_users=max(2, batch_size), n_slates=max(3, slates_needed), seed=0))
+        users, images = folder / "users.parquet", folder / "slates"
+    return load_inputs(users=users, images=images)
+
+
+def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int | None = None,
+                backend: str = "torch", probe_name: str = "rollout", device: str = "auto", warmup: int = 1,
+                trace: Path | None = None, peak_tflops: float | None = None, kernel: str = "auto",
+                users: Path | None = None, images: Path | None = None) -> dict:
+    """Run `simulate`'s own pipeline (`Simulator`) and time it stage by stage.
+
+    On ``users``/``images`` when given (default: all their pairs), else on synthetic slates with ``batch_size``
+    users each (default 64 pairs). The first ``warmup`` batches run untimed. Returns the report dict.
+    """
+    from .simulate import Simulator, assemble
+
+    if peak_tflops is not None and not (np.isfinite(peak_tflops) and peak_tflops > 0):
+        raise ValidationError(f"--peak-tflops must be a positive number, got {peak_tflops}")
+    given = users is not None and images is not None
+    n_timed = pairs if pairs is not None else (None if given else 64)
     sim = Simulator(model, device=device, batch_size=batch_size, probe=probe_name, backend=backend, kernel=kernel)
-    bb, dev = sim.backbone, sim.backbone.device
-    layout = recgaze_layout()
-    rng = np.random.default_rng(0)
-    users = [f"u{i}" for i in range(batch_size)]
-    profiles = [f"Top_genre: Drama, Preferred_genres: Crime {i % 10}" for i in range(batch_size)]
-    n_batches = max(1, -(-pairs // batch_size))
-    times = {s: [] for s in STAGES}
-    combine = sim.impls[sim._combine_op]
+    bb, dev = sim.backend, sim.backend.device
+    decoder_only: list[float] = []
     seq_len = 0
 
-    def one(record: bool):
+    def time_plain_decoder(inputs, slates, prompts, label_ids) -> None:
+        """The decoder alone (no capture) on the same batch, outside the pipeline's stages: probe = difference."""
         nonlocal seq_len
-        image = render_slate([{"title": "Blue Moon", "genre": "Drama"}] * 15, ["Drama", "Comedy", "Crime"], rng)
-        stamps = {}
+        seq_len = int(inputs.input_ids.shape[1])
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            bb.decode(inputs, slates, prompts, label_ids)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        decoder_only.append(time.perf_counter() - t0)
 
-        def stage(name, fn):
-            _sync(dev)
-            t0 = time.perf_counter()
-            out = fn()
-            _sync(dev)
-            stamps[name] = time.perf_counter() - t0
-            return out
+    sim.pipeline.on_inputs = time_plain_decoder
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        n_batches = -(-(n_timed or 64) // batch_size)
+        data = _profile_data(tmp / "data", users, images, batch_size, n_batches + warmup)
+        all_pairs = data.all_pairs()
+        n_warm = min(len(all_pairs) - 1, warmup * batch_size)
+        warm, timed = all_pairs[:n_warm], all_pairs[n_warm:]
+        timed = timed[:n_timed] if n_timed is not None else timed
+        if warm:
+            sim.run(data.users, data.slates, warm)
+        sim.timer.reset()
+        decoder_only.clear()
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-        stage("preprocess", lambda: bb.processor.preprocess_image(image))
-        feats = stage("vision", lambda: bb.encode_slate(image))
-        stamps["vision"] = max(0.0, stamps["vision"] - stamps["preprocess"])  # encode_slate preprocesses too
-        label_ids = bb.label_token_ids(layout.labels)
-        prompts = None
+        def timed_run() -> None:
+            chunks = []
+            for i, chunk in enumerate(sim.iter_chunks(data.users, data.slates, timed, chunk_pairs=4096)):
+                with sim.timer.stage("write"):  # as simulate: a shard per chunk, then the assembled table
+                    pq.write_table(chunk, tmp / f"part-{i}.parquet")
+                    chunks.append(chunk)
+            with sim.timer.stage("write"):
+                pq.write_table(assemble(chunks), tmp / "simulations.parquet")
 
-        def assemble():
-            return bb.build_inputs(profiles, layout.labels, feats, 0)
+        t0 = time.perf_counter()
+        if trace is not None:
+            from torch.profiler import ProfilerActivity, profile as torch_profile
 
-        inputs = stage("prompt_assembly", assemble)
-        if backend == "torch":
-            with torch.no_grad():
-                stage("decoder", lambda: bb.decode(inputs, feats, prompts, label_ids))
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+            with torch_profile(activities=acts) as prof:
+                timed_run()
+            Path(trace).parent.mkdir(parents=True, exist_ok=True)
+            prof.export_chrome_trace(str(trace))
         else:
-            stage("decoder", lambda: bb.run_exported(inputs, feats, prompts, label_ids))
-        out = stage("probe", lambda: probe(bb, inputs, feats, prompts, label_ids, method=probe_name,
-                                           layers=bb.default_probe_layers, impl=combine))
-        stamps["probe"] = max(0.0, stamps["probe"] - stamps["decoder"])
-        boxes = torch.from_numpy(layout.boxes).expand(batch_size, -1, -1)
-        stage("pooling", lambda: ops.slot_pool(out.token_relevance.float().cpu(), feats.token_boxes, boxes,
-                                               impl=sim.impls["slot_pool"]))
-        p = torch.softmax(out.label_logits.double(), -1).cpu().numpy()
-        clicks = stage("sampling", lambda: [draw_click(p[i], 0, u, "s", 0) for i, u in enumerate(users)])
-        with tempfile.TemporaryDirectory() as tmp:
-            stage("write", lambda: pq.write_table(pa.table({"user_id": users, "click_slot": clicks}), Path(tmp) / "x"))
-        seq_len = inputs.input_ids.shape[1]
-        if record:
-            for k, v in stamps.items():
-                times[k].append(v)
-
-    for _ in range(warmup):
-        one(False)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if trace is not None:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
-
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-        with torch_profile(activities=acts) as prof:
-            for _ in range(n_batches):
-                one(True)
-        Path(trace).parent.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(trace))
-    else:
-        for _ in range(n_batches):
-            one(True)
-    per_batch = [sum(times[s][i] for s in STAGES) for i in range(n_batches)]
-    total = sum(per_batch)
-    flops = decoder_flops(bb.model.config, seq_len) * batch_size if backend == "torch" else None
-    dec_p50 = statistics.median(times["decoder"])
+            timed_run()
+        wall = time.perf_counter() - t0
+    n = len(timed)
+    stages = {name: _stage_stats(sim.timer.samples.get(name, []), n) for name in STAGES}
+    stages["decoder"] = _stage_stats(decoder_only, n)
+    probe_extra = [max(0.0, a - b) for a, b in zip(sim.timer.samples.get("decoder_and_probe", []), decoder_only)]
+    stages["probe"] = _stage_stats(probe_extra, n)
+    stage_sum = sum(stages[name]["total"] for name in STAGES) / 1000
+    flops = decoder_flops(bb.model.config, seq_len) * batch_size if hasattr(bb, "model") and seq_len else None
+    dec_p50 = stages["decoder"]["p50"] / 1000
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     peak = peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
-    achieved = flops / dec_p50 / 1e12 if flops else None
+    achieved = flops / dec_p50 / 1e12 if flops and dec_p50 > 0 else None
     return {
-        "model": bb.name, "family": bb.family, "backend": backend, "probe": probe_name, "device": device_name,
-        "batch_size": batch_size, "batches": n_batches, "pairs": n_batches * batch_size, "sequence_length": seq_len,
-        "implementations": sim.impls,
-        "stages_ms": {s: {"p50": 1000 * float(np.percentile(times[s], 50)), "p90": 1000 * float(np.percentile(times[s], 90))}
-                      for s in STAGES},
-        "pairs_per_s": n_batches * batch_size / total,
-        "ms_per_pair": 1000 * total / (n_batches * batch_size),
+        "model": bb.name, "family": bb.family, "backend": bb.kind.value, "probe": sim.probe, "device": device_name,
+        "data": {"users": str(users), "images": str(images)} if given else "synthetic",
+        "batch_size": batch_size, "pairs": n, "warmup_pairs": len(warm), "sequence_length": seq_len,
+        "implementations": sim.plan.record(),
+        "stages_ms": stages,
+        "stage_sum_s": stage_sum, "wall_s": wall,
+        "pairs_per_s": n / stage_sum if stage_sum > 0 else None,
+        "ms_per_pair": 1000 * stage_sum / n,
         "peak_memory_gib": (torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda"
                             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 2**20),
         "peak_memory_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "growth of process peak RSS",

@@ -7,7 +7,6 @@ the soft prompt at position 0, decode, read the answer-label logits at the last 
 
 from __future__ import annotations
 
-import platform
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -20,21 +19,21 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from . import ops
-from .backbones import Backbone, SlateFeatures, load
-from .config import SimulateConfig
-from .data.slates import Layout, Slate, read_slates
-from .data.tables import SIMULATIONS_SCHEMA, Users, read_pairs, read_users
+from .backbones import SlateFeatures, resolve_device
+from .backends import Backend, BackendKind, open_backend
+from .config import Kernel, PoolMode, Probe, SimulateConfig, parse_choice
+from .data.join import load_inputs
+from .data.slates import Layout, Slate
+from .data.tables import SIMULATIONS_SCHEMA, Users
 from .errors import ValidationError
-from .exporters.runtimes import FORMATS as EXPORT_FORMATS
 from .io import atomic_path, ensure_writable_dir, write_json
-from .probes.operators import PROBES, probe
+from .pipeline import Batch, BatchPipeline
+from .plan import plan_ops
 from .prompts import SoftPromptBank
 from .seeding import draw_click
 from .shards import ShardStore, file_digest, pairs_digest
-
-
-EXPORTED_BACKENDS = EXPORT_FORMATS  # an export folder runs with the backend named after its format
+from .timing import StageTimer
+from .versions import versions
 
 
 @dataclass
@@ -46,83 +45,49 @@ class SlateResult:
     cold_start: list[bool]
 
 
-class StageTimer:
-    """Accumulates wall time per stage (synchronising CUDA so GPU work is charged to the right stage)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def stage(self, name: str):
-        timer = self
-
-        class _Stage:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                if timer.device.type == "cuda":
-                    torch.cuda.synchronize(timer.device)
-                timer.seconds[name] += time.perf_counter() - self.t0
-
-        return _Stage()
-
-
 class Simulator:
-    """A loaded backbone + prompt bank that simulates clicks for in-memory users and slate images."""
+    """A loaded backend + prompt bank that simulates clicks for in-memory users and slate images.
+
+    Every op is decided once, in ``self.plan`` (`fixate_rt.plan`); batches go through `BatchPipeline`.
+    """
 
     def __init__(self, model: str | Path = "tiny-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
-                 residual: float = 0.5, pool_mode: str = "auto", kernel: str = "auto", batch_size: int = 8,
-                 probe: str = "rollout", backbone: Backbone | None = None, backend: str = "torch") -> None:
+                 residual: float = 0.5, pool_mode: PoolMode | str = "auto", kernel: Kernel | str = "auto",
+                 batch_size: int = 8, probe: Probe | str = "rollout", backend: BackendKind | str = "torch",
+                 loaded: Backend | None = None) -> None:
+        """``loaded``: an already loaded backend to reuse (then ``model``, ``device``, ``dtype`` are ignored)."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-        self.backend = backend
-        if backbone is None and backend in EXPORTED_BACKENDS:
-            from .backends.exported import ExportedBackbone
-            from .errors import UnavailableError
-            from .exporters import onnx_status
-
-            if backend == "onnx" and onnx_status():
-                raise UnavailableError(onnx_status())
-            if probe != "rollout":
-                raise UnavailableError(f"--probe {probe} needs gradients: torch backend only (exports carry rollout)")
-            backbone = ExportedBackbone.load(Path(model), device=device, backend=backend)
-        elif backend not in ("torch", *EXPORTED_BACKENDS):
-            raise ValidationError(f"--backend must be torch, {', '.join(EXPORTED_BACKENDS)}; got '{backend}'")
-        self.backbone = backbone if backbone is not None else load(model, device=device, dtype=dtype)
+            raise ValidationError(f"batch_size must be ≥ 1, got {batch_size}")
+        kind = loaded.kind if loaded is not None else parse_choice(BackendKind, backend, "backend")
+        self.pool_mode = parse_choice(PoolMode, pool_mode, "pool_mode").value
+        # The plan comes first: an impossible probe/kernel/device combination fails before any model is loaded.
+        target = loaded.device if loaded is not None else (torch.device("cpu") if kind.exported
+                                                           else resolve_device(device))
+        self.plan = plan_ops(probe, kernel, target, backend=kind)
+        self.backend = loaded if loaded is not None else open_backend(model, kind, device=device, dtype=dtype)
         if prompts is not None and not isinstance(prompts, SoftPromptBank):
             source = prompts
             prompts = SoftPromptBank.load(Path(prompts))
-            prompts.check_hidden_size(self.backbone.hidden_size, source)
+            prompts.check_hidden_size(self.backend.hidden_size, source)
         elif prompts is not None:
-            prompts.check_hidden_size(self.backbone.hidden_size)
-        if prompts is not None and self.backbone.device.type == "cuda":
-            prompts = prompts.to(self.backbone.device, self.backbone.dtype)  # mixed on the device, once per batch
+            prompts.check_hidden_size(self.backend.hidden_size)
+        if prompts is not None and self.backend.device.type == "cuda":
+            prompts = prompts.to(self.backend.device, self.backend.dtype)  # mixed on the device, once per batch
         self.prompts = prompts
-        self.probe_layers = tuple(probe_layers) if probe_layers is not None else self.backbone.default_probe_layers
-        bad = [layer for layer in self.probe_layers if not 0 <= layer < self.backbone.num_layers]
+        self.probe_layers = tuple(probe_layers) if probe_layers is not None else self.backend.default_probe_layers
+        bad = [layer for layer in self.probe_layers if not 0 <= layer < self.backend.num_layers]
         if bad:
-            raise ValidationError(f"probe layers {bad} outside 0..{self.backbone.num_layers - 1}")
-        if probe not in PROBES:
-            raise ValidationError(f"probe must be one of {', '.join(PROBES)}, got '{probe}'")
-        self.probe = probe
+            raise ValidationError(f"probe layers {bad} outside 0..{self.backend.num_layers - 1}")
         self.residual = residual
-        self.pool_mode = pool_mode
-        self.kernel = kernel
         self.batch_size = batch_size
-        self.timer = StageTimer(self.backbone.device)
-        combine_op = {"rollout": "rollout_row", "attnlrp": "attnlrp_row", "glimpse": "glimpse_row"}[probe]
-        if probe == "rollout" and not getattr(self.backbone, "exported", False) and (
-                kernel == "triton" or (kernel == "auto" and self.backbone.device.type == "cuda"
-                                       and not ops.available("rollout_row_qk", self.backbone.device)["triton"])):
-            combine_op = "rollout_row_qk"  # the fused Triton kernel (default on CUDA)
-        self._combine_op = combine_op
-        self.impls = {
-            combine_op: (f"{backend}-graph" if getattr(self.backbone, "exported", False)
-                         else ops.resolve(combine_op, kernel, device=self.backbone.device)),
-            "slot_pool": ops.resolve("slot_pool", kernel if kernel != "triton" else "auto", device=torch.device("cpu")),
-        }
+        self.timer = StageTimer(self.backend.device)
+        self.pipeline = BatchPipeline(self.backend, self.plan, layers=self.probe_layers, residual=residual,
+                                      pool_mode=self.pool_mode, timer=self.timer)
+
+    @property
+    def probe(self) -> str:
+        return self.plan.probe.value
 
     # ---------------------------------------------------------------------------------- one slate
     def encode_slate(self, image: Image.Image, layout: Layout | None = None) -> SlateFeatures:
@@ -130,37 +95,26 @@ class Simulator:
         if layout is not None and image.size != layout.image_size:
             raise ValidationError(f"image is {image.size[0]}x{image.size[1]} but layout says {layout.image_size}")
         with self.timer.stage("vision"):
-            return self.backbone.encode_slate(image)
+            return self.backend.encode_slate(image)
 
     def simulate_slate(self, image: Image.Image | SlateFeatures, layout: Layout, user_ids: list[str],
                        profiles: list[str]) -> SlateResult:
         """Every user in ``user_ids`` on one slate, in batches. The vision tower runs once."""
         feats = image if isinstance(image, SlateFeatures) else self.encode_slate(image, layout)
-        label_ids = self.backbone.label_token_ids(layout.labels)
-        # On CUDA everything stays on the device until the slate is done: one device→host copy per slate, no
-        # synchronising round trip inside the batch loop (pooling runs there with the torch implementation).
-        dev = self.backbone.device if self.backbone.device.type == "cuda" else torch.device("cpu")
-        pool_impl = "torch" if dev.type == "cuda" else self.impls["slot_pool"]
-        slot_boxes = torch.from_numpy(layout.boxes).to(dev)
-        token_boxes = torch.as_tensor(feats.token_boxes, dtype=torch.float32, device=dev)
-        pool_mode = layout.pool_mode(self.pool_mode)
+        # On CUDA everything stays on the device until the slate is done: one device→host copy per slate.
         p_all, rel_all, cold_all = [], [], []
         for start in range(0, len(user_ids), self.batch_size):
             uids = user_ids[start:start + self.batch_size]
-            with self.timer.stage("prompt_assembly"):
-                prompts, cold = (self.prompts.mix(uids) if self.prompts is not None else (None, [True] * len(uids)))
-                n_soft = prompts.shape[1] if prompts is not None else 0
-                inputs = self.backbone.build_inputs(profiles[start:start + self.batch_size], layout.labels, feats, n_soft,
-                                                    layout.context)
-            with self.timer.stage("decoder_and_probe"):
-                out = probe(self.backbone, inputs, feats, prompts, label_ids, method=self.probe,
-                            layers=self.probe_layers, residual=self.residual, impl=self.impls[self._combine_op])
-                token_rel = out.token_relevance
-            with self.timer.stage("pooling"):
-                boxes = slot_boxes.expand(len(uids), -1, -1)
-                rel = ops.slot_pool(token_rel.float().to(dev), token_boxes, boxes, mode=pool_mode, impl=pool_impl)
-            p_all.append(torch.softmax(out.label_logits.double(), dim=-1).to(dev))
-            rel_all.append(rel.double())
+            cold: list[bool] = []
+
+            def mix(uids=uids, cold=cold):
+                prompts, flags = (self.prompts.mix(uids) if self.prompts is not None else (None, [True] * len(uids)))
+                cold.extend(flags)
+                return prompts
+
+            out = self.pipeline.run(Batch.one_slate(profiles[start:start + self.batch_size], feats, layout), mix)
+            p_all.append(out.p_click)
+            rel_all.append(out.slot_relevance.double())
             cold_all.extend(cold)
         return SlateResult(torch.cat(p_all).cpu().numpy(), torch.cat(rel_all).cpu().numpy(), cold_all)
 
@@ -249,44 +203,20 @@ def slot_summary(table: pa.Table, slates: dict[str, Slate]) -> dict:
             "mean_p_click": p.mean(0).round(6).tolist(), "mean_slot_relevance": rel.mean(0).round(6).tolist()}
 
 
-def _check_pairs(pairs: list[tuple[str, str]], users: Users, slates: dict[str, Slate], path: Path) -> None:
-    known_users = set(users.ids)
-    for row, (uid, sid) in enumerate(pairs):
-        if uid not in known_users:
-            raise ValidationError(f"{path}, row {row}, field 'user_id': unknown user '{uid}'")
-        if sid not in slates:
-            raise ValidationError(f"{path}, row {row}, field 'slate_id': unknown slate '{sid}'")
-
-
-def versions() -> dict[str, str]:
-    import transformers
-
-    from . import __version__
-
-    return {"fixate_rt": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": np.__version__, "pyarrow": pa.__version__,
-            "cpp_module": str(ops.cpp_available())}
-
-
 def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None = None,
              on_start: Callable[[int], None] | None = None) -> dict:
     """Validate inputs, simulate, write ``simulations.parquet`` + ``run.json`` atomically. Returns run.json."""
     t0 = time.perf_counter()
     if config.samples < 1:
         raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
-    users = read_users(config.users)
-    slates = read_slates(config.images)
-    pairs = read_pairs(config.pairs) if config.pairs is not None else None
-    if pairs is not None:
-        _check_pairs(pairs, users, slates, config.pairs)
+    data = load_inputs(users=config.users, images=config.images, pairs=config.pairs)
+    users, slates, pairs = data.users, data.slates, data.all_pairs()
     out = ensure_writable_dir(Path(config.out))
     t_read = time.perf_counter() - t0
     sim = Simulator(config.model, prompts=config.prompts, device=config.device.value, probe_layers=None,
-                    residual=config.residual, pool_mode=config.pool_mode.value, kernel=config.kernel.value,
-                    batch_size=config.batch_size, probe=config.probe.value, backend=config.backend)
+                    residual=config.residual, pool_mode=config.pool_mode, kernel=config.kernel,
+                    batch_size=config.batch_size, probe=config.probe, backend=config.backend)
     t_load = time.perf_counter() - t0 - t_read
-    if pairs is None:
-        pairs = [(u, s) for s in slates for u in users.ids]
     n_pairs = len(pairs)
     store = ShardStore(out, _fingerprint(config, pairs), resume=config.resume)
     resumed = len(store.done)
@@ -311,19 +241,19 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
         "command": "simulate",
         "config": config.to_json(),
         "versions": versions(),
-        "device": str(sim.backbone.device) if sim.backend == "torch" else ",".join(sim.backbone.providers),
-        "backend": sim.backend,
-        "backbone": {"name": sim.backbone.name, "family": sim.backbone.family,
-                     "hidden_size": sim.backbone.hidden_size, "num_layers": sim.backbone.num_layers,
+        "device": sim.backend.device_label(),
+        "backend": sim.backend.kind.value,
+        "backbone": {"name": sim.backend.name, "family": sim.backend.family,
+                     "hidden_size": sim.backend.hidden_size, "num_layers": sim.backend.num_layers,
                      "probe_layers": list(sim.probe_layers)},
         "probe": sim.probe,
-        "implementations": sim.impls,
+        "implementations": sim.plan.record(),
         "pairs": n_pairs,
         "resumed_pairs": resumed,
         "rows": table.num_rows,
         "cold_start_pairs": int(np.sum(table.column("cold_start").to_numpy())) // config.samples,
-        "timings_s": {"read_inputs": round(t_read, 4), "load_model": round(t_load, 4),
-                      **{k: round(v, 4) for k, v in sim.timer.seconds.items()}, "run_total": round(run_s, 4)},
+        "timings_s": {"read_inputs": round(t_read, 4), "load_model": round(t_load, 4), **sim.timer.rounded(),
+                      "run_total": round(run_s, 4)},
         "pairs_per_s": round((n_pairs - resumed) / run_s, 3) if run_s > 0 else None,
         "summary": slot_summary(table, slates),
         "outputs": {"simulations": str(out / "simulations.parquet")},
@@ -338,4 +268,4 @@ def _fingerprint(config: SimulateConfig, pairs: list[tuple[str, str]]) -> dict:
     return {"pairs": pairs_digest(pairs), "n_pairs": len(pairs), "model": str(config.model),
             "prompts": file_digest(config.prompts), "seed": config.seed, "samples": config.samples,
             "probe": config.probe.value, "pool_mode": config.pool_mode.value, "residual": config.residual,
-            "backend": config.backend}
+            "backend": config.backend.value}

@@ -46,7 +46,10 @@ def test_output_schema_and_row_count(run_b7):
     assert table.column_names == ["user_id", "slate_id", "sample", "click_slot", "click_label", "p_click",
                                   "slot_relevance", "cold_start"]
     assert table.num_rows == 6 * 4 * 3 == info["rows"]
-    assert info["pairs"] == 24 and info["implementations"]["rollout_row"] == ("cpp" if __import__("fixate_rt.ops").ops.cpp_available() else "torch")
+    expected = "cpp" if __import__("fixate_rt.ops").ops.cpp_available() else "torch"
+    assert info["pairs"] == 24
+    assert info["implementations"]["rollout_row"] == {"impl": expected, "device": "cpu", "capture": "mean"}
+    assert info["implementations"]["slot_pool"] == {"impl": expected, "device": "cpu"}
     keys = set(zip(table.column("user_id").to_pylist(), table.column("slate_id").to_pylist(),
                    table.column("sample").to_pylist()))
     assert len(keys) == table.num_rows

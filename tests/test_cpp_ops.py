@@ -188,7 +188,8 @@ def test_simulate_same_results_with_torch_and_cpp_kernels(tmp_path, synth_dir):
         assert result.exit_code == 0, result.output
         tables[kernel] = pq.read_table(tmp_path / kernel / "simulations.parquet").to_pydict()
         run = __import__("json").loads((tmp_path / kernel / "run.json").read_text())
-        assert run["implementations"] == {"rollout_row": kernel, "slot_pool": kernel}
+        assert run["implementations"] == {"rollout_row": {"impl": kernel, "device": "cpu", "capture": "mean"},
+                                          "slot_pool": {"impl": kernel, "device": "cpu"}}
     assert tables["torch"]["click_slot"] == tables["cpp"]["click_slot"]
     np.testing.assert_allclose(np.array(tables["torch"]["slot_relevance"]), np.array(tables["cpp"]["slot_relevance"]),
                                atol=1e-6)

@@ -7,6 +7,7 @@ import torch
 from fixate_rt.data.layout import LETTERS
 from fixate_rt.probes import reference as ref
 from fixate_rt.probes.eager import eager_reference
+from fixate_rt.plan import plan_ops
 from fixate_rt.probes.operators import probe
 
 
@@ -55,7 +56,7 @@ def test_glimpse_row_equals_full_matrix_row():
 
 
 def test_streaming_glimpse_equals_stacked_reference():
-    from fixate_rt.probes.operators import glimpse_row_streaming
+    from fixate_rt.probes.streaming import glimpse_row_streaming
 
     attn, grad = _random_maps(seed=6)
     q = torch.tensor([10, 9])
@@ -87,7 +88,7 @@ def test_efficient_probe_equals_all_layers_eager_path(tiny, batch, method):
     feats, inputs, prompts = batch
     layers = tiny.default_probe_layers
     label_ids = tiny.label_token_ids(LETTERS)
-    fast = probe(tiny, inputs, feats, prompts, label_ids, method=method, layers=layers)
+    fast = probe(tiny, inputs, feats, prompts, label_ids, plan_ops(method, "auto", tiny.device), layers=layers)
     logits, rel = eager_reference(tiny, inputs, feats, prompts, layers, method, label_ids)
     torch.testing.assert_close(fast.label_logits, logits, atol=1e-5, rtol=1e-5)
     assert fast.token_relevance.shape == (2, feats.n_tokens)
@@ -105,7 +106,8 @@ def test_teacher_forced_target_changes_gradient_probes(tiny, batch):
     feats, inputs, prompts = batch
     label_ids = tiny.label_token_ids(LETTERS)
     layers = tiny.default_probe_layers
-    fg = probe(tiny, inputs, feats, prompts, label_ids, method="attnlrp", layers=layers)
+    plan = plan_ops("attnlrp", "auto", tiny.device)
+    fg = probe(tiny, inputs, feats, prompts, label_ids, plan, layers=layers)
     other = (fg.label_logits.argmax(-1) + 3) % 15
-    tf = probe(tiny, inputs, feats, prompts, label_ids, method="attnlrp", layers=layers, targets=other)
+    tf = probe(tiny, inputs, feats, prompts, label_ids, plan, layers=layers, targets=other)
     assert (fg.token_relevance - tf.token_relevance).abs().max() > 1e-6

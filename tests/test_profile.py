@@ -15,11 +15,31 @@ def test_profile_reports_every_stage_and_writes_a_trace(tmp_path):
                                       "--out", str(tmp_path / "p.json"), "--trace", str(tmp_path / "trace.json")])
     assert result.exit_code == 0, result.output + (result.stderr or "")
     report = json.loads((tmp_path / "p.json").read_text())
-    assert set(report["stages_ms"]) == set(STAGES) and report["batches"] == 2 and report["pairs"] == 4
+    assert set(report["stages_ms"]) == {*STAGES, "decoder", "probe"} and report["pairs"] == 4
+    # simulate's own pipeline ran: two slates of two users, one batch each, vision once per slate
+    assert report["stages_ms"]["decoder_and_probe"]["calls"] == 2 and report["stages_ms"]["vision"]["calls"] == 2
     assert all(v["p90"] >= v["p50"] >= 0 for v in report["stages_ms"].values())
     assert report["stages_ms"]["decoder"]["p50"] > 0 and report["pairs_per_s"] > 0
+    assert report["ms_per_pair"] == pytest.approx(sum(report["stages_ms"][s]["per_pair"] for s in STAGES))
+    assert report["implementations"]["slot_pool"]["device"] == "cpu"
     assert report["mfu"] is None and report["decoder_tflops_achieved"] > 0  # no known CPU peak
     assert "traceEvents" in json.loads((tmp_path / "trace.json").read_text())
+
+
+def test_profile_on_given_data_times_every_pair(synth_dir, tmp_path):
+    """With --users/--images the profile runs simulate's pipeline over exactly those pairs (after warm-up)."""
+    result = CliRunner().invoke(app, ["profile", "--users", str(synth_dir / "users.parquet"), "--images",
+                                      str(synth_dir / "slates"), "--batch-size", "4", "--device", "cpu",
+                                      "--out", str(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["warmup_pairs"] == 4 and report["pairs"] == 6 * 4 - 4
+    assert report["data"]["users"].endswith("users.parquet")
+
+
+def test_profile_needs_users_and_images_together(synth_dir):
+    result = CliRunner().invoke(app, ["profile", "--users", str(synth_dir / "users.parquet")])
+    assert result.exit_code == 2 and "--users and --images go together" in result.stderr
 
 
 def test_decoder_flop_count_by_hand():

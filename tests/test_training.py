@@ -37,7 +37,8 @@ def test_train_simulate_score_end_to_end(tmp_path, synth_dir):
     assert metrics["seeds"] == [1, 2] and set(metrics["per_seed"]) == {"1", "2"}
     assert metrics["samples"]["train"] > 0 and metrics["samples"]["test"] > 0
     assert set(metrics["summary_micro_mean_std"]) == {"backbone_tf", "backbone_fg", "fixate_tf", "fixate_fg"}
-    assert metrics["implementations"]["evaluation_slot_pool"] in ("cpp", "torch")
+    assert metrics["implementations"]["training"]["slot_pool"] == {"impl": "torch", "device": "cpu"}
+    assert metrics["implementations"]["evaluation"]["slot_pool"]["impl"] in ("cpp", "torch")
     # The bank feeds simulate; every user is known to it (no cold start), then score the result.
     sim = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
                               str(synth_dir / "slates"), "--out", str(tmp_path / "sim"), "--device", "cpu",
@@ -97,13 +98,15 @@ def test_differentiable_probes_reach_the_soft_prompt(tiny, synth_dir, method):
     from PIL import Image
 
     from fixate_rt.data.layout import LETTERS
+    from fixate_rt.plan import plan_ops
     from fixate_rt.probes.operators import probe
 
     feats = tiny.encode_slate(Image.open(synth_dir / "slates" / "s000.png"))
     inputs = tiny.build_inputs(["x", "y"], LETTERS, feats, 3)
     prompts = (torch.randn(2, 3, tiny.hidden_size) * 0.1).requires_grad_(True)
-    out = probe(tiny, inputs, feats, prompts, tiny.label_token_ids(LETTERS), method=method,
-                layers=tiny.default_probe_layers, targets=torch.tensor([0, 3]), differentiable=True)
+    plan = plan_ops(method, "torch", tiny.device, needs_grad=True)
+    out = probe(tiny, inputs, feats, prompts, tiny.label_token_ids(LETTERS), plan,
+                layers=tiny.default_probe_layers, targets=torch.tensor([0, 3]))
     (out.token_relevance[:, :20].sum()).backward()
     assert prompts.grad is not None and prompts.grad.abs().max() > 0
     assert np.isfinite(prompts.grad.numpy()).all()

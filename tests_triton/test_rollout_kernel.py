@@ -119,5 +119,5 @@ def test_simulate_capture_hands_over_the_log_sum_exp():
     out = bb.decode(inputs, feats, None, bb.label_token_ids(LETTERS), bb.default_probe_layers, capture="qk")
     assert set(out.capture.lse) == set(bb.default_probe_layers)
     B, T = inputs.input_ids.shape
-    q = out.capture.maps[bb.default_probe_layers[0]]
+    q = out.capture.queries[bb.default_probe_layers[0]]
     assert out.capture.lse[bb.default_probe_layers[0]].shape == (B, q.shape[1], T)

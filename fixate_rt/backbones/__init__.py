@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ValidationError
-from .base import Backbone, DecoderInputs, DecoderOutput, SlateFeatures
+from .base import DecoderInputs, DecoderOutput, SlateFeatures
+from .spliced import SplicedVLM
 from .tiny import SHAPES, ensure_model
 
-__all__ = ["Backbone", "DecoderInputs", "DecoderOutput", "SlateFeatures", "load", "resolve_device"]
+__all__ = ["DecoderInputs", "DecoderOutput", "SlateFeatures", "load", "resolve_device"]
 
 SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl")
 REMOTE_CODE_ONLY = ("internvl_chat",)
@@ -27,7 +28,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
-         dtype: torch.dtype | None = None) -> Backbone:
+         dtype: torch.dtype | None = None) -> SplicedVLM:
     """Load a backbone from a local checkpoint folder, or the embedded ``tiny-qwen3vl``. Never downloads."""
     dev = resolve_device(device) if isinstance(device, str) else device
     if dtype is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -75,23 +75,3 @@ class DecoderOutput:
     @property
     def attentions(self) -> dict[int, torch.Tensor]:
         return self.capture.maps
-
-
-class Backbone(Protocol):
-    family: str
-    name: str
-    hidden_size: int
-    num_layers: int
-    default_probe_layers: tuple[int, ...]
-    device: torch.device
-
-    def encode_slate(self, image) -> SlateFeatures: ...
-
-    def label_token_ids(self, labels: tuple[str, ...]) -> list[int]: ...
-
-    def build_inputs(self, profiles: list[str], labels: tuple[str, ...], slate: SlateFeatures,
-                     n_soft: int) -> DecoderInputs: ...
-
-    def decode(self, inputs: DecoderInputs, slate: SlateFeatures, prompts: torch.Tensor | None,
-               label_ids: list[int], probe_layers: tuple[int, ...] = (), capture: str = "mean",
-               grad: bool = False) -> DecoderOutput: ...

@@ -1,6 +1,6 @@
-"""Shared decoder plumbing of every adapter: soft prompt spliced into inputs_embeds at position 0.
+"""The torch backend: a Hugging Face VLM whose decoder gets the soft prompt spliced into inputs_embeds at position 0.
 
-Subclasses say how text and image tokens are laid out (`encode_text`), how positions are computed
+Subclasses (one per model family) say how text and image tokens are laid out (`encode_text`), how positions are computed
 (`positions`) and how cached vision features enter the model's own image path (`vision_output`).
 """
 
@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import torch
 
+from ..config import Backend as BackendKind
 from ..probes.capture import record_attention
 from .base import DecoderInputs, DecoderOutput, SlateFeatures
+from .inputs import InputAssembler
 
 DEFAULT_PROBE_LAYERS = 6  # method.md §4.1: the last 6 decoder layers (Qwen3-VL); InternVL overrides (5)
 
 
-def _to_device(device: torch.device):
-    """Host → device copies that do not synchronise (pinned memory, non_blocking) on CUDA; identity on the CPU."""
-    if device.type != "cuda":
-        return lambda t: t.to(device)
-    return lambda t: t.pin_memory().to(device, non_blocking=True)
+class SplicedVLM(InputAssembler):
+    """A Hugging Face VLM with soft prompts spliced into its input embeddings: the ``torch`` `Backend`."""
 
-
-class SplicedVLM:
     family = ""
     probe_depth = DEFAULT_PROBE_LAYERS
+    kind = BackendKind.torch
+    supports_grad = True
 
     def __init__(self, model, processor, name: str) -> None:
         self.model = model.eval().requires_grad_(False)
@@ -43,51 +42,24 @@ class SplicedVLM:
     def encode_slate(self, image) -> SlateFeatures:
         raise NotImplementedError
 
-    def positions(self, input_ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor,
-                  slates: list[SlateFeatures]) -> torch.Tensor:
-        raise NotImplementedError
-
     def vision_output(self, slates: list[SlateFeatures]):
         raise NotImplementedError
 
     def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
         return self.processor.label_token_ids(labels)
 
+    def device_label(self) -> str:
+        return str(self.device)
+
+    def probe(self, inputs: DecoderInputs, slates: SlateFeatures | list[SlateFeatures], prompts: torch.Tensor | None,
+              label_ids: list[int] | torch.Tensor, plan, *, layers: tuple[int, ...], residual: float = 0.5,
+              targets: torch.Tensor | None = None):
+        """`Backend.probe`: one decoder forward with the capture ``plan`` names (probes/operators.py)."""
+        from ..probes.operators import probe
+
+        return probe(self, inputs, slates, prompts, label_ids, plan, layers=layers, residual=residual, targets=targets)
+
     # ----------------------------------------------------------------------------------- shared
-    def build_inputs(self, profiles: list[str], labels: tuple[str, ...] | list[tuple[str, ...]],
-                     slates: SlateFeatures | list[SlateFeatures], n_soft: int,
-                     contexts: str | list[str] = "") -> DecoderInputs:
-        """Left-padded batch of [soft prompt placeholders (N) | template with P image tokens].
-
-        ``labels``, ``slates`` and ``contexts`` (the slate's own text line, e.g. a search query) are shared by
-        every row, or given per row (training batches mix slates).
-        """
-        B = len(profiles)
-        slates = [slates] * B if isinstance(slates, SlateFeatures) else list(slates)
-        labels = [labels] * B if labels and isinstance(labels[0], str) else list(labels)
-        contexts = [contexts] * B if isinstance(contexts, str) else list(contexts)
-        rows = [self.processor.encode(p, lab, f.n_tokens, c) for p, lab, f, c in zip(profiles, labels, slates, contexts)]
-        T = max(len(ids) for ids, _ in rows) + n_soft
-        input_ids = torch.full((B, T), self.processor.pad_id, dtype=torch.long)
-        types = torch.zeros((B, T), dtype=torch.long)
-        mask = torch.zeros((B, T), dtype=torch.long)
-        soft = torch.zeros((B, T), dtype=torch.bool)
-        for b, (ids, tt) in enumerate(rows):
-            start = T - len(ids) - n_soft
-            input_ids[b, start + n_soft:] = torch.tensor(ids)
-            types[b, start + n_soft:] = torch.tensor(tt)
-            mask[b, start:] = 1
-            soft[b, start:start + n_soft] = True
-        # Soft-prompt places hold a placeholder text id, so positions come from the real ids with the prompt
-        # counted as N ordinary text positions: image tokens keep their own layout, shifted by N.
-        position_ids = self.positions(input_ids, types, mask, slates)
-        move = _to_device(self.device)
-        image = types == 1
-        soft_index = soft.nonzero()[:, 1].reshape(B, n_soft)  # on the CPU, before any device work
-        image_index = image.nonzero()[:, 1].reshape(B, -1) if len({f.n_tokens for f in slates}) == 1 else None
-        return DecoderInputs(move(input_ids), move(mask), move(position_ids), move(soft), move(image), move(types),
-                             move(soft_index), move(image_index) if image_index is not None else None)
-
     def decode(self, inputs: DecoderInputs, slates: SlateFeatures | list[SlateFeatures], prompts: torch.Tensor | None,
                label_ids: list[int] | torch.Tensor | None, probe_layers: tuple[int, ...] = (), capture: str = "mean",
                grad: bool = False) -> DecoderOutput:

@@ -1,7 +1,8 @@
-"""The exported backends: an export folder run without the transformers model classes.
+"""The exported backend: an export folder run without the transformers model classes.
 
-``onnx`` (ONNX Runtime: CPU provider, CUDA when available), ``export`` (torch.export programs) and
-``torchscript`` (legacy). Only the rollout probe is available: GLIMPSE and AttnLRP need gradients (torch backend).
+Its format (``onnx``: ONNX Runtime, CPU provider or CUDA when available; ``export``: torch.export programs;
+``torchscript``: legacy traces) is the backend's name. Only the rollout probe is available, computed inside the
+decoder graph: GLIMPSE and AttnLRP need gradients (torch backend).
 """
 
 from __future__ import annotations
@@ -11,54 +12,64 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbones.base import SlateFeatures
-from ..backbones.spliced import SplicedVLM
-from ..errors import InputError
+from ..backbones.base import DecoderInputs, SlateFeatures
+from ..backbones.inputs import InputAssembler
+from ..config import Backend as BackendKind
+from ..errors import InputError, UnavailableError
+from ..probes.operators import ProbeResult
+from .graph_runtime import GraphSession, choose_providers, onnx_status, read_manifest
 from .positions import mrope_positions
 
 
-class ExportedBackbone(SplicedVLM):
-    """Same interface as the torch adapters for preprocessing and batching; decoding runs the exported graphs."""
+class ExportedBackend(InputAssembler):
+    """The `Backend` of an export folder: the same batch assembly as the torch adapters; the graphs decode."""
 
-    exported = True
+    supports_grad = False
 
-    @classmethod
-    def load(cls, folder: Path, device: str = "auto", backend: str = "onnx") -> ExportedBackbone:
-        from transformers import AutoConfig, AutoTokenizer
-
-        from ..exporters.export import read_manifest
-        from ..exporters.runtimes import GraphSession, choose_providers
-
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        runtime = manifest.get("runtime", "onnx")
-        if runtime != backend:
-            raise InputError(f"{folder}: this export is in format '{runtime}'; run it with --backend {runtime} "
-                             f"(or re-export with --format {backend})")
-        self = object.__new__(cls)
-        self.manifest, self.folder = manifest, folder
+    def __init__(self, folder: Path, manifest: dict, kind: BackendKind, sessions: dict[str, GraphSession],
+                 processor, providers: list[str]) -> None:
+        self.folder, self.manifest, self.kind = folder, manifest, kind
         self.family, self.name = manifest["family"], str(folder)
         self.hidden_size, self.num_layers = manifest["hidden_size"], manifest["num_layers"]
         self.default_probe_layers = tuple(manifest["probe_layers"])
-        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.device, self.dtype = torch.device("cpu"), torch.float32  # where inputs are assembled (host)
+        self.sessions, self.processor, self.providers = sessions, processor, providers
+
+    @classmethod
+    def load(cls, folder: Path, kind: BackendKind | str, device: str = "auto") -> ExportedBackend:
+        from transformers import AutoConfig, AutoTokenizer
+
+        kind = BackendKind(kind)
+        if kind is BackendKind.onnx and onnx_status():
+            raise UnavailableError(onnx_status())
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        runtime = manifest.get("runtime", "onnx")
+        if runtime != kind.value:
+            raise InputError(f"{folder}: this export is in format '{runtime}'; run it with --backend {runtime} "
+                             f"(or re-export with --format {kind.value})")
         providers = choose_providers(runtime, device)
-        self.runtime = runtime
-        self.providers = providers or ["cpu"]
-        self.sessions = {name: GraphSession(runtime, folder / g["file"], [t["name"] for t in g["inputs"]],
-                                            [t["name"] for t in g["outputs"]], providers)
-                         for name, g in manifest["graphs"].items()}
+        sessions = {name: GraphSession(runtime, folder / g["file"], [t["name"] for t in g["inputs"]],
+                                       [t["name"] for t in g["outputs"]], providers)
+                    for name, g in manifest["graphs"].items()}
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
-        if self.family == "internvl":
+        if manifest["family"] == "internvl":
             from ..backbones.internvl import InternVLProcessor
 
-            self.processor = InternVLProcessor.from_pretrained(folder, AutoConfig.from_pretrained(str(folder)))
+            processor = InternVLProcessor.from_pretrained(folder, AutoConfig.from_pretrained(str(folder)))
         else:
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
             from ..backbones.processor import QwenVLProcessor
 
-            self.processor = QwenVLProcessor(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(str(folder)))
-        return self
+            processor = QwenVLProcessor(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(str(folder)))
+        return cls(folder, manifest, kind, sessions, processor, providers or ["cpu"])
+
+    def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
+        return self.processor.label_token_ids(labels)
+
+    def device_label(self) -> str:
+        return ",".join(self.providers)
 
     def encode_slate(self, image) -> SlateFeatures:
         vision = self.sessions["vision"]
@@ -90,7 +101,20 @@ class ExportedBackbone(SplicedVLM):
         grids = [(int(f.grid_thw[0, 1]) // m, int(f.grid_thw[0, 2]) // m) for f in slates]
         return torch.from_numpy(mrope_positions(types.numpy(), mask.numpy(), grids))
 
-    def run_exported(self, inputs, slates, prompts, label_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    def probe(self, inputs: DecoderInputs, slates: SlateFeatures | list[SlateFeatures], prompts: torch.Tensor | None,
+              label_ids: list[int] | torch.Tensor, plan, *, layers: tuple[int, ...] = (), residual: float = 0.5,
+              targets: torch.Tensor | None = None) -> ProbeResult:
+        """`Backend.probe`: label logits [B, S] and image-token relevance [B, P] from the graphs' rollout row.
+
+        The probed layers and the residual were fixed at export time (manifest); ``targets`` do not change rollout.
+        """
+        if plan.combine_op != "rollout_row_graph" or plan.differentiable:
+            raise UnavailableError(f"--probe {plan.probe.value} needs gradients: torch backend only "
+                                   f"(exports carry rollout)")
+        label_logits, row = self.decode(inputs, slates, prompts, label_ids)
+        return ProbeResult(label_logits.float(), inputs.image_tokens(row).abs().float())
+
+    def decode(self, inputs: DecoderInputs, slates, prompts, label_ids) -> tuple[torch.Tensor, torch.Tensor]:
         """(label logits [B, S], rollout row [B, T]) from the embedding and decoder graphs."""
         B = inputs.input_ids.shape[0]
         slates = [slates] * B if isinstance(slates, SlateFeatures) else list(slates)
@@ -107,4 +131,7 @@ class ExportedBackbone(SplicedVLM):
             feed["deepstack"] = np.stack([np.concatenate([f.deepstack[i].numpy() for f in slates])
                                           for i in range(len(slates[0].deepstack))])
         logits, row = self.sessions["decoder"].run(feed)
-        return torch.from_numpy(logits[:, label_ids]), torch.from_numpy(row)
+        logits = torch.from_numpy(logits)
+        if isinstance(label_ids, torch.Tensor):  # [B, S] per-row label ids (batches that mix slates)
+            return logits.gather(1, label_ids), torch.from_numpy(row)
+        return logits[:, label_ids], torch.from_numpy(row)

@@ -43,6 +43,8 @@ class AttentionRecorder:
     maps: dict[int, torch.Tensor] = field(default_factory=dict)  # mean: [B,T,T]; heads: [B,H,T,T]; row: [B,H,T]
     values: dict[int, torch.Tensor] = field(default_factory=dict)  # row: V [B, H, T, d]
     outputs: dict[int, torch.Tensor] = field(default_factory=dict)  # row: attention output [B, T, H, d]
+    queries: dict[int, torch.Tensor] = field(default_factory=dict)  # qk: post-RoPE Q [B, Hq, T, d]
+    keys: dict[int, torch.Tensor] = field(default_factory=dict)  # qk: post-RoPE K [B, Hkv, T, d]
     lse: dict[int, torch.Tensor] = field(default_factory=dict)  # qk: log-sum-exp of the scaled scores [B, Hq, T] fp32
 
 
@@ -121,8 +123,8 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
     if recorder.mode == "qk":
-        recorder.maps[layer] = query
-        recorder.values[layer] = key
+        recorder.queries[layer] = query
+        recorder.keys[layer] = key
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         fused = sdpa_with_lse(query, key, value, attention_mask, scale) if dropout == 0.0 else None
         if fused is not None:

@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..losses import ATTN_LOSSES
-from ..probes.operators import PROBES
+from ..config import Probe
+
+PROBES = tuple(p.value for p in Probe)
 
 
 @dataclass(frozen=True)

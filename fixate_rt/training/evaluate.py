@@ -12,8 +12,8 @@ import torch
 
 from .. import metrics as M
 from .config import TrainConfig
-from .data import Sample, SlateCache, batches
-from .step import run_batch, sample_rows
+from .data import Sample, batches
+from .step import Pipelines, run_batch, sample_rows
 
 COLUMNS = ("backbone_tf", "backbone_fg", "fixate_tf", "fixate_fg")
 
@@ -24,25 +24,24 @@ def composite(micro: dict[str, float]) -> float:
             - 0.10 * micro["topk_js"])
 
 
-def evaluate(backbone, cache: SlateCache, samples: list[Sample], mix_prompts, cfg: TrainConfig, *,
+def evaluate(pipes: Pipelines, samples: list[Sample], mix_prompts, cfg: TrainConfig, *,
              teacher_forced: bool, profiles: dict[str, str]) -> list[dict]:
     """Metric rows (one per sample). ``mix_prompts(user_ids) -> [B, N, D]`` or None for the bare backbone."""
     rows = []
     for batch in batches(samples, cfg.eval_batch_size):
         with torch.no_grad():
             prompts = mix_prompts([s.user_id for s in batch]) if mix_prompts is not None else None
-        out = run_batch(backbone, cache, batch, prompts, cfg, differentiable=False, teacher_forced=teacher_forced,
-                        profiles=profiles)
+        out = run_batch(pipes.evaluate, pipes.cache, batch, prompts, teacher_forced=teacher_forced, profiles=profiles)
         for s, (a, p) in zip(batch, sample_rows(out, batch)):
             rows.append(M.sample_metrics(a, s.gaze, p, s.clicked))
     return rows
 
 
-def evaluate_columns(backbone, cache, samples, mix_prompts, cfg, profiles) -> dict[str, list[dict]]:
+def evaluate_columns(pipes: Pipelines, samples, mix_prompts, cfg, profiles) -> dict[str, list[dict]]:
     """All four columns of the test protocol."""
     out = {}
     for column in COLUMNS:
         steered = column.startswith("fixate")
-        out[column] = evaluate(backbone, cache, samples, mix_prompts if steered else None, cfg,
+        out[column] = evaluate(pipes, samples, mix_prompts if steered else None, cfg,
                                teacher_forced=column.endswith("tf"), profiles=profiles)
     return out

@@ -13,9 +13,9 @@ from .. import losses
 from .. import metrics as M
 from . import checkpoint
 from .config import TrainConfig
-from .data import Sample, SlateCache, batches
+from .data import Sample, batches
 from .evaluate import composite, evaluate
-from .step import batch_loss, run_batch
+from .step import Pipelines, batch_loss, run_batch
 
 
 @dataclass
@@ -69,12 +69,12 @@ def _optimizer(cfg: TrainConfig, p: PromptParams) -> torch.optim.Optimizer | Non
     return torch.optim.AdamW(groups) if groups else None
 
 
-def train_seed(backbone, cache: SlateCache, train: list[Sample], val: list[Sample], cfg: TrainConfig, seed: int,
+def train_seed(pipes: Pipelines, train: list[Sample], val: list[Sample], cfg: TrainConfig, seed: int,
                user_ids: tuple[str, ...], profiles: dict[str, str], ckpt_dir: Path,
                on_step: Callable[[dict], None] | None = None,
                on_epoch_end: Callable[[int], None] | None = None) -> SeedResult:
     torch.manual_seed(seed)
-    p = init_params(cfg, user_ids, backbone.hidden_size, seed, backbone.device)
+    p = init_params(cfg, user_ids, pipes.backbone.hidden_size, seed, pipes.backbone.device)
     opt = _optimizer(cfg, p)
     step, start_epoch, best_val, best_epoch, stale, history = 0, 0, None, -1, 0, []
     best = (p.basis.detach().clone(), p.alpha.detach().clone())
@@ -100,8 +100,7 @@ def train_seed(backbone, cache: SlateCache, train: list[Sample], val: list[Sampl
         micro = batches(train, cfg.batch_size, order)
         for i, batch in enumerate(micro):
             prompts, alpha_rows = p.mix([s.user_id for s in batch])
-            out = run_batch(backbone, cache, batch, prompts, cfg, differentiable=True, teacher_forced=True,
-                            profiles=profiles)
+            out = run_batch(pipes.train, pipes.cache, batch, prompts, teacher_forced=True, profiles=profiles)
             lam = losses.lambda_schedule(step, cfg.lambda_attn, cfg.warmup_steps, cfg.uses_choice)
             loss, parts = batch_loss(out, batch, alpha_rows, cfg, lam)
             (loss / cfg.grad_accum).backward()
@@ -120,7 +119,7 @@ def train_seed(backbone, cache: SlateCache, train: list[Sample], val: list[Sampl
         record = {"epoch": epoch + 1, "step": step, **{f"train_{k}": round(v, 6) for k, v in parts_sum.items()}}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             if val:
-                rows = evaluate(backbone, cache, val, lambda u: p.mix(u)[0], cfg, teacher_forced=True, profiles=profiles)
+                rows = evaluate(pipes, val, lambda u: p.mix(u)[0], cfg, teacher_forced=True, profiles=profiles)
                 micro_val = M.aggregate(rows, [s.user_id for s in val])["micro"]
                 score = composite(micro_val)
                 record.update(val_composite=round(score, 6), val_kl=round(micro_val["kl"], 6),

@@ -9,10 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-import torch
-
 from .. import metrics as M
-from .. import ops
 from ..backbones import load
 from ..io import atomic_path, ensure_writable_dir, write_json
 from ..prompts import SoftPromptBank, config_hash
@@ -20,6 +17,7 @@ from .config import TrainConfig
 from .data import SlateCache, load_corpus
 from .evaluate import COLUMNS, evaluate_columns
 from .loop import SeedResult, train_seed
+from .step import Pipelines
 
 REPORTED = ("kl", "js", "cosine", "csh@1", "csh@3", "tgo@3", "logloss", "auc", "correct")
 
@@ -85,7 +83,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
     corpus = load_corpus(cfg)
     out = ensure_writable_dir(Path(cfg.out))
     backbone = load(cfg.model, device=cfg.device)
-    cache = SlateCache(backbone, corpus.slates)
+    pipes = Pipelines.build(backbone, SlateCache(backbone, corpus.slates), cfg)
     profiles = dict(zip(corpus.users.ids, corpus.users.profiles))
     train_s, val_s = corpus.split("train"), corpus.split("val")
     test_s = corpus.split("test") or val_s
@@ -96,9 +94,9 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
     results, per_seed_cols, seeds_json = [], [], {}
     test_users = [s.user_id for s in test_s]
     for seed in cfg.seeds:
-        res = train_seed(backbone, cache, train_s, val_s, cfg, seed, corpus.users.ids, profiles,
+        res = train_seed(pipes, train_s, val_s, cfg, seed, corpus.users.ids, profiles,
                          out / "checkpoints" / f"seed{seed}", on_step=on_step, on_epoch_end=on_epoch_end)
-        cols = evaluate_columns(backbone, cache, test_s, lambda u, p=res.params: p.mix(u)[0], cfg, profiles)
+        cols = evaluate_columns(pipes, test_s, lambda u, p=res.params: p.mix(u)[0], cfg, profiles)
         for column, rows in cols.items():
             _write_rows(out / f"per_sample_seed{seed}_{column}.csv", rows, test_s)
         seeds_json[str(seed)] = {
@@ -124,8 +122,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
                     "dropped_no_signal": corpus.dropped_no_mass},
         "test_split": "test" if corpus.split("test") else "val (no test split)",
         "prompt_bank_seed": best.seed,
-        "implementations": {"training": "torch (differentiable)",
-                            "evaluation_slot_pool": ops.resolve("slot_pool", cfg.kernel, device=torch.device("cpu"))},
+        "implementations": {"training": pipes.train.plan.record(), "evaluation": pipes.evaluate.plan.record()},
         "summary_micro_mean_std": summary,
         "wilcoxon_pooled_over_seeds": _pooled_wilcoxon(per_seed_cols, test_users),
         "per_seed": seeds_json,

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import losses, ops
-from ..probes.operators import probe
-from ..probes.reference import slot_pool_reference
+from .. import losses
+from ..pipeline import Batch, BatchPipeline
+from ..plan import plan_ops
 from .config import TrainConfig
 from .data import Sample, SlateCache
 
@@ -26,42 +26,40 @@ class BatchOutput:
     n_slots: torch.Tensor
 
 
-def run_batch(backbone, cache: SlateCache, batch: list[Sample], prompts: torch.Tensor | None, cfg: TrainConfig, *,
-              differentiable: bool, teacher_forced: bool, profiles: dict[str, str]) -> BatchOutput:
-    """Forward (and probe) one batch; ``prompts`` [B, N, D] or None (the bare backbone)."""
+@dataclass
+class Pipelines:
+    """The training pipeline (differentiable, torch ops) and the evaluation one (the run's --kernel), sharing one
+    backbone and its slate cache."""
+
+    train: BatchPipeline
+    evaluate: BatchPipeline
+    cache: SlateCache
+
+    @classmethod
+    def build(cls, backbone, cache: SlateCache, cfg: TrainConfig) -> Pipelines:
+        layers = backbone.default_probe_layers
+
+        def pipeline(needs_grad: bool) -> BatchPipeline:
+            plan = plan_ops(cfg.probe, "torch" if needs_grad else cfg.kernel, backbone.device, needs_grad=needs_grad)
+            return BatchPipeline(backbone, plan, layers=layers, pool_mode=cfg.pool_mode)
+
+        return cls(pipeline(True), pipeline(False), cache)
+
+    @property
+    def backbone(self):
+        return self.train.backend
+
+
+def run_batch(pipeline: BatchPipeline, cache: SlateCache, batch: list[Sample], prompts: torch.Tensor | None, *,
+              teacher_forced: bool, profiles: dict[str, str]) -> BatchOutput:
+    """Forward (and probe) one batch; ``prompts`` [B, N, D] or None (the bare backbone). Rows may mix slates."""
     slate_ids = [s.slate_id for s in batch]
-    feats = [cache.features(s) for s in slate_ids]
-    labels = [cache.slates[s].layout.labels for s in slate_ids]
-    n_slots = torch.tensor([len(lab) for lab in labels])
-    S = int(n_slots.max())
-    ids = [cache.label_ids(s) for s in slate_ids]
-    label_ids = torch.tensor([row + [row[0]] * (S - len(row)) for row in ids])  # padded with a valid id
-    valid = torch.arange(S)[None, :] < n_slots[:, None]
+    rows = Batch([profiles[s.user_id] for s in batch], [cache.features(s) for s in slate_ids],
+                 [cache.slates[s].layout for s in slate_ids])
     clicked = torch.tensor([s.clicked for s in batch])
-    inputs = backbone.build_inputs([profiles[s.user_id] for s in batch], labels, feats,
-                                   prompts.shape[1] if prompts is not None else 0,
-                                   [cache.slates[s].layout.context for s in slate_ids])
-    out = probe(backbone, inputs, feats, prompts, label_ids, method=cfg.probe, layers=backbone.default_probe_layers,
-                targets=clicked if teacher_forced else None, differentiable=differentiable)
-    # Same grid, so token boxes differ between rows only by the image size: express every row's slot boxes in
-    # the first row's pixel frame and pool against its token boxes.
-    token_boxes = torch.as_tensor(feats[0].token_boxes)
-    w0, h0 = cache.slates[slate_ids[0]].layout.image_size
-    scale = torch.tensor([[w0 / cache.slates[s].layout.image_size[0], h0 / cache.slates[s].layout.image_size[1]] * 2
-                          for s in slate_ids])
-    slot_boxes = cache.slot_boxes(slate_ids) * scale[:, None, :]
-    layouts = [cache.slates[s].layout for s in slate_ids]
-    # Centre-based pooling: exclusive and overlap agree wherever boxes do not overlap, so one mode per batch is exact.
-    modes = {lay.pool_mode(cfg.pool_mode) for lay in layouts}
-    pool_mode = "overlap" if "overlap" in modes else modes.pop()
-    if differentiable:  # training: the torch reference pooling keeps the graph
-        a = slot_pool_reference(out.token_relevance.cpu(), token_boxes, slot_boxes, pool_mode)
-    else:  # evaluation: the ops registry (--kernel), e.g. the C++ pooling on CPU
-        a = ops.slot_pool(out.token_relevance.cpu(), token_boxes, slot_boxes, mode=pool_mode, impl=cfg.kernel)
-    label_logits = out.label_logits.cpu().masked_fill(~valid, -torch.inf)
-    p_click = torch.softmax(label_logits.double(), -1)
-    answer = label_ids.gather(1, clicked[:, None])[:, 0]
-    return BatchOutput(a, p_click, out.logits, answer, n_slots)
+    out = pipeline.run(rows, prompts, targets=clicked if teacher_forced else None)
+    answer = out.label_ids.gather(1, clicked[:, None])[:, 0]
+    return BatchOutput(out.slot_relevance.cpu(), out.p_click.cpu(), out.logits, answer, out.n_slots)
 
 
 def batch_loss(out: BatchOutput, batch: list[Sample], alpha_rows: torch.Tensor | None, cfg: TrainConfig,

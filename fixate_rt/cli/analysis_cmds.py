@@ -1,0 +1,75 @@
+"""`score` and `show`: a simulation against observed gaze and clicks, as metrics and as pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import Kernel, Signal, Split
+from .common import app, fail_cleanly, out_console
+from .display import print_comparison, print_score
+
+
+@app.command()
+@fail_cleanly
+def score(
+    sim: Annotated[Path, typer.Option(help="simulations.parquet from `fixate-rt simulate`")],
+    sessions: Annotated[Path, typer.Option(help="sessions.parquet with the observed dwell and clicks")],
+    out: Annotated[Path, typer.Option(help="Output folder for metrics.json and per_sample.csv")],
+    signal: Annotated[Signal, typer.Option(help="Gaze target from fixation or cursor dwell")] = Signal.fixation,
+    tau: Annotated[float, typer.Option(help="Gaze-target temperature τ (1 = dwell shares)")] = 1.0,
+    split: Annotated[Split, typer.Option(help="Score only this split")] = Split.all,
+    compare: Annotated[Optional[Path], typer.Option(help="Another score folder: per-user paired Wilcoxon")] = None,
+    kernel: Annotated[Kernel, typer.Option(help="Metric implementation (auto picks the fastest available)")] = Kernel.auto,
+) -> None:
+    """Attention alignment (KL, JS, cosine, CSH@k, TGO@k, top-k JS, CC, SIM, NSS) and click metrics."""
+    from ..io import write_json
+    from ..score import compare as compare_runs
+    from ..score import score as run_score
+
+    payload = run_score(sim, sessions, out, signal=signal.value, tau=tau, split=split.value, kernel=kernel.value)
+    print_score(payload, signal.value, split.value, out)
+    if compare is not None:
+        tests = compare_runs(out, compare)
+        payload["compare"] = {"other": str(compare), "wilcoxon": tests}
+        write_json(out / "metrics.json", payload)
+        print_comparison(tests, out, compare)
+    out_console.print(f"metrics: {out / 'metrics.json'}  per sample: {out / 'per_sample.csv'}")
+
+
+@app.command()
+@fail_cleanly
+def show(
+    sim: Annotated[Path, typer.Option(help="simulations.parquet")],
+    sessions: Annotated[Path, typer.Option(help="sessions.parquet")],
+    images: Annotated[Path, typer.Option(help="slates folder")],
+    out: Annotated[Path, typer.Option(help="Output folder for the PNGs")],
+    user: Annotated[Optional[str], typer.Option(help="Only this user")] = None,
+    slate: Annotated[Optional[str], typer.Option(help="Only this slate")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many PNGs")] = 12,
+    signal: Annotated[Signal, typer.Option(help="fixation or cursor dwell on the right")] = Signal.fixation,
+    tau: Annotated[float, typer.Option(help="Gaze-target temperature")] = 1.0,
+) -> None:
+    """PNG per (user, slate): model slot relevance beside the fixation distribution, click and top slot marked."""
+    from ..data.join import load_inputs
+    from ..errors import ValidationError
+    from ..io import ensure_writable_dir
+    from ..score import read_simulations
+    from ..viz import render_pair
+
+    sims = read_simulations(sim)
+    data = load_inputs(images=images, sessions=sessions, signal=signal.value)
+    chosen = [i for i, (u, s) in enumerate(zip(data.sessions.user_ids, data.sessions.slate_ids))
+              if (user is None or u == user) and (slate is None or s == slate) and (u, s) in sims
+              and data.dwell[i].sum() > 0][:limit]
+    if not chosen:
+        raise ValidationError(f"{sessions}: no session with a simulation matches user={user} slate={slate}")
+    out = ensure_writable_dir(out)
+    for i in chosen:
+        u, s = data.sessions.user_ids[i], data.sessions.slate_ids[i]
+        path = out / f"{u}__{s}.png"
+        scores = render_pair(path, data.slates[s], u, sims[(u, s)].relevance, sims[(u, s)].p_click, data.dwell[i],
+                             int(data.sessions.clicked_slot[i]), tau)
+        print(f"{path}  KL {scores['kl']:.3f}  CSH@1 {scores['csh@1']:.0f}  TGO@3 {scores['tgo@3']:.2f}")

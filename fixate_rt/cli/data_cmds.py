@@ -1,0 +1,97 @@
+"""Data commands: `synth`, `import-recgaze`, `import-adserp` and `validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from .common import app, console, fail_cleanly
+from .display import print_adserp_report, print_stats
+
+
+@app.command()
+@fail_cleanly
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder (users.parquet, slates/, sessions.parquet, truth.json)")],
+    users: Annotated[int, typer.Option(min=2, help="Number of users")] = 30,
+    slates: Annotated[int, typer.Option(min=3, help="Number of slates")] = 40,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data)")] = 0,
+) -> None:
+    """Generate a synthetic RecGaze-like dataset with a known generative model."""
+    from ..data.synth import SynthConfig, write_synth
+
+    with Progress(TextColumn("rendering slates"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("render", total=slates)
+        stats = write_synth(out, SynthConfig(n_users=users, n_slates=slates, seed=seed),
+                            progress=lambda done, total: progress.update(task, completed=done))
+    print_stats(f"synthetic data in {out}", stats)
+
+
+@app.command("import-recgaze")
+@fail_cleanly
+def import_recgaze(
+    records: Annotated[Path, typer.Argument(help="FixATE's fixate_dataset.jsonl")],
+    images_root: Annotated[Path, typer.Option(help="folder that image_index_path is relative to")],
+    out: Annotated[Path, typer.Option(help="output folder (users.parquet, slates/, sessions.parquet)")],
+    user_features: Annotated[Optional[Path], typer.Option(help="RecGaze user_features.csv for profiles")] = None,
+) -> None:
+    """Convert FixATE-processed RecGaze records (+ lettered viewport images) into fixate-rt's formats."""
+    from ..data.recgaze import import_recgaze as run_import
+
+    counts = run_import(records, images_root, out, user_features)
+    print(f"imported {counts['records']} records: {counts['users']} users ({counts['profiles_found']} with a profile), "
+          f"{counts['slates']} slates -> {out}")
+
+
+@app.command("import-adserp")
+@fail_cleanly
+def import_adserp(
+    data_dir: Annotated[Path, typer.Argument(help="AdSERP folder (fixation-data/, mouse-movement-data/, serps/, ...)")],
+    out: Annotated[Path, typer.Option(help="output folder (users.parquet, slates/, sessions.parquet, import_report.json)")],
+    seed: Annotated[int, typer.Option(help="seed of the per-user train/val/test split")] = 0,
+    cache: Annotated[Optional[Path], typer.Option(help="organic-box cache folder [default: $FIXATE_RT_CACHE/adserp-organic]")] = None,
+    stop_gap_ms: Annotated[float, typer.Option(help="a gap of at least this many ms between scroll events is a stop")] = 400.0,
+    viewport_height: Annotated[int, typer.Option(min=100, help="viewport height in screenshot px (method.md: 922)")] = 922,
+) -> None:
+    """Turn AdSERP trials into slates (viewport at the last scroll stop before the click, labelled slots) and sessions."""
+    from ..data.adserp import import_adserp as run_import
+
+    with Progress(transient=True, console=console) as bar:
+        task = bar.add_task("importing trials", total=None)
+        report = run_import(data_dir, out, seed=seed, cache_dir=cache, gap_ms=stop_gap_ms, viewport=(1280, viewport_height),
+                            on_trial=lambda name: bar.update(task, advance=1, description=f"trial {name}"))
+    print_adserp_report(report, out)
+
+
+@app.command()
+@fail_cleanly
+def validate(
+    users: Annotated[Optional[Path], typer.Option(help="users.parquet to check")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="slates folder to check")] = None,
+    sessions: Annotated[Optional[Path], typer.Option(help="sessions.parquet to check (against --users and --images if given)")] = None,
+    prompts: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to check")] = None,
+) -> None:
+    """Check input files against the documented formats without running a model."""
+    from ..data.join import load_inputs
+    from ..errors import ValidationError
+    from ..prompts import SoftPromptBank
+
+    if not any((users, images, sessions, prompts)):
+        raise ValidationError("nothing to validate: pass --users, --images, --sessions and/or --prompts")
+    data = load_inputs(users=users, images=images, sessions=sessions)
+    report = []
+    if data.users is not None:
+        report.append(f"{users}: {len(data.users)} users")
+    if data.slates is not None:
+        report.append(f"{images}: {len(data.slates)} slates")
+    if data.sessions is not None:
+        report.append(f"{sessions}: {len(data.sessions)} sessions")
+    if prompts is not None:
+        bank = SoftPromptBank.load(prompts)
+        report.append(f"{prompts}: {len(bank.user_ids)} users, K={bank.n_basis}, N={bank.n_tokens}, D={bank.hidden_size}")
+    for line in report:
+        print(f"ok  {line}")

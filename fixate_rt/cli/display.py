@@ -1,0 +1,117 @@
+"""How results are shown on the terminal (Rich tables); commands compute, these functions only print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from .common import out_console
+
+
+def describe_implementations(record: dict[str, dict[str, str]]) -> str:
+    """``{op: {impl, device}}`` (run.json) as ``op impl on device, ...``."""
+    return ", ".join(f"{op} {r['impl']} on {r['device']}" for op, r in record.items())
+
+
+def print_simulation_summary(out: Path, info: dict, seconds: float) -> None:
+    summary = info["summary"]
+    table = Table(title=f"{info['rows']} simulated clicks · {info['pairs']} pairs · {info['pairs_per_s']} pairs/s "
+                        f"· device {info['device']}")
+    for col in ("slot", "click share", "mean p_click", "mean slot relevance"):
+        table.add_column(col, justify="right")
+    for i, label in enumerate(summary["labels"]):
+        table.add_row(label, f"{summary['click_share'][i]:.3f}", f"{summary['mean_p_click'][i]:.3f}",
+                      f"{summary['mean_slot_relevance'][i]:.3f}")
+    out_console.print(table)
+    out_console.print(f"results: {out / 'simulations.parquet'}\nrun info: {out / 'run.json'}\n"
+                      f"{seconds:.1f} s in all; ran: {describe_implementations(info['implementations'])}; "
+                      f"cold-start pairs (no trained prompt): {info['cold_start_pairs']}")
+
+
+def print_score(payload: dict, signal: str, split: str, out: Path) -> None:
+    from .. import metrics as M
+
+    table = Table(title=f"{payload['n_samples']} samples · {payload['n_users']} users · signal {signal} · "
+                        f"split {split}")
+    for col in ("metric", "micro", "macro"):
+        table.add_column(col, justify="right")
+    for name in M.METRIC_NAMES:
+        table.add_row(name + (" ↓" if name in M.LOWER_IS_BETTER else ""), f"{payload['micro'][name]:.4f}",
+                      f"{payload['macro'][name]:.4f}")
+    out_console.print(table)
+    if payload["skipped_no_mass"]["count"]:
+        out_console.print(f"skipped {payload['skipped_no_mass']['count']} sessions with no {signal} mass")
+    if payload["sessions_without_simulation"]:
+        out_console.print(f"{payload['sessions_without_simulation']} sessions had no simulation and were not scored")
+
+
+def print_comparison(tests: dict, out: Path, other: Path) -> None:
+    cmp = Table(title=f"paired Wilcoxon over users: this ({out}) vs {other}")
+    for col in ("metric", "n", "this", "other", "mean Δ", "p"):
+        cmp.add_column(col, justify="right")
+    for name, t in tests.items():
+        cmp.add_row(name, str(t["n"]), f"{t['mean_a']:.4f}", f"{t['mean_b']:.4f}", f"{t['mean_diff']:+.4f}",
+                    f"{t['p']:.3g}")
+    out_console.print(cmp)
+
+
+def print_training(payload: dict, out: Path) -> None:
+    from .. import metrics as M
+
+    table = Table(title=f"test ({payload['test_split']}, {payload['samples']['test']} samples) · "
+                        f"mean ± std over seeds {payload['seeds']}")
+    table.add_column("metric")
+    for column in ("backbone_tf", "fixate_tf", "backbone_fg", "fixate_fg"):
+        table.add_column(column, justify="right")
+    table.add_column("p (fixate vs backbone, TF)", justify="right")
+    summary, tests = payload["summary_micro_mean_std"], payload["wilcoxon_pooled_over_seeds"]
+    for name in ("kl", "js", "cosine", "csh@1", "csh@3", "tgo@3", "logloss", "auc", "correct"):
+        cells = [f"{summary[c][name]['mean']:.4f} ± {summary[c][name]['std']:.4f}"
+                 for c in ("backbone_tf", "fixate_tf", "backbone_fg", "fixate_fg")]
+        table.add_row(name + (" ↓" if name in M.LOWER_IS_BETTER else ""), *cells, f"{tests[name]['p']:.3g}")
+    out_console.print(table)
+    out_console.print(f"prompt bank: {out / 'prompts.safetensors'} (seed {payload['prompt_bank_seed']}); "
+                      f"metrics: {out / 'metrics.json'}; curve: {out / 'learning_curve.png'}")
+
+
+def print_profile(report: dict, stages: tuple[str, ...]) -> None:
+    table = Table(title=f"{report['model']} · {report['backend']} · {report['probe']} · {report['device']} · batch "
+                        f"{report['batch_size']} · T={report['sequence_length']} · {report['pairs']} pairs")
+    for col in ("stage", "p50 ms", "p90 ms", "calls", "ms per pair"):
+        table.add_column(col, justify="right")
+    for stage in (*stages, "decoder", "probe"):
+        row = report["stages_ms"][stage]
+        name = stage if stage in stages else f"({stage})"
+        table.add_row(name, f"{row['p50']:.2f}", f"{row['p90']:.2f}", str(row["calls"]), f"{row['per_pair']:.3f}")
+    out_console.print(table)
+    out_console.print("(decoder) is the plain forward timed on the side; (probe) = decoder_and_probe − decoder")
+    mfu = f"{100 * report['mfu']:.1f} %" if report["mfu"] is not None else "n/a (unknown device peak)"
+    tf = f"{report['decoder_tflops_achieved']:.3f}" if report["decoder_tflops_achieved"] is not None else "n/a"
+    out_console.print(f"{report['pairs_per_s']:.1f} pairs/s ({report['ms_per_pair']:.2f} ms per pair, sum of the "
+                      f"stages); peak memory {report['peak_memory_gib']:.3f} GiB ({report['peak_memory_kind']}); "
+                      f"decoder {tf} TFLOP/s; MFU {mfu}")
+
+
+def print_stats(title: str, stats: dict) -> None:
+    table = Table(title=title)
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    out_console.print(table)
+
+
+def print_adserp_report(report: dict, out: Path) -> None:
+    table = Table(title=f"AdSERP import: {report['imported']} of {report['trials']} trials -> {out}")
+    for col in ("trial", "status", "slots", "clicked", "by", "split / reason"):
+        table.add_column(col)
+    for e in report["per_trial"]:
+        if e["status"] == "imported":
+            table.add_row(e["trial"], e["status"], str(e["n_slots"]), f"{e['clicked_label']} ({e['clicked_kind']})",
+                          e["click_resolved_by"], e["split"])
+        else:
+            table.add_row(e["trial"], e["status"], "", "", "", e["reason"])
+    out_console.print(table)
+    c = report["organic_box_cache"]
+    out_console.print(f"organic boxes: {c['hits']} from the cache, {c['misses']} laid out by Chromium ({c['dir']})")

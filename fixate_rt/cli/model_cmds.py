@@ -1,0 +1,68 @@
+"""Model commands: `export` (frozen VLM to ONNX / torch.export / TorchScript) and `info`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..config import ExportFormat
+from .common import app, fail_cleanly, out_console
+
+
+@app.command()
+@fail_cleanly
+def export(
+    out: Annotated[Path, typer.Option(help="Output folder for the graphs, manifest.json and preprocessing files")],
+    model: Annotated[str, typer.Option(help="Local checkpoint folder or an embedded model name")] = "tiny-qwen3vl",
+    prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank to ship with the export")] = None,
+    format: Annotated[ExportFormat, typer.Option("--format", help="onnx (ONNX Runtime), export (torch.export .pt2) "
+                                                                   "or torchscript (legacy .pt)")] = ExportFormat.onnx,
+    image_size: Annotated[str, typer.Option(help="WxH of the slates the (fixed-grid) Qwen vision graph serves")] = "1100x619",
+) -> None:
+    """Export the frozen VLM (vision, embedding, decoder with in-graph rollout) and validate it against PyTorch."""
+    import warnings
+
+    from ..errors import ValidationError
+
+    try:
+        w, h = (int(v) for v in image_size.lower().split("x"))
+    except ValueError:
+        raise ValidationError(f"--image-size must look like 1100x619, got '{image_size}'") from None
+    from ..exporters.export import export_model
+
+    if format is ExportFormat.torchscript:
+        print("note: TorchScript is deprecated upstream (legacy format); prefer --format export", file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        manifest = export_model(model, out, fmt=format.value, prompts=prompts, image_size=(w, h))
+    for warning in caught:
+        if "exceeds" in str(warning.message):
+            print(f"warning: {warning.message}", file=sys.stderr)
+    worst = max(manifest["validation"].values())
+    print(f"exported {manifest['family']} as {format.value} to {out} (graphs: {', '.join(manifest['graphs'])}); "
+          f"validated against PyTorch on fresh inputs: max |diff| {worst:.2e}")
+
+
+@app.command()
+@fail_cleanly
+def info(model: Annotated[str, typer.Option(help="Model to describe")] = "tiny-qwen3vl") -> None:
+    """Versions, available implementations and the model's shape."""
+    from .. import ops
+    from ..backbones import load
+    from ..versions import versions
+
+    backbone = load(model, device="cpu")
+    table = Table(title="fixate-rt")
+    table.add_column("item")
+    table.add_column("value")
+    for key, value in versions().items():
+        table.add_row(key, value)
+    table.add_row("model", f"{backbone.name} ({backbone.family}, hidden {backbone.hidden_size}, {backbone.num_layers} layers)")
+    table.add_row("probe layers", str(list(backbone.default_probe_layers)))
+    for op in ops.REGISTRY:
+        table.add_row(f"{op} impls", ", ".join(f"{k}{'' if not v else ' (unavailable)'}" for k, v in ops.available(op).items()))
+    out_console.print(table)

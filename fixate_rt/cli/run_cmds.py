@@ -1,0 +1,86 @@
+"""`simulate` and `profile`: the simulation pipeline, run for results or timed stage by stage."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..config import Backend, Device, Kernel, PoolMode, Probe, SimulateConfig
+from .common import PairsPerSecond, app, console, fail_cleanly, out_console
+from .display import print_profile, print_simulation_summary
+
+
+@app.command()
+@fail_cleanly
+def simulate(
+    users: Annotated[Path, typer.Option(help="users.parquet (user_id, optional profile)")],
+    images: Annotated[Path, typer.Option(help="slates folder: <slate_id>.png|.jpg + layout.json or <slate_id>.json")],
+    out: Annotated[Path, typer.Option(help="Output folder for simulations.parquet and run.json")],
+    model: Annotated[str, typer.Option(help="Local checkpoint folder, or the embedded 'tiny-qwen3vl'")] = "tiny-qwen3vl",
+    prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank prompts.safetensors")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(help="Parquet of (user_id, slate_id) to simulate; default all")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Clicks drawn per (user, slate)")] = 1,
+    seed: Annotated[int, typer.Option(help="Click sampling seed")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
+    device: Annotated[Device, typer.Option(help="auto, cpu or cuda")] = Device.auto,
+    probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
+    kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
+    pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode (auto: overlap for layouts with overlapping boxes, else exclusive)")] = PoolMode.auto,
+    backend: Annotated[Backend, typer.Option(help="torch (HF model), or onnx / export / torchscript (an export "
+                                                  "folder as --model)")] = Backend.torch,
+    shard_pairs: Annotated[int, typer.Option(min=1, help="Pairs per output shard written during the run")] = 4096,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its shards")] = False,
+) -> None:
+    """Simulate clicks of every user on every slate; report click probability and slot relevance."""
+    from ..simulate import simulate as run_simulation
+
+    config = SimulateConfig(users=users, images=images, out=out, model=model, prompts=prompts, pairs=pairs,
+                            samples=samples, seed=seed, batch_size=batch_size, device=device, probe=probe,
+                            kernel=kernel, pool_mode=pool, backend=backend, shard_pairs=shard_pairs, resume=resume)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), PairsPerSecond(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("pairs", total=None)
+        info = run_simulation(config, on_start=lambda n: progress.update(task, total=n),
+                              on_pairs=lambda n: progress.advance(task, n))
+    print_simulation_summary(Path(out), info, time.perf_counter() - t0)
+
+
+@app.command()
+@fail_cleanly
+def profile(
+    model: Annotated[str, typer.Option(help="Model name or folder (an export folder with --backend onnx)")] = "tiny-qwen3vl",
+    batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
+    pairs: Annotated[Optional[int], typer.Option(min=1, help="Pairs to time after warm-up [default: 64 synthetic, "
+                                                            "or every pair of --users × --images]")] = None,
+    users: Annotated[Optional[Path], typer.Option(help="Profile on these users (with --images) instead of synthetic "
+                                                       "data: the figures then compare with `simulate` on them")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="slates folder (with --users)")] = None,
+    backend: Annotated[Backend, typer.Option(help="torch, or onnx / export / torchscript (an export folder as "
+                                                  "--model)")] = Backend.torch,
+    probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
+    device: Annotated[Device, typer.Option()] = Device.auto,
+    kernel: Annotated[Kernel, typer.Option()] = Kernel.auto,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed batches first")] = 1,
+    out: Annotated[Optional[Path], typer.Option(help="Write the JSON report here")] = None,
+    trace: Annotated[Optional[Path], typer.Option(help="Write a PyTorch profiler (Chrome) trace here")] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option(help="Device peak for utilisation (else a known table)")] = None,
+) -> None:
+    """Latency per stage (p50/p90), pairs/s, peak memory and decoder FLOP utilisation."""
+    from ..errors import ValidationError
+    from ..io import write_json
+    from ..profile import STAGES, run_profile
+
+    if (users is None) != (images is None):
+        raise ValidationError("--users and --images go together (or neither: synthetic data)")
+    report = run_profile(model, batch_size=batch_size, pairs=pairs, backend=backend.value, probe_name=probe.value,
+                         device=device.value, warmup=warmup, trace=trace, peak_tflops=peak_tflops, kernel=kernel.value,
+                         users=users, images=images)
+    print_profile(report, STAGES)
+    if out is not None:
+        write_json(out, report)
+        out_console.print(f"report: {out}" + (f"; trace: {trace}" if trace else ""))

@@ -1,0 +1,75 @@
+"""`train`: fit per-user soft prompts with FixATE's joint loss and evaluate them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..config import AttnLoss, Device, Kernel, Probe, Signal
+from .common import app, console, fail_cleanly
+from .display import print_training
+
+
+@app.command()
+@fail_cleanly
+def train(
+    sessions: Annotated[Path, typer.Option(help="sessions.parquet (train/val/test splits)")],
+    images: Annotated[Path, typer.Option(help="slates folder")],
+    users: Annotated[Path, typer.Option(help="users.parquet")],
+    out: Annotated[Path, typer.Option(help="Output folder (prompts.safetensors, metrics.json, ...)")],
+    model: Annotated[str, typer.Option(help="Local checkpoint folder or an embedded model name")] = "tiny-qwen3vl",
+    probe: Annotated[Probe, typer.Option(help="Probing operator for the alignment loss")] = Probe.rollout,
+    signal: Annotated[Signal, typer.Option(help="Gaze target from fixation or cursor dwell")] = Signal.fixation,
+    tau: Annotated[float, typer.Option(help="Gaze-target temperature")] = 1.0,
+    basis: Annotated[int, typer.Option(min=1, help="K shared basis prompts")] = 8,
+    soft_tokens: Annotated[int, typer.Option(min=1, help="N soft tokens per prompt")] = 16,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    grad_accum: Annotated[int, typer.Option(min=1)] = 2,
+    lr_basis: Annotated[float, typer.Option()] = 1e-3,
+    lr_alpha: Annotated[float, typer.Option()] = 1e-3,
+    lambda_attn: Annotated[float, typer.Option(help="λ* of the attention loss")] = 0.5,
+    warmup_steps: Annotated[int, typer.Option(help="λ is 0 for W steps, reaches λ* at 2W")] = 30,
+    choice_weight: Annotated[float, typer.Option(help="weight of the next-token (choice) loss")] = 0.5,
+    beta: Annotated[float, typer.Option(help="weight of mean ‖alpha‖²")] = 1e-3,
+    gamma: Annotated[float, typer.Option(help="importance-weight power γ")] = 2.0,
+    attn_loss: Annotated[AttnLoss, typer.Option(help="attention loss")] = AttnLoss.weighted_full_kl,
+    eval_every: Annotated[int, typer.Option(min=1, help="validate every this many epochs")] = 2,
+    patience: Annotated[int, typer.Option(min=1, help="early stopping after this many evaluations")] = 5,
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "42",
+    device: Annotated[Device, typer.Option()] = Device.auto,
+    kernel: Annotated[Kernel, typer.Option(help="evaluation op implementation (training always uses torch)")] = Kernel.auto,
+    freeze_basis: Annotated[bool, typer.Option(help="cold start: train alpha only (needs --init-from)")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to start from")] = None,
+    random_prompt: Annotated[bool, typer.Option(help="ablation: untrained random soft prompt")] = False,
+    no_user_alpha: Annotated[bool, typer.Option(help="ablation: uniform mixture (one shared prompt)")] = False,
+    no_ntp: Annotated[bool, typer.Option(help="ablation: no next-token loss (λ* from step 0)")] = False,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run from its checkpoints")] = False,
+) -> None:
+    """Fit per-user soft prompts with FixATE's joint alignment + next-token loss; evaluate 4-way on test."""
+    from ..errors import ValidationError
+    from ..training import TrainConfig
+    from ..training import train as run_train
+
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise ValidationError(f"--seeds must be comma-separated integers, got '{seeds}'") from None
+    cfg = TrainConfig(sessions=sessions, images=images, users=users, out=out, model=model, probe=probe.value,
+                      signal=signal.value, tau=tau, basis=basis, soft_tokens=soft_tokens, epochs=epochs,
+                      batch_size=batch_size, grad_accum=grad_accum, lr_basis=lr_basis, lr_alpha=lr_alpha,
+                      lambda_attn=lambda_attn, warmup_steps=warmup_steps, choice_weight=choice_weight, beta=beta,
+                      gamma=gamma, attn_loss=attn_loss.value, eval_every=eval_every, patience=patience,
+                      seeds=seed_list, device=device.value, kernel=kernel.value, freeze_basis=freeze_basis,
+                      init_from=init_from,
+                      random_prompt=random_prompt, no_user_alpha=no_user_alpha, no_ntp=no_ntp, resume=resume)
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("", total=None)
+        payload = run_train(cfg, on_start=lambda n: progress.update(task, total=n),
+                            on_step=lambda r: progress.update(task, advance=1, description=(
+                                f"seed {r['seed']} epoch {r['epoch'] + 1} loss {r['loss']:.4f} λ {r['lambda']:.2f}")))
+    print_training(payload, out)

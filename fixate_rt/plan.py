@@ -1,0 +1,83 @@
+"""The op plan: which implementation runs each probing op, on which device, decided once per run.
+
+From (probe, kernel, device, needs-grad, backend) the plan fixes
+* the combine op (``rollout_row`` from head-averaged maps, ``rollout_row_qk`` from captured Q/K,
+  ``attnlrp_row``, ``glimpse_row``, or the rollout row computed inside an exported decoder graph),
+* what the probed layers capture (probes/capture.py modes: ``mean``, ``qk``, ``row``, ``heads``),
+* the combine implementation (torch / cpp / triton, resolved through `fixate_rt.ops`),
+* the pooling implementation and the device pooling runs on.
+
+`probe()` and the batch pipeline only read the plan; run.json records `OpPlan.record()`, which names exactly
+what ran. Nothing else in fixate-rt decides a kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import ops
+from .config import Backend, Kernel, Probe, parse_choice
+
+COMBINE_OP = {Probe.rollout: "rollout_row", Probe.attnlrp: "attnlrp_row", Probe.glimpse: "glimpse_row"}
+CAPTURE = {"rollout_row": "mean", "rollout_row_qk": "qk", "attnlrp_row": "row", "glimpse_row": "heads"}
+GRAPH_OP = "rollout_row_graph"  # the exported decoder returns the rollout row itself
+
+
+@dataclass(frozen=True)
+class OpPlan:
+    """What runs. ``combine_impl`` is an `ops` implementation name, or the backend's graph for exports."""
+
+    probe: Probe
+    combine_op: str
+    combine_impl: str
+    capture: str  # the capture mode of the probed layers ("graph": inside the exported decoder)
+    device: torch.device  # where the decoder, capture and combine run
+    pool_impl: str
+    pool_device: torch.device
+    differentiable: bool = False
+
+    def record(self) -> dict[str, dict[str, str]]:
+        """run.json's ``implementations``: per op, the implementation and the device it ran on."""
+        return {self.combine_op: {"impl": self.combine_impl, "device": str(self.device), "capture": self.capture},
+                "slot_pool": {"impl": self.pool_impl, "device": str(self.pool_device)}}
+
+
+def _fused_rollout_wanted(kernel: Kernel, device: torch.device) -> bool:
+    """Q/K capture + the Triton row: asked for explicitly, or the default on CUDA when Triton is usable."""
+    if kernel is Kernel.triton:
+        return True
+    return kernel is Kernel.auto and device.type == "cuda" and not ops.available("rollout_row_qk", device)["triton"]
+
+
+def plan_ops(probe: Probe | str, kernel: Kernel | str, device: torch.device | str, *, needs_grad: bool = False,
+             backend: Backend | str = Backend.torch) -> OpPlan:
+    """Decide every op of a run. Raises `UnavailableError` for an explicit kernel that cannot run here."""
+    probe = parse_choice(Probe, probe, "probe")
+    kernel = parse_choice(Kernel, kernel, "kernel")
+    backend = parse_choice(Backend, backend, "backend")
+    device = torch.device(device)
+    cpu = torch.device("cpu")
+    if backend.exported:  # the decoder graph computes the rollout row; pooling runs on the host
+        if probe is not Probe.rollout or needs_grad:
+            from .errors import UnavailableError
+
+            raise UnavailableError(f"--probe {probe.value} needs gradients: torch backend only (exports carry rollout)")
+        pool_kernel = kernel.value if kernel is not Kernel.triton else "auto"
+        return OpPlan(probe, GRAPH_OP, f"{backend.value}-graph", "graph", device,
+                      ops.resolve("slot_pool", pool_kernel, device=cpu), cpu)
+    if needs_grad:  # training: everything stays in the autograd graph, so only the torch implementations qualify
+        op = COMBINE_OP[probe]
+        return OpPlan(probe, op, "torch", CAPTURE[op], device, "torch", device, differentiable=True)
+    op = COMBINE_OP[probe]
+    if probe is Probe.rollout and _fused_rollout_wanted(kernel, device):
+        op = "rollout_row_qk"
+    combine_impl = ops.resolve(op, kernel.value, device=device)
+    if device.type == "cuda":
+        # p_click and relevance stay on the device until a slate is done: pool there, with torch.
+        pool_impl, pool_device = "torch", device
+    else:
+        pool_kernel = kernel.value if kernel is not Kernel.triton else "auto"
+        pool_impl, pool_device = ops.resolve("slot_pool", pool_kernel, device=cpu), cpu
+    return OpPlan(probe, op, combine_impl, CAPTURE[op], device, pool_impl, pool_device)
