@@ -35,6 +35,7 @@ def worker(model: str, probe_name: str, method: str, batch: int, reps: int) -> d
     from fixate_rt.data.layout import LETTERS
     from fixate_rt.data.render import render_slate
     from fixate_rt.probes.eager import eager_reference
+    from fixate_rt.plan import plan_ops
     from fixate_rt.probes.operators import probe
 
     torch.manual_seed(0)
@@ -46,13 +47,14 @@ def worker(model: str, probe_name: str, method: str, batch: int, reps: int) -> d
     prompts = torch.randn(batch, 16, bb.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.01
     label_ids = bb.label_token_ids(LETTERS)
     layers = bb.default_probe_layers
+    plan = plan_ops(probe_name, "auto", bb.device)
 
     def reference_call():  # FixATE's approach: fp32 full-matrix rollout, as the reference code forms it
         return eager_reference(bb, inputs, feats, prompts, layers, probe_name, label_ids, full_rollout=True,
                                rollout_dtype=torch.float32)[1]
 
     def fast_call():
-        return probe(bb, inputs, feats, prompts, label_ids, method=probe_name, layers=layers).token_relevance
+        return probe(bb, inputs, feats, prompts, label_ids, plan, layers=layers).token_relevance
 
     call = reference_call if method == "reference" else fast_call
     base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -64,7 +64,8 @@ def main() -> None:
     from fixate_rt.data.tables import read_users
     from fixate_rt.probes.eager import eager_reference
     from fixate_rt.prompts import SoftPromptBank
-    from fixate_rt.simulate import Simulator, versions
+    from fixate_rt.simulate import Simulator
+    from fixate_rt.versions import versions
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     model = "tiny-qwen3vl" if args.tiny else "qwen3vl-4b-shape"
@@ -77,7 +78,7 @@ def main() -> None:
     pairs = [(u, s) for s in slates for u in users.ids]
 
     sim = Simulator(model, device=str(device), batch_size=B, probe="rollout")
-    bb = sim.backbone
+    bb = sim.backend
     bank = SoftPromptBank.init(users.ids, n_basis=8, n_tokens=16, hidden_size=bb.hidden_size, seed=0)
     sim.prompts = bank.to(bb.device, bb.dtype) if device.type == "cuda" else bank
     layers = sim.probe_layers
@@ -134,7 +135,7 @@ def main() -> None:
             "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.machine()})",
             "versions": versions(), "model": model, "dtype": str(bb.dtype), "users": n_users, "slates": n_slates,
             "pairs": len(pairs), "batch_size": B, "probe_layers": list(layers),
-            "implementations": sim.impls, "command": "python " + " ".join(sys.argv)}
+            "implementations": sim.plan.record(), "command": "python " + " ".join(sys.argv)}
     out = ROOT / "benchmarks" / "results" / f"simulate_{'tiny' if args.tiny else 'gpu'}.json"
     out.write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios}, indent=2) + "\n")
     print(f"wrote {out}")

@@ -4,7 +4,6 @@ bank, then validation of every output against PyTorch on fresh inputs (runtimes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import shutil
 import warnings

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -146,13 +146,3 @@ def specs(family: str, deepstack: int, suffix: str = "onnx") -> dict[str, GraphS
         "decoder": GraphSpec("decoder", f"decoder.{suffix}", decoder_in,
                              (TensorSpec("logits", ("B", "V")), TensorSpec("rollout_row", ("B", "T")))),
     }
-
-
-@dataclass
-class ExampleInputs:
-    """Tensors that trace/validate the graphs, built from a real slate and profiles."""
-
-    vision: tuple
-    embed: tuple
-    decoder: tuple
-    extra: dict = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""FixATE's training losses (method.md §5), differentiable torch.
+"""FixATE's training losses (docs/method.md §5), differentiable torch.
 
 g: gaze target [B, S] (from data, no gradient); a: slot attention [B, S] (from the probe, in the graph).
 Loss ε = 1e-4; importance weights ω_n = (g_n + 1e-8)^γ / Σ_m (g_m + 1e-8)^γ.
@@ -31,7 +31,7 @@ def weighted_full_kl(g: torch.Tensor, a: torch.Tensor, gamma: float = 2.0) -> to
     """The reference default: mean_b Σ_n ω_n g_n [log(g_n + ε) − log(a_n + ε)].
 
     Not a divergence (it can be negative and rewards putting more than g's mass on g's top slots), and with
-    γ = 0 it is KL/S, not KL (method.md §5, §8.1 item 4). Kept as the default for fidelity to the paper.
+    γ = 0 it is KL/S, not KL (docs/method.md §5, §8 item 4). Kept as the default for fidelity to the paper.
     """
     return (importance_weights(g, gamma) * _kl_terms(g, a)).sum(-1).mean()
 

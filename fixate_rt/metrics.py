@@ -1,4 +1,4 @@
-"""Alignment and click metrics over slots (method.md §6), numpy reference definitions.
+"""Alignment and click metrics over slots (docs/method.md §6), numpy reference definitions.
 
 Conventions (documented in docs/metrics.md):
 * natural log; metric ε = 1e-8; a (model slot relevance) and g (gaze target) are renormalised to p and q,
@@ -23,7 +23,7 @@ TOPK_JS_K = 5
 
 # ----------------------------------------------------------------------------------------------- targets
 def gaze_target(dwell: np.ndarray, tau: float = 1.0) -> np.ndarray:
-    """g from dwell t ≥ 0 (method.md §1.7): p = t/(Σt+ε); g̃ = (p+ε)^{1/τ}; g = g̃/(Σg̃+ε)."""
+    """g from dwell t ≥ 0 (docs/method.md §1.7): p = t/(Σt+ε); g̃ = (p+ε)^{1/τ}; g = g̃/(Σg̃+ε)."""
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
     t = np.asarray(dwell, dtype=np.float64)

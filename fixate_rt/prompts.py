@@ -1,4 +1,4 @@
-"""Per-user soft prompts: a shared basis mixed by per-user logits (method.md §3).
+"""Per-user soft prompts: a shared basis mixed by per-user logits (docs/method.md §3).
 
 prompt_u = softmax(alpha_u) @ basis, i.e. [K] x [K, N, D] -> [N, D]. A user missing from the bank gets the
 cold-start prompt alpha = 0, the plain mean of the bases, and is flagged as such.

@@ -1,7 +1,7 @@
 """The one prompt template, used by every path (simulate, score, train, export, profile).
 
-The reference code mixes two Qwen templates between training, probing and decoding (method.md §2.2,
-§8.1 item 3); fixate-rt renders exactly one: instruction (system turn), then the user turn with the
+The reference code mixes two Qwen templates between training, probing and decoding (docs/method.md §2.2,
+§8 item 3); fixate-rt renders exactly one: instruction (system turn), then the user turn with the
 profile, the image and the question, then the assistant header. The soft prompt goes before all of it.
 """
 

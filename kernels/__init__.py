@@ -1,6 +1,6 @@
 """Triton kernels, shipped as ``fixate_rt.kernels``.
 
-The fused attention-rollout kernel lands here (issue 7). Until then `triton_status` reports whether Triton
+rollout.py: the fused attention-rollout row from Q/K (no T×T attention). `triton_status` reports whether Triton
 can be used at all, so the ops registry can say why a ``triton`` implementation is unavailable.
 """
 

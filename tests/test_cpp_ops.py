@@ -1,18 +1,14 @@
-"""The C++ module and the ops registry: parity with the torch references, errors, fallback behaviour."""
+"""The C++ module and the ops registry: input checks, errors, fallback behaviour (parity: test_ops_parity.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from fixate_rt import metrics as M
 from fixate_rt import ops
 from fixate_rt.errors import UnavailableError
-from fixate_rt.metrics_batch import batch_metrics as batch_metrics_torch
 from fixate_rt.probes import reference as ref
 
 needs_cpp = pytest.mark.skipif(not ops.cpp_available(), reason="fixate_rt._C not built (FIXATE_RT_BUILD_CPP=OFF)")
-DTYPES = [torch.float32, torch.float64]
-TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.float64: dict(atol=1e-12, rtol=1e-10)}
 
 
 def _attention(B=3, L=4, H=2, T=37, dtype=torch.float64, seed=0):
@@ -25,20 +21,6 @@ def _attention(B=3, L=4, H=2, T=37, dtype=torch.float64, seed=0):
 
 
 @needs_cpp
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_rollout_row_cpp_matches_torch(dtype):
-    attn, _ = _attention(dtype=dtype)
-    q = torch.tensor([36, 12, 0])
-    head_avg = attn.mean(2)
-    expected = ref.rollout_row_reference(head_avg.double(), q, 0.3)
-    out = ops.rollout_row(head_avg, q, residual=0.3, impl="cpp")
-    assert out.dtype == dtype
-    torch.testing.assert_close(out.double(), expected, **TOL[dtype])
-    # The [B, L, H, T, T] variant averages heads on the fly.
-    torch.testing.assert_close(ops.rollout_row(attn, q, residual=0.3, impl="cpp").double(), expected, **TOL[dtype])
-
-
-@needs_cpp
 def test_rollout_row_cpp_accepts_non_contiguous_input():
     attn, _ = _attention(L=3, H=1, T=21)
     a = attn[:, :, 0]
@@ -46,83 +28,6 @@ def test_rollout_row_cpp_accepts_non_contiguous_input():
     assert not strided.is_contiguous()
     q = torch.tensor([20, 20, 5])
     torch.testing.assert_close(ops.rollout_row(strided, q, impl="cpp"), ops.rollout_row(a, q, impl="torch"))
-
-
-@needs_cpp
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_attnlrp_row_cpp_matches_torch(dtype):
-    attn, grad = _attention(dtype=dtype, seed=1)
-    q = torch.tensor([36, 36, 36])
-    a_row, g_row = attn[:, :, :, 36], grad[:, :, :, 36]
-    expected = ref.attnlrp_row(a_row.double(), g_row.double(), q)
-    out = ops.attnlrp_row(a_row, g_row, q, impl="cpp")
-    scale = expected.abs().max()
-    torch.testing.assert_close(out.double() / scale, expected / scale, **TOL[dtype])
-
-
-@needs_cpp
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_glimpse_row_cpp_matches_torch(dtype):
-    attn, grad = _attention(dtype=dtype, seed=2)
-    q = torch.tensor([36, 30, 36])
-    expected = ref.glimpse_row(attn.double(), grad.double(), q)
-    out = ops.glimpse_row(attn, grad, q, impl="cpp")
-    tol = dict(atol=1e-4, rtol=1e-3) if dtype == torch.float32 else TOL[dtype]
-    torch.testing.assert_close(out.double(), expected, **tol)
-
-
-@needs_cpp
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("mode", ["exclusive", "overlap", "area"])
-def test_slot_pool_cpp_float32_and_float64(dtype, mode):
-    rng = np.random.default_rng(3)
-    tok = torch.tensor([[x, y, x + 10, y + 10] for y in range(0, 50, 10) for x in range(0, 70, 10)], dtype=torch.float32)
-    rel = torch.from_numpy(rng.random((3, 35))).to(dtype)
-    slots = torch.from_numpy(rng.uniform(0, 40, (3, 15, 2))).float()
-    boxes = torch.cat([slots, slots + 15], -1)
-    torch.testing.assert_close(ops.slot_pool(rel, tok, boxes, mode=mode, impl="cpp").double(),
-                               ops.slot_pool(rel.double(), tok, boxes, mode=mode, impl="torch"), atol=1e-6, rtol=1e-5)
-
-
-def _metric_inputs(R=200, S=15, seed=4):
-    rng = np.random.default_rng(seed)
-    a = rng.random((R, S)) ** 3
-    g = M.gaze_target(np.where(rng.random((R, S)) < 0.4, 0.0, rng.random((R, S)) * 1000))
-    p = rng.dirichlet(np.ones(S), R)
-    n = rng.integers(1, S + 1, R)
-    n[:5] = [15, 10, 5, 1, 2]
-    a[1, :] = 0.0  # massless relevance -> uniform fallback
-    a[2, :3] = 0.5  # ties in the ranking
-    p[3, :] = 1.0 / S  # tied probabilities
-    clicked = np.array([rng.integers(0, k) for k in n])
-    return a, g, p, clicked, n
-
-
-def _reference_table(a, g, p, clicked, n):
-    return np.array([[M.sample_metrics(a[r, :k], g[r, :k], p[r, :k], int(clicked[r]))[name] for name in M.METRIC_NAMES]
-                     for r, k in enumerate(n)])
-
-
-@pytest.mark.parametrize("impl", ["torch", pytest.param("cpp", marks=needs_cpp)])
-def test_batch_metrics_match_the_per_sample_reference(impl):
-    a, g, p, clicked, n = _metric_inputs()
-    expected = _reference_table(a, g, p, clicked, n)
-    out = ops.batch_metrics(torch.from_numpy(a), torch.from_numpy(g), torch.from_numpy(p), torch.from_numpy(clicked),
-                            torch.from_numpy(n), impl=impl).numpy()
-    assert out.shape == (200, 16)
-    np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-12, equal_nan=True)
-    assert np.isnan(out[3, M.METRIC_NAMES.index("auc")])  # n_cand = 1: AUC undefined
-
-
-@needs_cpp
-def test_batch_metrics_cpp_float32():
-    a, g, p, clicked, n = _metric_inputs(seed=5)
-    out = ops.batch_metrics(*(torch.from_numpy(x).float() for x in (a, g, p)), torch.from_numpy(clicked),
-                            torch.from_numpy(n), impl="cpp").numpy()
-    ref_table = batch_metrics_torch(a, g, p, clicked, n).numpy()
-    ranking = [M.METRIC_NAMES.index(k) for k in ("csh@1", "csh@3", "csh@5", "tgo@1", "tgo@3", "tgo@5", "correct")]
-    smooth = [i for i in range(16) if i not in ranking]
-    np.testing.assert_allclose(out[:, smooth], ref_table[:, smooth], rtol=2e-4, atol=1e-5, equal_nan=True)
 
 
 @needs_cpp

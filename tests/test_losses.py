@@ -7,7 +7,7 @@ from fixate_rt import losses as L
 
 
 def test_weighted_full_kl_is_not_a_divergence_reference_vector_l5():
-    # method.md §5: g = (0.9, 0.1), a = (0.99, 0.01) gives −0.0819 (over-sharpening is rewarded).
+    # docs/method.md §5: g = (0.9, 0.1), a = (0.99, 0.01) gives −0.0819 (over-sharpening is rewarded).
     g, a = torch.tensor([[0.9, 0.1]]), torch.tensor([[0.99, 0.01]])
     assert L.weighted_full_kl(g, a, gamma=2.0).item() == pytest.approx(-0.0819, abs=5e-4)
     assert L.weighted_kl_normalised(g, a, gamma=2.0).item() > 0

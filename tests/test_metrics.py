@@ -1,4 +1,4 @@
-"""Metrics against values computed by hand (method.md §6.2 formulas, natural log, ε = 1e-8)."""
+"""Metrics against values computed by hand (docs/method.md §6.2 formulas, natural log, ε = 1e-8)."""
 
 import math
 

@@ -55,15 +55,6 @@ def test_glimpse_row_equals_full_matrix_row():
     torch.testing.assert_close(ref.glimpse_row(attn, grad, q), ref.glimpse_full(attn, grad)[:, 10])
 
 
-def test_streaming_glimpse_equals_stacked_reference():
-    from fixate_rt.probes.streaming import glimpse_row_streaming
-
-    attn, grad = _random_maps(seed=6)
-    q = torch.tensor([10, 9])
-    stream = glimpse_row_streaming(list(attn.unbind(1)), list(grad.unbind(1)), q)
-    torch.testing.assert_close(stream, ref.glimpse_row(attn, grad, q))
-
-
 def test_glimpse_rows_are_normalised_and_alpha_sums_to_one():
     attn, grad = _random_maps(seed=5)
     E, alpha = ref.glimpse_layer_terms(attn, grad)

@@ -1,4 +1,4 @@
-"""`fixate-rt import-recgaze` on a small hand-written fixture in FixATE's record schema (method.md §1.4)."""
+"""`fixate-rt import-recgaze` on a small hand-written fixture in FixATE's record schema (docs/method.md §1.4)."""
 
 import json
 

@@ -69,7 +69,7 @@ def test_simulate_with_the_fused_kernel_matches_the_capture_path(tmp_path):
         assert result.exit_code == 0, result.output + (result.stderr or "")
         tables[kernel] = pq.read_table(tmp_path / kernel / "simulations.parquet").to_pydict()
     run = json.loads((tmp_path / "triton" / "run.json").read_text())
-    assert run["implementations"]["rollout_row_qk"] == "triton"
+    assert run["implementations"]["rollout_row_qk"] == {"impl": "triton", "device": "cpu", "capture": "qk"}
     assert tables["torch"]["click_slot"] == tables["triton"]["click_slot"]
     np.testing.assert_allclose(np.array(tables["torch"]["slot_relevance"]), np.array(tables["triton"]["slot_relevance"]),
                                atol=1e-5)
@@ -86,7 +86,7 @@ def test_reusing_the_forwards_log_sum_exp(dtype, tol, T, HQ, HKV):
     q, k, mask = _inputs(B, L, HQ, HKV, T, D, dtype, pad=5)
     v = torch.randn(B, L, HKV, T, D, generator=torch.Generator().manual_seed(9)).to(dtype)
     keep = torch.ones(T, T, dtype=torch.bool).tril()[None, None] & mask.bool()[:, None, None, :]
-    lse, outs = [], []
+    lse = []
     for layer in range(L):
         out, layer_lse = sdpa_with_lse(q[:, layer], k[:, layer], v[:, layer], keep, D ** -0.5)
         lse.append(layer_lse)

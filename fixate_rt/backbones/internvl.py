@@ -4,7 +4,7 @@ Dynamic tiling (GotOcr2 image processor, ``crop_to_patches``): the slate is resi
 ``rows`` square tiles whose aspect ratio is closest to the image's, plus a thumbnail of the whole image when
 there is more than one tile. Each tile's ViT patches are pixel-shuffled (×½) into a g × g raster of tokens
 (g = tile/patch/2), and tokens come tile by tile (row-major over tiles). The reference reads the tile ratio
-the wrong way round and lays all tiles out as one raster (method.md §4.6); here tile t = (row t // cols,
+the wrong way round and lays all tiles out as one raster (docs/method.md §4.6); here tile t = (row t // cols,
 column t % cols) covers its own rectangle of the original image and token (r, c) of that tile its own cell.
 
 Thumbnail tokens see the whole image at coarse resolution. They are **excluded from slot pooling by default**
@@ -113,7 +113,7 @@ class InternVLProcessor:
 
 class InternVLBackbone(SplicedVLM):
     family = "internvl"
-    probe_depth = 5  # method.md §4.1: the last 5 decoder layers for InternVL (RecGaze)
+    probe_depth = 5  # docs/method.md §4.1: the last 5 decoder layers for InternVL (RecGaze)
 
     @classmethod
     def from_pretrained(cls, path: Path, *, device: torch.device, dtype: torch.dtype, name: str) -> InternVLBackbone:

@@ -1,7 +1,7 @@
 """Project-owned Qwen-VL processor: image processor (PIL variant) + tokenizer + our placeholder expansion.
 
 transformers 5.24's Qwen-VL processors require a video processor and therefore torchvision, which is
-unusable here (design/environment.md); this does the same job for single images without it.
+unusable with torch 2.13 CPU (its PyPI build fails on import); this does the same job for single images without it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Qwen-VL adapters (Qwen2-VL, Qwen2.5-VL: 14-px patches; Qwen3-VL: 16-px patches, DeepStack).
 
-Two defects of the reference are fixed here (method.md §5, §8.1 item 2):
+Two defects of the reference are fixed here (docs/method.md §5, §8 item 2):
 * M-RoPE positions are computed by the model's own ``get_rope_index`` on the real token ids, with a
   placeholder id at every soft-prompt position, so image tokens keep their 2-D positions (shifted by N);
 * the image always enters through the model's own image-feature path (``mm_encoder_outputs``), so

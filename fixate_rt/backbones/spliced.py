@@ -13,7 +13,7 @@ from ..probes.capture import record_attention
 from .base import DecoderInputs, DecoderOutput, SlateFeatures
 from .inputs import InputAssembler
 
-DEFAULT_PROBE_LAYERS = 6  # method.md §4.1: the last 6 decoder layers (Qwen3-VL); InternVL overrides (5)
+DEFAULT_PROBE_LAYERS = 6  # docs/method.md §4.1: the last 6 decoder layers (Qwen3-VL); InternVL overrides (5)
 
 
 class SplicedVLM(InputAssembler):

@@ -17,7 +17,6 @@ so every path runs for real on a CPU in seconds.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile

@@ -55,7 +55,7 @@ def import_adserp(
     seed: Annotated[int, typer.Option(help="seed of the per-user train/val/test split")] = 0,
     cache: Annotated[Optional[Path], typer.Option(help="organic-box cache folder [default: $FIXATE_RT_CACHE/adserp-organic]")] = None,
     stop_gap_ms: Annotated[float, typer.Option(help="a gap of at least this many ms between scroll events is a stop")] = 400.0,
-    viewport_height: Annotated[int, typer.Option(min=100, help="viewport height in screenshot px (method.md: 922)")] = 922,
+    viewport_height: Annotated[int, typer.Option(min=100, help="viewport height in screenshot px (docs/method.md: 922)")] = 922,
 ) -> None:
     """Turn AdSERP trials into slates (viewport at the last scroll stop before the click, labelled slots) and sessions."""
     from ..data.adserp import import_adserp as run_import

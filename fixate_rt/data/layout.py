@@ -1,4 +1,4 @@
-"""RecGaze geometry (method.md §1.3), scaled from the 1920×1080 viewport to the 1100×619 model image.
+"""RecGaze geometry (docs/method.md §1.3), scaled from the 1920×1080 viewport to the 1100×619 model image.
 
 Three fully visible rows of five 342×193 posters at column lefts 76, 427, 778, 1129, 1480 and row tops
 176, 516, 855 (pitch ≈ 339.5 px); letters A–O in reading order under the posters.

@@ -1,4 +1,4 @@
-"""Importer for FixATE's processed RecGaze records (method.md §1.4) into fixate-rt's formats.
+"""Importer for FixATE's processed RecGaze records (docs/method.md §1.4) into fixate-rt's formats.
 
 Input: ``fixate_dataset.jsonl`` (one record per click page-visit) and the folder of lettered viewport images
 (``image_index_path`` is relative to it). Each record becomes one slate (its own viewport) and one session:

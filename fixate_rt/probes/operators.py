@@ -1,6 +1,6 @@
 """The probing operators on a live backbone: label logits + image-token relevance in one call.
 
-Efficient paths (architecture.md, "Fast paths"), each tested against probes/reference.py:
+Efficient paths (docs/architecture.md, "Fast paths"), each tested against probes/reference.py:
 * rollout — mean_h(A) of the probed layers only (other layers SDPA), row carried down as a vector;
 * attnlrp — only the answer row is needed: A[last, :] recomputed from q_last and K, and
   ∂s/∂A[last, :] = dO[last]·Vᵀ from one backward through SDPA (no T×T tensor, no per-layer autograd.grad);

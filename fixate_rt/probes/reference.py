@@ -1,4 +1,4 @@
-"""Readable, differentiable reference definitions (method.md §4). Every fast path is tested against these."""
+"""Readable, differentiable reference definitions (docs/method.md §4). Every fast path is tested against these."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def token_centres(token_boxes: torch.Tensor) -> torch.Tensor:
 
 def slot_pool_reference(token_relevance: torch.Tensor, token_boxes: torch.Tensor, slot_boxes: torch.Tensor,
                         mode: str = "exclusive", min_mass: float = 1e-9) -> torch.Tensor:
-    """Pool token relevance [B, P] into slots [B, S] (method.md §4.7).
+    """Pool token relevance [B, P] into slots [B, S] (docs/method.md §4.7).
 
     token_boxes [P, 4] and slot_boxes [B, S, 4] in slate pixels; a degenerate slot box is padding (gets 0).
     ``exclusive``: a token goes to the first slot (in order) holding its centre; ``overlap``: to every slot
@@ -79,9 +79,9 @@ def slot_pool_reference(token_relevance: torch.Tensor, token_boxes: torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------- AttnLRP
-ATTNLRP_EPS = 1e-4  # method.md §4.2
+ATTNLRP_EPS = 1e-4  # docs/method.md §4.2
 GLIMPSE_EPS = 1e-8
-GLIMPSE_HEAD_TEMP = 0.5  # method.md §4.3
+GLIMPSE_HEAD_TEMP = 0.5  # docs/method.md §4.3
 GLIMPSE_DEPTH_TEMP = 0.2
 
 
@@ -125,7 +125,7 @@ def attnlrp_row(attn_row: torch.Tensor, grad_row: torch.Tensor, query_pos: torch
 
 # ---------------------------------------------------------------------------------------------- GLIMPSE
 def glimpse_layer_terms(attn: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per layer: E_l [B, L, T, T] (head-weighted, row-normalised) and α_l [B, L] (method.md §4.3).
+    """Per layer: E_l [B, L, T, T] (head-weighted, row-normalised) and α_l [B, L] (docs/method.md §4.3).
 
     attn, grad [B, L, H, T, T] (shallow → deep).
     """

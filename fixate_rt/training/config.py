@@ -1,4 +1,4 @@
-"""Training configuration (defaults = the reference's RecGaze settings, method.md §3, §5)."""
+"""Training configuration (defaults = the reference's RecGaze settings, docs/method.md §3, §5)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class TrainConfig:
     device: str = "auto"
     kernel: str = "auto"
     pool_mode: str = "auto"  # overlap when a slate's boxes overlap, else exclusive
-    # Cold start and ablations (method.md §3 "Ablations", §5 "Ablation switches").
+    # Cold start and ablations (docs/method.md §3 "Ablations", §5 "Ablation switches").
     freeze_basis: bool = False
     init_from: Path | None = None
     random_prompt: bool = False

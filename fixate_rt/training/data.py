@@ -20,7 +20,7 @@ class Sample:
     user_id: str
     slate_id: str
     split: str
-    gaze: np.ndarray  # [S] gaze target g (method.md §1.7)
+    gaze: np.ndarray  # [S] gaze target g (docs/method.md §1.7)
     clicked: int
 
 

@@ -1,6 +1,6 @@
 """Evaluation: per-sample metrics of the bare backbone or the steered model, teacher-forced or free generation.
 
-The four columns of method.md §6.1 use **one** prompt template (the reference mixes two):
+The four columns of docs/method.md §6.1 use **one** prompt template (the reference mixes two):
 backbone_tf / backbone_fg (no soft prompt) and fixate_tf / fixate_fg (the user's prompt). TF probes the
 ground-truth label's logit, FG the model's own constrained greedy choice; rollout ignores the target, so
 its TF and FG relevance coincide. Click probabilities (LogLoss, AUC, accuracy) do not depend on TF/FG.

@@ -1,4 +1,4 @@
-"""`fixate-rt train`: every seed, test evaluation, and the output folder (method.md §5, §6)."""
+"""`fixate-rt train`: every seed, test evaluation, and the output folder (docs/method.md §5, §6)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _wilcoxon(a_rows, b_rows, users) -> dict:
 
 
 def _pooled_wilcoxon(per_seed: list[dict[str, list[dict]]], users: list[str]) -> dict:
-    """Pool seeds as method.md §8.1 item 8 suggests: average each user's per-seed means, then one test."""
+    """Pool seeds as docs/method.md §8 item 8 suggests: average each user's per-seed means, then one test."""
     out = {}
     for n in REPORTED:
         def pooled(column):

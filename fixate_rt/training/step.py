@@ -64,7 +64,7 @@ def run_batch(pipeline: BatchPipeline, cache: SlateCache, batch: list[Sample], p
 
 def batch_loss(out: BatchOutput, batch: list[Sample], alpha_rows: torch.Tensor | None, cfg: TrainConfig,
                lam: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """w_c·L_NTP + λ(t)·L_attn + β·R_α (method.md §5)."""
+    """w_c·L_NTP + λ(t)·L_attn + β·R_α (docs/method.md §5)."""
     S = out.a.shape[1]
     g = torch.zeros(len(batch), S)
     for i, s in enumerate(batch):

@@ -1,4 +1,4 @@
-"""Browser-free AdSERP geometry: scroll stops, viewport clipping, dwell per slot (method.md §1.8).
+"""Browser-free AdSERP geometry: scroll stops, viewport clipping, dwell per slot (docs/method.md §1.8).
 
 Coordinates: the full-page screenshot is 1280 px wide; the logs' CSS pixels belong to a 1422-px-wide window,
 so CSS px × 1280/1422 = screenshot px. Fixations (FPOGX/FPOGY) are already page coordinates in screenshot px.
@@ -16,7 +16,7 @@ import numpy as np
 CSS_WIDTH = 1422
 SCREENSHOT_WIDTH = 1280
 CSS_TO_PX = SCREENSHOT_WIDTH / CSS_WIDTH
-VIEWPORT = (1280, 922)  # round(1024 · 1280/1422): the 1024-px-high screen in screenshot px, as method.md states
+VIEWPORT = (1280, 922)  # round(1024 · 1280/1422): the 1024-px-high screen in screenshot px, as docs/method.md states
 STOP_GAP_MS = 400.0
 
 

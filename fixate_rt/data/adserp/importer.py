@@ -139,7 +139,7 @@ def build_sample(trial: Trial, organic: dict, *, viewport: tuple[int, int] = geo
 
 
 def split_sessions(samples: list[Sample], seed: int) -> list[str]:
-    """Per user (method.md §1.8): shuffle, test = max(1, round(0.2n)) and val = max(1, round(0.15·rest)), each
+    """Per user (docs/method.md §1.8): shuffle, test = max(1, round(0.2n)) and val = max(1, round(0.15·rest)), each
     leaving at least one session for training."""
     splits = ["train"] * len(samples)
     by_user: dict[str, list[int]] = {}
