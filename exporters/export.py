@@ -16,7 +16,8 @@ from fixate_rt.errors import UnavailableError, ValidationError
 from fixate_rt.io import ensure_writable_dir, write_json
 
 from .graphs import DecoderGraph, EmbedGraph, VisionGraph, single_image_vision_attention, specs
-from fixate_rt.backends.graph_runtime import FORMAT, MANIFEST, SUFFIX, GraphSession, onnx_status, read_manifest
+from fixate_rt.backends.graph_runtime import (FORMAT, MANIFEST, SUFFIX, GraphSession, file_digests, onnx_status,
+                                              read_manifest)
 from fixate_rt.versions import versions
 
 from .runtimes import check_format, convert
@@ -55,8 +56,18 @@ def torch_decoder_inputs(backbone, profiles, feats, prompts):
 
 
 def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | None = None,
-                 image_size: tuple[int, int] = (1100, 619), residual: float = 0.5) -> dict:
-    """Export in format ``fmt`` (onnx, export, torchscript), write the manifest, validate. Returns the manifest."""
+                 image_size: tuple[int, int] | list[tuple[int, int]] = (1100, 619), residual: float = 0.5) -> dict:
+    """Export in format ``fmt`` (onnx, export, torchscript), write the manifest, validate. Returns the manifest.
+
+    ``image_size``: the slate size, or a list of them, the vision graph must serve. Qwen-VL's vision graph has a
+    fixed patch grid: one graph is written per distinct grid. InternVL's serves any size (tile count dynamic),
+    except in TorchScript, which keeps the tiles of the first size.
+    """
+    sizes = [tuple(image_size)] if isinstance(image_size[0], int) else [tuple(s) for s in image_size]
+    for w, h in sizes:
+        if w < 28 or h < 28 or w > 8192 or h > 8192:
+            raise ValidationError(f"--image-size {w}x{h}: each side must be between 28 and 8192 pixels")
+    image_size = sizes[0]
     from fixate_rt.backbones import load
 
     check_format(fmt)
@@ -99,30 +110,52 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
         convert(fmt, module, args, out / spec.file, [t.name for t in spec.inputs], [t.name for t in spec.outputs],
                 dynamic)
 
+    served = []
     with torch.no_grad():
-        if fmt == "export" and backbone.family == "qwen3_vl":
-            with single_image_vision_attention(backbone.model):
-                write("vision", vision, (pixel_values,), None)
+        if backbone.family == "qwen3_vl":
+            grids: dict[tuple, str] = {}
+            for size in sizes:
+                size_image = _sample_image(size)
+                size_pixels, size_grid = backbone.processor.preprocess_image(size_image)
+                key = tuple(size_grid.flatten().tolist())
+                if key not in grids:
+                    name = "vision" if not grids else f"vision_{len(grids)}"
+                    graph_specs[name] = dataclasses.replace(graph_specs["vision"], name=name,
+                                                            file=f"{name}.{SUFFIX[fmt]}")
+                    module = VisionGraph(backbone, size_grid).eval()
+                    if fmt == "export":
+                        with single_image_vision_attention(backbone.model):
+                            write(name, module, (size_pixels,), None)
+                    else:
+                        write(name, module, (size_pixels,), None)
+                    grids[key] = name
+                served.append({"image_size": list(size), "grid_thw": size_grid.tolist(), "graph": grids[key]})
         else:
             write("vision", vision, (pixel_values,), vision_dyn)
+            served = [{"image_size": list(s), "graph": "vision"} for s in sizes]
         write("embed", embed, (inputs.input_ids,), ({0: B, 1: T},))
         write("decoder", decoder, dec_args, tuple(dec_dyn))
     src = Path(backbone.model.config._name_or_path) if Path(str(backbone.model.config._name_or_path)).is_dir() else None
+    shipped = [spec.file for spec in graph_specs.values()]
     for name in PROCESSOR_FILES:
         if src is not None and (src / name).is_file():
             shutil.copy(src / name, out / name)
+            shipped.append(name)
     if prompts is not None:
         shutil.copy(prompts, out / "prompts.safetensors")
+        shipped.append("prompts.safetensors")
     manifest = {
         "format": FORMAT, "runtime": fmt, "backbone": backbone.name, "family": backbone.family, "hidden_size": backbone.hidden_size,
         "num_layers": backbone.num_layers, "probe_layers": list(backbone.default_probe_layers), "residual": residual,
         "image_token_id": int(backbone.model.config.image_token_id), "pad_id": int(backbone.processor.pad_id),
         "template": "fixate_rt.template (instruction, profile, image, question)",
-        "vision": ({"grid_thw": feats.grid_thw.tolist(), "image_size": list(image_size),
+        "vision": ({"serves": "listed", "sizes": served,
                     "spatial_merge_size": int(backbone.model.config.vision_config.spatial_merge_size)}
-                   if backbone.family == "qwen3_vl" else {"tokens_per_tile": backbone.processor.tokens_per_tile,
-                                                          "tiles": int(pixel_values.shape[0]), "image_size": list(image_size)}),
+                   if backbone.family == "qwen3_vl" else
+                   {"serves": "listed" if fmt == "torchscript" else "any", "sizes": served,
+                    "tokens_per_tile": backbone.processor.tokens_per_tile, "tiles": int(pixel_values.shape[0])}),
         "graphs": {name: spec.to_json() for name, spec in graph_specs.items()},
+        "files": file_digests(out, shipped),  # loading refuses any file whose SHA-256 differs
         "prompts": "prompts.safetensors" if prompts is not None else None,
         "versions": {**versions(), **({"onnx_opset": 18} if fmt == "onnx" else {}), "platform": platform.platform()},
         **({"legacy": "TorchScript is deprecated upstream; prefer --format export"} if fmt == "torchscript" else {}),
@@ -148,20 +181,22 @@ def validate(folder: Path, backbone, atol: float = 1e-4) -> dict:
     prompts = torch.randn(3, 3, backbone.hidden_size, generator=torch.Generator().manual_seed(3)) * 0.1
     inputs, dec_args = torch_decoder_inputs(backbone, ["x", "Top_genre: Horror", "Top_genre: Comedy, Preferred_genres: Crime"],
                                             feats, prompts)
-    if backbone.family == "internvl":
-        vis_args = (backbone.processor.preprocess_image(image),)
-    else:
-        vis_args = (backbone.processor.preprocess_image(image)[0],)
-    modules = {"vision": (VisionGraph(backbone, None if backbone.family == "internvl" else feats.grid_thw), vis_args),
-               "embed": (EmbedGraph(backbone), (inputs.input_ids,)),
-               "decoder": (DecoderGraph(backbone), dec_args)}
     manifest = read_manifest(folder)
     fmt = manifest.get("runtime", "onnx")
+    modules = {"embed": (EmbedGraph(backbone), (inputs.input_ids,)), "decoder": (DecoderGraph(backbone), dec_args)}
+    for entry in manifest["vision"]["sizes"]:  # every vision graph, on a fresh slate of the size it serves
+        fresh = image if tuple(entry["image_size"]) == image.size else image.resize(tuple(entry["image_size"]))
+        if backbone.family == "internvl":
+            modules[entry["graph"]] = (VisionGraph(backbone, None), (backbone.processor.preprocess_image(fresh),))
+        else:
+            pixels, grid = backbone.processor.preprocess_image(fresh)
+            modules[entry["graph"]] = (VisionGraph(backbone, grid), (pixels,))
     report = {}
     for name, (module, args) in modules.items():
         graph = manifest["graphs"][name]
         path = folder / graph["file"]
-        session = GraphSession(fmt, path, [t["name"] for t in graph["inputs"]], [t["name"] for t in graph["outputs"]])
+        session = GraphSession(fmt, path, [t["name"] for t in graph["inputs"]], [t["name"] for t in graph["outputs"]],
+                               trust=True)  # validating what this process just wrote
         with torch.no_grad():
             expected = module.eval()(*args)
         expected = expected if isinstance(expected, tuple) else (expected,)

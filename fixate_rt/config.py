@@ -29,6 +29,7 @@ class Kernel(str, Enum):
 class Backend(str, Enum):
     """What runs the decoder: the Hugging Face model itself, or an export folder in one of its formats."""
 
+    auto = "auto"  # an export folder's own format (its manifest), else torch
     torch = "torch"
     onnx = "onnx"  # ONNX Runtime
     export = "export"  # torch.export programs (.pt2)
@@ -36,7 +37,7 @@ class Backend(str, Enum):
 
     @property
     def exported(self) -> bool:
-        return self is not Backend.torch
+        return self not in (Backend.torch, Backend.auto)
 
 
 class ExportFormat(str, Enum):
@@ -101,7 +102,8 @@ class SimulateConfig:
     kernel: Kernel = Kernel.auto
     pool_mode: PoolMode = PoolMode.auto
     residual: float = 0.5
-    backend: Backend = Backend.torch
+    backend: Backend = Backend.auto
+    trust_export: bool = False  # load TorchScript exports (their archives carry code)
     shard_pairs: int = 4096  # pairs per output shard (what an interruption can lose at most)
     resume: bool = False
 

@@ -57,7 +57,7 @@ def _profile_data(folder: Path, users: Path | None, images: Path | None, batch_s
 
 
 def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int | None = None,
-                backend: str = "torch", probe_name: str = "rollout", device: str = "auto", warmup: int = 1,
+                backend: str = "auto", probe_name: str = "rollout", device: str = "auto", warmup: int = 1,
                 trace: Path | None = None, peak_tflops: float | None = None, kernel: str = "auto",
                 users: Path | None = None, images: Path | None = None) -> dict:
     """Run `simulate`'s own pipeline (`Simulator`) and time it stage by stage.

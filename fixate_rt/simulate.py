@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from .backbones import SlateFeatures, resolve_device
-from .backends import Backend, BackendKind, open_backend
+from .backends import Backend, BackendKind, describe_model, open_backend
 from .config import Kernel, PoolMode, Probe, SimulateConfig, parse_choice
 from .data.join import load_inputs
 from .data.slates import Layout, Slate
@@ -54,24 +54,36 @@ class Simulator:
     def __init__(self, model: str | Path = "tiny-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
                  residual: float = 0.5, pool_mode: PoolMode | str = "auto", kernel: Kernel | str = "auto",
-                 batch_size: int = 8, probe: Probe | str = "rollout", backend: BackendKind | str = "torch",
-                 loaded: Backend | None = None) -> None:
-        """``loaded``: an already loaded backend to reuse (then ``model``, ``device``, ``dtype`` are ignored)."""
+                 batch_size: int = 8, probe: Probe | str = "rollout", backend: BackendKind | str = "auto",
+                 trust_export: bool = False, loaded: Backend | None = None) -> None:
+        """``model``: an embedded name, a checkpoint folder or an export folder (``backend="auto"`` runs an export
+        folder in its own format and uses the prompt bank it ships unless ``prompts`` is given).
+        ``loaded``: an already loaded backend to reuse (then ``model``, ``device``, ``dtype`` are ignored)."""
         if batch_size < 1:
             raise ValidationError(f"batch_size must be ≥ 1, got {batch_size}")
-        kind = loaded.kind if loaded is not None else parse_choice(BackendKind, backend, "backend")
+        info = describe_model(model, backend) if loaded is None else None
+        kind = loaded.kind if loaded is not None else info.kind
         self.pool_mode = parse_choice(PoolMode, pool_mode, "pool_mode").value
-        # The plan comes first: an impossible probe/kernel/device combination fails before any model is loaded.
+        # Everything that can be checked is checked before any weights load: the op plan (an impossible
+        # probe/kernel/device combination) and the prompt bank (shape, hidden size, backbone).
         target = loaded.device if loaded is not None else (torch.device("cpu") if kind.exported
                                                            else resolve_device(device))
         self.plan = plan_ops(probe, kernel, target, backend=kind)
-        self.backend = loaded if loaded is not None else open_backend(model, kind, device=device, dtype=dtype)
+        if prompts is None and info is not None and info.bundled_prompts is not None:
+            prompts = info.bundled_prompts
         if prompts is not None and not isinstance(prompts, SoftPromptBank):
             source = prompts
             prompts = SoftPromptBank.load(Path(prompts))
-            prompts.check_hidden_size(self.backend.hidden_size, source)
-        elif prompts is not None:
-            prompts.check_hidden_size(self.backend.hidden_size)
+        else:
+            source = "prompt bank"
+        if prompts is not None:
+            if info is not None:
+                info.check_bank(prompts, source)
+            else:
+                prompts.check_hidden_size(loaded.hidden_size, source)
+        self.prompts_source = str(source) if prompts is not None else None
+        self.backend = loaded if loaded is not None else open_backend(model, kind, device=device, dtype=dtype,
+                                                                      trust=trust_export)
         if prompts is not None and self.backend.device.type == "cuda":
             prompts = prompts.to(self.backend.device, self.backend.dtype)  # mixed on the device, once per batch
         self.prompts = prompts
@@ -211,14 +223,22 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
         raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
     data = load_inputs(users=config.users, images=config.images, pairs=config.pairs)
     users, slates, pairs = data.users, data.slates, data.all_pairs()
+    info = describe_model(config.model, config.backend)
+    unserved = info.unserved_sizes({slate.layout.image_size for slate in slates.values()})
+    if unserved:
+        sid = next(s for s, slate in slates.items() if slate.layout.image_size in set(unserved))
+        w, h = slates[sid].layout.image_size
+        raise ValidationError(f"{config.images}, slate '{sid}': {w}x{h} is not served by the export in {config.model} "
+                              f"(it serves {info.served_sizes_text()}); re-export adding --image-size {w}x{h}")
     out = ensure_writable_dir(Path(config.out))
     t_read = time.perf_counter() - t0
     sim = Simulator(config.model, prompts=config.prompts, device=config.device.value, probe_layers=None,
                     residual=config.residual, pool_mode=config.pool_mode, kernel=config.kernel,
-                    batch_size=config.batch_size, probe=config.probe, backend=config.backend)
+                    batch_size=config.batch_size, probe=config.probe, backend=config.backend,
+                    trust_export=config.trust_export)
     t_load = time.perf_counter() - t0 - t_read
     n_pairs = len(pairs)
-    store = ShardStore(out, _fingerprint(config, pairs), resume=config.resume)
+    store = ShardStore(out, _fingerprint(config, pairs, sim), resume=config.resume)
     resumed = len(store.done)
     if on_start is not None:
         on_start(n_pairs)
@@ -263,9 +283,10 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
     return info
 
 
-def _fingerprint(config: SimulateConfig, pairs: list[tuple[str, str]]) -> dict:
+def _fingerprint(config: SimulateConfig, pairs: list[tuple[str, str]], sim: Simulator) -> dict:
     """What defines the rows of a run (a resumed run must match); batch size, device and kernel may change."""
     return {"pairs": pairs_digest(pairs), "n_pairs": len(pairs), "model": str(config.model),
-            "prompts": file_digest(config.prompts), "seed": config.seed, "samples": config.samples,
+            "prompts": file_digest(Path(sim.prompts_source) if sim.prompts_source else None), "seed": config.seed,
+            "samples": config.samples,
             "probe": config.probe.value, "pool_mode": config.pool_mode.value, "residual": config.residual,
-            "backend": config.backend.value}
+            "backend": sim.backend.kind.value}

@@ -35,6 +35,15 @@ def exported(request, tmp_path_factory):
 _EXPORTS: dict = {}
 
 
+def rehash(folder):
+    """Record the current SHA-256 of every file in the manifest (as whoever changed the files could)."""
+    from fixate_rt.backends.safe_load import sha256_file
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _export(name, fmt, tmp_path_factory):
     if (name, fmt) not in _EXPORTS:
         out = tmp_path_factory.mktemp(f"{name}-{fmt}")
@@ -63,7 +72,8 @@ def test_exported_backend_matches_torch(exported_any, synth_dir, tmp_path):
         model = name if backend == "torch" else str(out)
         result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
                                      str(synth_dir / "slates"), "--out", str(tmp_path / backend), "--device", "cpu",
-                                     "--model", model, "--backend", backend, "--samples", "2", "--batch-size", "3"])
+                                     "--model", model, "--backend", backend, "--samples", "2", "--batch-size", "3",
+                                     *(["--trust-export"] if backend == "torchscript" else [])])
         assert result.exit_code == 0, result.output + (result.stderr or "")
         tables[backend] = pq.read_table(tmp_path / backend / "simulations.parquet").to_pydict()
     assert tables["torch"]["click_slot"] == tables[fmt]["click_slot"]
@@ -88,10 +98,14 @@ def test_corrupt_graph_is_named_for_every_format(exported_any, synth_dir, tmp_pa
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
     (broken / f"decoder.{FORMATS[fmt]}").write_bytes(b"garbage")
-    result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
-                                 str(synth_dir / "slates"), "--out", str(tmp_path / "o"), "--model", str(broken),
-                                 "--backend", fmt])
+    args = ["simulate", "--users", str(synth_dir / "users.parquet"), "--images", str(synth_dir / "slates"), "--out",
+            str(tmp_path / "o"), "--model", str(broken), "--backend", fmt, "--trust-export"]
+    result = runner.invoke(app, args)  # changed after export: the recorded SHA-256 catches it
+    assert result.exit_code == 2 and f"decoder.{FORMATS[fmt]}" in result.stderr and "SHA-256" in result.stderr
+    rehash(broken)  # a folder whose manifest agrees with the broken file: the runtime names it
+    result = runner.invoke(app, args)
     assert result.exit_code == 2 and f"decoder.{FORMATS[fmt]}" in result.stderr and "cannot load" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_gradient_probes_are_refused_on_onnx(exported, synth_dir, tmp_path):
@@ -109,6 +123,7 @@ def test_corrupt_or_incomplete_export_folder(exported, synth_dir, tmp_path):
     args = ["simulate", "--users", str(synth_dir / "users.parquet"), "--images", str(synth_dir / "slates"),
             "--out", str(tmp_path / "o"), "--model", str(broken), "--backend", "onnx"]
     (broken / "vision.onnx").write_bytes(b"not an onnx graph")
+    rehash(broken)
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "vision.onnx" in result.stderr and "cannot load" in result.stderr
     (broken / "manifest.json").unlink()

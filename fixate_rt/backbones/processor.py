@@ -90,3 +90,9 @@ def single_token_ids(tokenizer, labels: tuple[str, ...]) -> list[int]:
             raise ValidationError(f"answer label '{label}' is not a single known token for this tokenizer (got ids {ids})")
         out.append(ids[0])
     return out
+
+
+def qwen_grid(image_processor, image_size: tuple[int, int]) -> list[list[int]]:
+    """The patch grid [[t, h, w]] the Qwen image processor gives an image of ``image_size`` (W, H)."""
+    blank = Image.new("RGB", tuple(image_size))
+    return image_processor(images=[blank], return_tensors="pt")["image_grid_thw"].tolist()

@@ -11,20 +11,21 @@ from pathlib import Path
 import torch
 
 from ..config import Backend as BackendKind
-from ..config import parse_choice
+from .describe import ModelInfo, describe_model
 from .protocol import Backend
 
-__all__ = ["Backend", "BackendKind", "open_backend"]
+__all__ = ["Backend", "BackendKind", "ModelInfo", "describe_model", "open_backend"]
 
 
-def open_backend(model: str | Path, kind: BackendKind | str = BackendKind.torch, *, device: str = "auto",
-                 dtype: torch.dtype | None = None) -> Backend:
-    """Load ``model`` (an embedded name, a local checkpoint, or an export folder) with backend ``kind``."""
-    kind = parse_choice(BackendKind, kind, "backend")
+def open_backend(model: str | Path, kind: BackendKind | str = BackendKind.auto, *, device: str = "auto",
+                 dtype: torch.dtype | None = None, trust: bool = False) -> Backend:
+    """Load ``model`` (an embedded name, a local checkpoint, or an export folder) with backend ``kind``
+    (``auto``: the export folder's own format, else torch). ``trust`` allows TorchScript exports."""
+    kind = describe_model(model, kind).kind
     if kind.exported:
         from .exported import ExportedBackend
 
-        return ExportedBackend.load(Path(model), kind, device=device)
+        return ExportedBackend.load(Path(model), kind, device=device, trust=trust)
     from ..backbones import load
 
     return load(model, device=device, dtype=dtype)

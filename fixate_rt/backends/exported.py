@@ -36,7 +36,9 @@ class ExportedBackend(InputAssembler):
         self.sessions, self.processor, self.providers = sessions, processor, providers
 
     @classmethod
-    def load(cls, folder: Path, kind: BackendKind | str, device: str = "auto") -> ExportedBackend:
+    def load(cls, folder: Path, kind: BackendKind | str, device: str = "auto", *, trust: bool = False) -> ExportedBackend:
+        """Open ``folder`` (checked: files inside it, SHA-256 as recorded, no loader that can run code unless
+        ``trust``: TorchScript)."""
         from transformers import AutoConfig, AutoTokenizer
 
         kind = BackendKind(kind)
@@ -50,7 +52,7 @@ class ExportedBackend(InputAssembler):
                              f"(or re-export with --format {kind.value})")
         providers = choose_providers(runtime, device)
         sessions = {name: GraphSession(runtime, folder / g["file"], [t["name"] for t in g["inputs"]],
-                                       [t["name"] for t in g["outputs"]], providers)
+                                       [t["name"] for t in g["outputs"]], providers, trust=trust)
                     for name, g in manifest["graphs"].items()}
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
         if manifest["family"] == "internvl":
@@ -72,27 +74,31 @@ class ExportedBackend(InputAssembler):
         return ",".join(self.providers)
 
     def encode_slate(self, image) -> SlateFeatures:
-        vision = self.sessions["vision"]
+        """Preprocess + the vision graph that serves this slate's size. image_embeds [P, D] (+ DeepStack)."""
+        vision_info = self.manifest["vision"]
         if self.family == "internvl":
             pixel_values = self.processor.preprocess_image(image)
-            fixed = self.manifest["vision"].get("tiles")
-            if not self.manifest["graphs"]["vision"].get("dynamic", True) and pixel_values.shape[0] != fixed:
-                raise InputError(f"{self.folder}: the vision graph was traced for {fixed} tiles (slate "
-                                 f"{self.manifest['vision']['image_size']}); this slate gives {pixel_values.shape[0]} — "
-                                 f"re-export with --image-size {image.size[0]}x{image.size[1]}")
-            (feats,) = vision.run({"pixel_values": pixel_values.numpy()})
+            fixed = vision_info.get("tiles")
+            if vision_info.get("serves") != "any" and pixel_values.shape[0] != fixed:
+                raise InputError(f"{self.folder}: the vision graph was traced for {fixed} tiles (slates of "
+                                 f"{self._served()}); this {image.size[0]}x{image.size[1]} slate gives "
+                                 f"{pixel_values.shape[0]} — re-export with --image-size {image.size[0]}x{image.size[1]}")
+            (feats,) = self.sessions["vision"].run({"pixel_values": pixel_values.numpy()})
             cols, rows, _ = self.processor.grid(image.size)
             grid = torch.tensor([[pixel_values.shape[0], rows, cols]])
             return SlateFeatures(torch.from_numpy(feats), [], grid, self.processor.token_boxes(image.size))
         pixel_values, grid = self.processor.preprocess_image(image)
-        expected = self.manifest["vision"]["grid_thw"]
-        if grid.tolist() != expected:
-            raise InputError(f"{self.folder}: the vision graph was exported for grid {expected} (slate "
-                             f"{self.manifest['vision']['image_size']}); this slate gives {grid.tolist()} — re-export "
-                             f"with --image-size {image.size[0]}x{image.size[1]}")
-        feats, deepstack = vision.run({"pixel_values": pixel_values.numpy()})
+        graph = next((e["graph"] for e in vision_info["sizes"] if e["grid_thw"] == grid.tolist()), None)
+        if graph is None:
+            raise InputError(f"{self.folder}: no vision graph serves a {image.size[0]}x{image.size[1]} slate (patch "
+                             f"grid {grid.tolist()}); this export serves {self._served()} — re-export adding "
+                             f"--image-size {image.size[0]}x{image.size[1]}")
+        feats, deepstack = self.sessions[graph].run({"pixel_values": pixel_values.numpy()})
         return SlateFeatures(torch.from_numpy(feats), list(torch.from_numpy(deepstack)), grid,
                              self.processor.token_boxes(grid, image.size))
+
+    def _served(self) -> str:
+        return ", ".join(f"{w}x{h}" for w, h in (e["image_size"] for e in self.manifest["vision"]["sizes"]))
 
     def positions(self, input_ids, types, mask, slates):
         if self.family == "internvl":

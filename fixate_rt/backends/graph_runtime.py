@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UnavailableError, ValidationError
+from .safe_load import check_onnx_external_data, check_pt2_archive, member_path, sha256_file, verify_digest
 
 FORMATS = ("onnx", "export", "torchscript")
 SUFFIX = {"onnx": "onnx", "export": "pt2", "torchscript": "pt"}
@@ -40,9 +41,17 @@ class GraphSession:
     """A saved graph ready to run: ``run(feed) -> [outputs]`` with named numpy inputs."""
 
     def __init__(self, fmt: str, path: Path, input_names: list[str], output_names: list[str],
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, *, trust: bool = False) -> None:
+        """``trust``: load TorchScript, whose archive carries code (refused otherwise)."""
         self.fmt, self.path = fmt, Path(path)
         self.input_names, self.output_names = list(input_names), list(output_names)
+        if fmt == "export":
+            check_pt2_archive(self.path)
+        elif fmt == "onnx":
+            check_onnx_external_data(self.path, self.path.parent)
+        elif not trust:
+            raise InputError(f"{path}: TorchScript runs code stored in the file while loading; pass --trust-export "
+                             f"only for a folder you produced yourself (or re-export with --format export)")
         try:
             if fmt == "onnx":
                 import onnxruntime as ort
@@ -88,7 +97,11 @@ def choose_providers(fmt: str, device: str) -> list[str] | None:
     return ["CPUExecutionProvider"]
 
 
-def read_manifest(folder: Path) -> dict:
+def read_manifest(folder: Path, *, verify_files: bool = True) -> dict:
+    """The export folder's manifest, checked: every file it names lies inside the folder and matches its SHA-256.
+
+    ``verify_files=False`` only parses (for a quick look at the runtime before any loading).
+    """
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -96,13 +109,29 @@ def read_manifest(folder: Path) -> dict:
                          f"`fixate-rt export`)")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON (line {exc.lineno})") from None
-    if manifest.get("format") != FORMAT:
-        raise ValidationError(f"{path}, field 'format': expected '{FORMAT}', got {manifest.get('format')!r}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ValidationError(f"{path}, field 'format': expected '{FORMAT}', got {found!r}")
     if manifest.get("runtime", "onnx") not in SUFFIX:
         raise ValidationError(f"{path}, field 'runtime': unknown {manifest.get('runtime')!r}")
-    for name, graph in manifest.get("graphs", {}).items():
-        if not (folder / graph["file"]).is_file():
-            raise InputError(f"{folder / graph['file']}: graph '{name}' listed in the manifest is missing")
+    if not verify_files:
+        return manifest
+    digests = manifest.get("files")
+    if not isinstance(digests, dict):
+        raise ValidationError(f"{path}, field 'files': no SHA-256 list (exported by an older fixate-rt? re-export)")
+    named = [(f"graphs.{name}.file", g.get("file") if isinstance(g, dict) else None)
+             for name, g in manifest.get("graphs", {}).items()]
+    named += [(f"files.{name}", name) for name in digests]
+    for field, name in named:
+        member = member_path(folder, name, path, field)
+        if not member.is_file():
+            raise InputError(f"{member}: listed in the manifest ({field}) but missing")
+        verify_digest(member, digests.get(name), path, f"files.{name}")
     return manifest
+
+
+def file_digests(folder: Path, names: list[str]) -> dict[str, str]:
+    """SHA-256 of each named file of an export folder (what the manifest records)."""
+    return {name: sha256_file(Path(folder) / name) for name in sorted(names)}

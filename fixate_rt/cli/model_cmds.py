@@ -21,24 +21,28 @@ def export(
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank to ship with the export")] = None,
     format: Annotated[ExportFormat, typer.Option("--format", help="onnx (ONNX Runtime), export (torch.export .pt2) "
                                                                    "or torchscript (legacy .pt)")] = ExportFormat.onnx,
-    image_size: Annotated[str, typer.Option(help="WxH of the slates the (fixed-grid) Qwen vision graph serves")] = "1100x619",
+    image_size: Annotated[list[str], typer.Option(help="WxH of the slates the vision graph must serve; repeat for "
+                                                       "several sizes (Qwen-VL: one graph per patch grid)")] = ["1100x619"],
 ) -> None:
     """Export the frozen VLM (vision, embedding, decoder with in-graph rollout) and validate it against PyTorch."""
     import warnings
 
     from ..errors import ValidationError
 
-    try:
-        w, h = (int(v) for v in image_size.lower().split("x"))
-    except ValueError:
-        raise ValidationError(f"--image-size must look like 1100x619, got '{image_size}'") from None
+    sizes = []
+    for text in image_size:
+        try:
+            w, h = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise ValidationError(f"--image-size must look like 1100x619, got '{text}'") from None
+        sizes.append((w, h))
     from ..exporters.export import export_model
 
     if format is ExportFormat.torchscript:
         print("note: TorchScript is deprecated upstream (legacy format); prefer --format export", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        manifest = export_model(model, out, fmt=format.value, prompts=prompts, image_size=(w, h))
+        manifest = export_model(model, out, fmt=format.value, prompts=prompts, image_size=sizes)
     for warning in caught:
         if "exceeds" in str(warning.message):
             print(f"warning: {warning.message}", file=sys.stderr)

@@ -30,8 +30,10 @@ def simulate(
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
     pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode (auto: overlap for layouts with overlapping boxes, else exclusive)")] = PoolMode.auto,
-    backend: Annotated[Backend, typer.Option(help="torch (HF model), or onnx / export / torchscript (an export "
-                                                  "folder as --model)")] = Backend.torch,
+    backend: Annotated[Backend, typer.Option(help="auto: an export folder in its own format, else torch; or name "
+                                                  "one (torch, onnx, export, torchscript)")] = Backend.auto,
+    trust_export: Annotated[bool, typer.Option("--trust-export", help="Load a TorchScript export: RUNS CODE FROM "
+                                                                     "THAT FOLDER; only for folders you made")] = False,
     shard_pairs: Annotated[int, typer.Option(min=1, help="Pairs per output shard written during the run")] = 4096,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its shards")] = False,
 ) -> None:
@@ -40,7 +42,8 @@ def simulate(
 
     config = SimulateConfig(users=users, images=images, out=out, model=model, prompts=prompts, pairs=pairs,
                             samples=samples, seed=seed, batch_size=batch_size, device=device, probe=probe,
-                            kernel=kernel, pool_mode=pool, backend=backend, shard_pairs=shard_pairs, resume=resume)
+                            kernel=kernel, pool_mode=pool, backend=backend, shard_pairs=shard_pairs, resume=resume,
+                            trust_export=trust_export)
     t0 = time.perf_counter()
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), PairsPerSecond(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
@@ -60,8 +63,8 @@ def profile(
     users: Annotated[Optional[Path], typer.Option(help="Profile on these users (with --images) instead of synthetic "
                                                        "data: the figures then compare with `simulate` on them")] = None,
     images: Annotated[Optional[Path], typer.Option(help="slates folder (with --users)")] = None,
-    backend: Annotated[Backend, typer.Option(help="torch, or onnx / export / torchscript (an export folder as "
-                                                  "--model)")] = Backend.torch,
+    backend: Annotated[Backend, typer.Option(help="auto: an export folder in its own format, else torch; or name "
+                                                  "one (torch, onnx, export, torchscript)")] = Backend.auto,
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     device: Annotated[Device, typer.Option()] = Device.auto,
     kernel: Annotated[Kernel, typer.Option()] = Kernel.auto,

@@ -1,0 +1,106 @@
+"""What a `--model` is, read from its JSON files only: which backend runs it, its hidden size, the prompt bank
+it ships, the slate sizes it serves. Every mismatch is found here, before any weights or graphs are loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Backend as BackendKind
+from ..config import parse_choice
+from ..errors import InputError, ValidationError
+from .graph_runtime import MANIFEST, read_manifest
+from .safe_load import member_path
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """``kind`` is resolved (never ``auto``); ``manifest`` is set for export folders."""
+
+    source: str
+    kind: BackendKind
+    backbone: str
+    hidden_size: int
+    manifest: dict | None = None
+
+    @property
+    def bundled_prompts(self) -> Path | None:
+        """The prompt bank an export folder ships (used when no --prompts is given)."""
+        if self.manifest is None or not self.manifest.get("prompts"):
+            return None
+        return member_path(Path(self.source), self.manifest["prompts"], Path(self.source) / MANIFEST, "prompts")
+
+    def check_bank(self, bank, source: object) -> None:
+        """A bank fits this model: same hidden size, and (for export folders) trained on the same backbone."""
+        bank.check_hidden_size(self.hidden_size, source)
+        if self.manifest is not None and bank.backbone and bank.backbone != self.backbone:
+            raise ValidationError(f"{source}: prompt bank trained on backbone '{bank.backbone}' but the export in "
+                                  f"{self.source} is of '{self.backbone}'")
+
+    def unserved_sizes(self, sizes: set[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Slate sizes (W, H) the export's vision graph cannot encode (empty for the torch backend)."""
+        if self.manifest is None:
+            return []
+        vision = self.manifest.get("vision", {})
+        if vision.get("serves") == "any":
+            return []
+        served = {tuple(entry["image_size"]) for entry in vision.get("sizes", [])}
+        grids = {tuple(map(tuple, entry["grid_thw"])) for entry in vision.get("sizes", []) if "grid_thw" in entry}
+        if not grids:
+            return sorted(s for s in sizes if s not in served)
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        from ..backbones.processor import qwen_grid
+
+        processor = Qwen2VLImageProcessorPil.from_pretrained(self.source)
+        return sorted(s for s in sizes if s not in served and tuple(map(tuple, qwen_grid(processor, s))) not in grids)
+
+    def served_sizes_text(self) -> str:
+        sizes = (self.manifest or {}).get("vision", {}).get("sizes", [])
+        return ", ".join(f"{e['image_size'][0]}x{e['image_size'][1]}" for e in sizes) or "none"
+
+
+def _torch_hidden_size(model: str) -> tuple[str, int]:
+    from ..backbones.tiny import SHAPES
+
+    if model in SHAPES:
+        return model, int(SHAPES[model][1]["hidden_size"])
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        raise InputError(f"{model}: not a model folder (no config.json); use a local checkpoint or one of "
+                         f"{', '.join(SHAPES)}")
+    try:
+        payload = json.loads(config.read_text())
+        text = payload.get("text_config") or payload.get("llm_config") or payload
+        return model, int(text["hidden_size"])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{config}: invalid JSON ({exc})") from None
+    except (KeyError, TypeError, ValueError):
+        raise ValidationError(f"{config}, field 'text_config.hidden_size': missing or not an integer") from None
+
+
+def describe_model(model: str | Path, kind: BackendKind | str = BackendKind.auto) -> ModelInfo:
+    """Resolve ``--backend`` for ``--model`` and read what can be checked without loading anything."""
+    kind = parse_choice(BackendKind, kind, "backend")
+    model = str(model)
+    is_export = (Path(model) / MANIFEST).is_file()
+    if kind is BackendKind.auto:
+        kind = BackendKind(read_manifest(Path(model), verify_files=False).get("runtime", "onnx")) if is_export \
+            else BackendKind.torch
+    if kind is BackendKind.torch:
+        if is_export:
+            runtime = read_manifest(Path(model), verify_files=False).get("runtime", "onnx")
+            raise InputError(f"{model}: an export folder (format '{runtime}'), not a checkpoint: run it with "
+                             f"--backend auto (or --backend {runtime})")
+        name, hidden = _torch_hidden_size(model)
+        return ModelInfo(model, kind, name, hidden)
+    manifest = read_manifest(Path(model), verify_files=False)
+    runtime = manifest.get("runtime", "onnx")
+    if runtime != kind.value:
+        raise InputError(f"{model}: this export is in format '{runtime}'; run it with --backend {runtime} (or auto)")
+    try:
+        return ModelInfo(model, kind, str(manifest.get("backbone", "")), int(manifest["hidden_size"]), manifest)
+    except (KeyError, TypeError, ValueError):
+        raise ValidationError(f"{Path(model) / MANIFEST}, field 'hidden_size': missing or not an integer") from None
