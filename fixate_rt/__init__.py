@@ -4,13 +4,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from transformers.utils import logging as _hf_logging  # noqa: E402
-
-# Loading local checkpoints needs no per-shard progress bars; our own progress bars say what is happening.
-_hf_logging.disable_progress_bar()
-
+# Importing fixate_rt changes nothing in the host process (no logging or progress-bar settings).
 from .config import SimulateConfig  # noqa: E402
+from .data.slates import Layout  # noqa: E402
 from .prompts import SoftPromptBank  # noqa: E402
-from .simulate import Simulator, simulate  # noqa: E402
+from .simulate import Simulator, run_simulation  # noqa: E402
 
-__all__ = ["SimulateConfig", "Simulator", "SoftPromptBank", "simulate", "__version__"]
+# ``fixate_rt.simulate`` is the module (``import fixate_rt.simulate`` reaches it); the file-to-file run is
+# ``run_simulation(config)``.
+__all__ = ["Layout", "SimulateConfig", "Simulator", "SoftPromptBank", "run_simulation", "__version__"]

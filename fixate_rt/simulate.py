@@ -7,9 +7,10 @@ the soft prompt at position 0, decode, read the answer-label logits at the last 
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from .backbones import SlateFeatures, resolve_device
 from .backends import Backend, BackendKind, describe_model, open_backend
 from .config import Kernel, PoolMode, Probe, SimulateConfig, parse_choice
 from .data.join import load_inputs
-from .data.slates import Layout, Slate
-from .data.tables import SIMULATIONS_SCHEMA, Users
+from .digests import model_digest, slates_digest, users_digest
+from .data.slates import Layout, Slate, read_slates
+from .data.tables import SIMULATIONS_SCHEMA, Users, read_users
 from .errors import ValidationError
 from .io import atomic_path, ensure_writable_dir, write_json
 from .pipeline import Batch, BatchPipeline
@@ -38,11 +40,13 @@ from .versions import versions
 
 @dataclass
 class SlateResult:
-    """p_click [B, S] and slot_relevance [B, S] (float64 rows summing to 1), cold_start [B]."""
+    """p_click [B, S] and slot_relevance [B, S] (float64 rows summing to 1), cold_start [B], and the drawn
+    clicks [B, samples] (slot indices; None unless a seed was given)."""
 
     p_click: np.ndarray
     slot_relevance: np.ndarray
     cold_start: list[bool]
+    clicks: np.ndarray | None = None
 
 
 class Simulator:
@@ -110,8 +114,23 @@ class Simulator:
             return self.backend.encode_slate(image)
 
     def simulate_slate(self, image: Image.Image | SlateFeatures, layout: Layout, user_ids: list[str],
-                       profiles: list[str]) -> SlateResult:
-        """Every user in ``user_ids`` on one slate, in batches. The vision tower runs once."""
+                       profiles: list[str] | None = None, *, slate_id: str = "", seed: int | None = None,
+                       samples: int = 1) -> SlateResult:
+        """Every user in ``user_ids`` on one slate, in batches. The vision tower runs once.
+
+        ``profiles`` default to empty. With ``seed``, ``samples`` clicks per user are drawn exactly as
+        `fixate-rt simulate --seed` draws them for (user, ``slate_id``).
+        """
+        user_ids = [str(u) for u in user_ids]
+        profiles = [""] * len(user_ids) if profiles is None else list(profiles)
+        if len(profiles) != len(user_ids):
+            raise ValidationError(f"profiles: {len(profiles)} given for {len(user_ids)} user_ids (one per user)")
+        if not isinstance(layout, Layout):
+            raise ValidationError(f"layout: expected a fixate_rt Layout, got {type(layout).__name__}")
+        if not isinstance(image, (Image.Image, SlateFeatures)):
+            raise ValidationError(f"image: expected a PIL image or encoded SlateFeatures, got {type(image).__name__}")
+        if samples < 1:
+            raise ValidationError(f"samples must be ≥ 1, got {samples}")
         feats = image if isinstance(image, SlateFeatures) else self.encode_slate(image, layout)
         # On CUDA everything stays on the device until the slate is done: one device→host copy per slate.
         p_all, rel_all, cold_all = [], [], []
@@ -128,7 +147,53 @@ class Simulator:
             p_all.append(out.p_click)
             rel_all.append(out.slot_relevance.double())
             cold_all.extend(cold)
-        return SlateResult(torch.cat(p_all).cpu().numpy(), torch.cat(rel_all).cpu().numpy(), cold_all)
+        p_click = torch.cat(p_all).cpu().numpy()
+        clicks = None
+        if seed is not None:
+            clicks = np.array([[draw_click(p, seed, uid, slate_id, k) for k in range(samples)]
+                               for uid, p in zip(user_ids, p_click)], dtype=np.int64)
+        return SlateResult(p_click, torch.cat(rel_all).cpu().numpy(), cold_all, clicks)
+
+    # ------------------------------------------------------------------------ batch dicts (Ray, datasets)
+    def bind(self, slates: dict[str, Slate] | Path | str, users: Users | Path | str | None = None, *,
+             samples: int = 1, seed: int = 0) -> Simulator:
+        """Attach the slates (a folder or `read_slates`' dict) and optionally the users (for their profiles) that
+        batch calls refer to by id; returns self, ready for ``simulator(batch)``."""
+        if isinstance(slates, (str, Path)):
+            slates = read_slates(Path(slates))
+        if isinstance(users, (str, Path)):
+            users = read_users(Path(users))
+        if samples < 1:
+            raise ValidationError(f"samples must be ≥ 1, got {samples}")
+        self._bound = (slates, users, samples, seed)
+        return self
+
+    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
+        """One batch of (user, slate) pairs -> simulation rows: ``{"user_id": [...], "slate_id": [...]}`` (and an
+        optional ``profile`` column) in, the columns of simulations.parquet out (``samples`` rows per pair, in
+        input order). Drop-in for ``ray.data.Dataset.map_batches`` and ``datasets.Dataset.map(batched=True)``."""
+        if not hasattr(self, "_bound"):
+            raise ValidationError("call Simulator.bind(slates=..., users=...) before passing it batches")
+        slates, users, samples, seed = self._bound
+        for column in ("user_id", "slate_id"):
+            if column not in batch:
+                raise ValidationError(f"batch: missing column '{column}' (have {', '.join(map(str, batch))})")
+        uids, sids = [str(u) for u in batch["user_id"]], [str(s) for s in batch["slate_id"]]
+        if len(uids) != len(sids):
+            raise ValidationError(f"batch: {len(uids)} user_id values but {len(sids)} slate_id values")
+        known = dict(zip(users.ids, users.profiles)) if users is not None else {}
+        if "profile" in batch:
+            given = [str(p) if p is not None else "" for p in batch["profile"]]
+        else:
+            given = [known.get(u, "") for u in uids]
+        for row, sid in enumerate(sids):
+            if sid not in slates:
+                raise ValidationError(f"batch, row {row}, field 'slate_id': unknown slate '{sid}'")
+        profile_of = dict(zip(uids, given))
+        batch_users = Users(tuple(profile_of), tuple(profile_of.values()))
+        table = assemble(list(self.iter_chunks(batch_users, slates, list(zip(uids, sids)), samples=samples,
+                                               seed=seed)))
+        return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
     # --------------------------------------------------------------------------------- many slates
     def run(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]] | None = None, *,
@@ -179,11 +244,13 @@ class Simulator:
             cols: dict[str, list] = defaultdict(list)
             for i, p, rel, cold in sorted(results, key=lambda r: r[0]):
                 uid, sid = pairs[i]
-                labels = slates[sid].layout.labels
+                layout = slates[sid].layout
                 for k in range(samples):
                     click = draw_click(p, seed, uid, sid, k)
+                    keys = layout.slot_keys(click)
                     for name, value in zip(SHARD_SCHEMA.names,
-                                           (uid, sid, k, click, labels[click], p.tolist(), rel.tolist(), cold, i)):
+                                           (uid, sid, k, click, layout.labels[click], p.tolist(), rel.tolist(), cold,
+                                            keys["item_id"], keys["kind"], keys["rank"], keys["row"], keys["col"], i)):
                         cols[name].append(value)
             return pa.table({name: pa.array(cols[name], SHARD_SCHEMA.field(name).type) for name in SHARD_SCHEMA.names},
                             schema=SHARD_SCHEMA)
@@ -215,10 +282,11 @@ def slot_summary(table: pa.Table, slates: dict[str, Slate]) -> dict:
             "mean_p_click": p.mean(0).round(6).tolist(), "mean_slot_relevance": rel.mean(0).round(6).tolist()}
 
 
-def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None = None,
-             on_start: Callable[[int], None] | None = None) -> dict:
+def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None = None,
+                   on_start: Callable[[int], None] | None = None) -> dict:
     """Validate inputs, simulate, write ``simulations.parquet`` + ``run.json`` atomically. Returns run.json."""
     t0 = time.perf_counter()
+    started = _utc_now()
     if config.samples < 1:
         raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
     data = load_inputs(users=config.users, images=config.images, pairs=config.pairs)
@@ -238,7 +306,8 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
                     trust_export=config.trust_export)
     t_load = time.perf_counter() - t0 - t_read
     n_pairs = len(pairs)
-    store = ShardStore(out, _fingerprint(config, pairs, sim), resume=config.resume)
+    digests = run_digests(config, users, slates, pairs, sim)
+    store = ShardStore(out, _fingerprint(config, sim, digests, len(pairs)), resume=config.resume)
     resumed = len(store.done)
     if on_start is not None:
         on_start(n_pairs)
@@ -259,7 +328,10 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
     run_s = time.perf_counter() - t_run
     info = {
         "command": "simulate",
+        "started_at": started,
+        "finished_at": _utc_now(),
         "config": config.to_json(),
+        "digests_sha256": digests,
         "versions": versions(),
         "device": sim.backend.device_label(),
         "backend": sim.backend.kind.value,
@@ -283,10 +355,21 @@ def simulate(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None =
     return info
 
 
-def _fingerprint(config: SimulateConfig, pairs: list[tuple[str, str]], sim: Simulator) -> dict:
-    """What defines the rows of a run (a resumed run must match); batch size, device and kernel may change."""
-    return {"pairs": pairs_digest(pairs), "n_pairs": len(pairs), "model": str(config.model),
-            "prompts": file_digest(Path(sim.prompts_source) if sim.prompts_source else None), "seed": config.seed,
-            "samples": config.samples,
-            "probe": config.probe.value, "pool_mode": config.pool_mode.value, "residual": config.residual,
-            "backend": sim.backend.kind.value}
+def run_digests(config: SimulateConfig, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]],
+                sim: Simulator) -> dict[str, str | None]:
+    """SHA-256 of every input that shapes the rows, and of the model (run.json's ``digests_sha256``)."""
+    return {"users": users_digest(users), "slates": slates_digest(slates), "pairs": pairs_digest(pairs),
+            "prompts": file_digest(Path(sim.prompts_source)) if sim.prompts_source else None,
+            "model": model_digest(config.model)}
+
+
+def _fingerprint(config: SimulateConfig, sim: Simulator, digests: dict, n_pairs: int) -> dict:
+    """Everything that changes a row (a resumed run must match it): the inputs' and model's digests, the probe,
+    pooling, seed and samples, the backend. Batch size, device and kernel may change."""
+    return {**{f"{name}_sha256": value for name, value in digests.items()}, "n_pairs": n_pairs,
+            "model": str(config.model), "seed": config.seed, "samples": config.samples, "probe": config.probe.value,
+            "pool_mode": config.pool_mode.value, "residual": config.residual, "backend": sim.backend.kind.value}
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, str | bool]:
     """Package versions of fixate-rt and its numerical stack, and whether the C++ module is built."""
     import numpy as np
     import pyarrow as pa
@@ -16,4 +16,4 @@ def versions() -> dict[str, str]:
 
     return {"fixate_rt": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__, "pyarrow": pa.__version__,
-            "cpp_module": str(ops.cpp_available())}
+            "cpp_module": ops.cpp_available()}

@@ -44,7 +44,11 @@ def run_b7(tmp_path_factory, synth_dir, bank_path):
 def test_output_schema_and_row_count(run_b7):
     table, info = run_b7
     assert table.column_names == ["user_id", "slate_id", "sample", "click_slot", "click_label", "p_click",
-                                  "slot_relevance", "cold_start"]
+                                  "slot_relevance", "cold_start", "click_item_id", "click_item_kind",
+                                  "click_item_rank", "click_row", "click_col"]
+    # the synthetic 3 × 5 grid's layout carries each slot's row and column: the click's position follows
+    cols = table.to_pydict()
+    assert all(divmod(s, 5) == (r, c) for s, r, c in zip(cols["click_slot"], cols["click_row"], cols["click_col"]))
     assert table.num_rows == 6 * 4 * 3 == info["rows"]
     expected = "cpp" if __import__("fixate_rt.ops").ops.cpp_available() else "torch"
     assert info["pairs"] == 24

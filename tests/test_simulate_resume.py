@@ -82,12 +82,51 @@ def test_corrupt_shard_is_named(data, tmp_path, tiny):
     from fixate_rt.data.slates import read_slates
     from fixate_rt.data.tables import read_users
     from fixate_rt.shards import ShardStore
-    from fixate_rt.simulate import _fingerprint
+    from fixate_rt.simulate import Simulator, _fingerprint, run_digests
 
     users, slates = read_users(data / "users.parquet"), read_slates(data / "slates")
     pairs = [(u, s) for s in slates for u in users.ids]
     config = SimulateConfig(users=data / "users.parquet", images=data / "slates", out=out, samples=2, seed=7)
-    ShardStore(out, _fingerprint(config, pairs), resume=False)
+    sim = Simulator(loaded=tiny)
+    ShardStore(out, _fingerprint(config, sim, run_digests(config, users, slates, pairs, sim), len(pairs)),
+               resume=False)
     (out / "shards" / "part-000000.parquet").write_bytes(b"not parquet")
     result = runner.invoke(app, _args(data, out, "--resume"))
     assert result.exit_code == 2 and "part-000000.parquet: unreadable shard" in result.output
+
+
+def test_resume_refuses_changed_profiles_or_images(data, tmp_path, tiny):
+    """The fingerprint covers what changes a row, not only the ids: new profiles or new slate pixels are named."""
+    import shutil
+
+    import pyarrow as pa
+
+    from fixate_rt.config import SimulateConfig
+    from fixate_rt.data.slates import read_slates
+    from fixate_rt.data.tables import read_users
+    from fixate_rt.shards import ShardStore
+    from fixate_rt.simulate import Simulator, _fingerprint, run_digests
+
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    out = tmp_path / "run"
+    users, slates = read_users(copy / "users.parquet"), read_slates(copy / "slates")
+    pairs = [(u, s) for s in slates for u in users.ids]
+    config = SimulateConfig(users=copy / "users.parquet", images=copy / "slates", out=out, samples=2, seed=7)
+    sim = Simulator(loaded=tiny)
+    ShardStore(out, _fingerprint(config, sim, run_digests(config, users, slates, pairs, sim), len(pairs)),
+               resume=False)
+    table = pq.read_table(copy / "users.parquet")
+    profiles = [p + " (changed)" for p in table.column("profile").to_pylist()]
+    pq.write_table(table.set_column(1, "profile", pa.array(profiles, pa.string())), copy / "users.parquet")
+    result = runner.invoke(app, _args(copy, out, "--resume"))
+    assert result.exit_code == 2 and "'users_sha256' differs" in result.stderr
+    pq.write_table(table, copy / "users.parquet")  # profiles back; now one slate's pixels change
+    first = sorted((copy / "slates").glob("*.png"))[0]
+    from PIL import Image
+
+    image = Image.open(first).convert("RGB")
+    image.putpixel((0, 0), (1, 2, 3))
+    image.save(first)
+    result = runner.invoke(app, _args(copy, out, "--resume"))
+    assert result.exit_code == 2 and "'slates_sha256' differs" in result.stderr

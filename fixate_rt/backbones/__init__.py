@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -27,6 +28,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """No per-shard progress bars while a local checkpoint loads; the host's own setting is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was_disabled = hf_logging.is_progress_bar_enabled() is False
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            hf_logging.enable_progress_bar()
+
+
 def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
          dtype: torch.dtype | None = None) -> SplicedVLM:
     """Load a backbone from a local checkpoint folder, or the embedded ``tiny-qwen3vl``. Never downloads."""
@@ -47,11 +62,13 @@ def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
     if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         from .qwen_vl import QwenVLBackbone
 
-        return QwenVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name, model_type=model_type)
+        with _quiet_loading():
+            return QwenVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name, model_type=model_type)
     if model_type == "internvl":
         from .internvl import InternVLBackbone
 
-        return InternVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name)
+        with _quiet_loading():
+            return InternVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name)
     if model_type in REMOTE_CODE_ONLY:
         raise ValidationError(
             f"{path / 'config.json'}, field 'model_type': '{model_type}' is the original remote-code InternVL "

@@ -38,7 +38,7 @@ def simulate(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its shards")] = False,
 ) -> None:
     """Simulate clicks of every user on every slate; report click probability and slot relevance."""
-    from ..simulate import simulate as run_simulation
+    from ..simulate import run_simulation
 
     config = SimulateConfig(users=users, images=images, out=out, model=model, prompts=prompts, pairs=pairs,
                             samples=samples, seed=seed, batch_size=batch_size, device=device, probe=probe,

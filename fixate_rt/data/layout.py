@@ -27,7 +27,10 @@ def recgaze_boxes() -> np.ndarray:
 
 
 def recgaze_layout(items: tuple[dict, ...] = ()) -> Layout:
-    return Layout(IMAGE_SIZE, recgaze_boxes(), LETTERS, items)
+    """The 3 × 5 poster grid; every slot's item metadata carries its ``row`` and ``col``."""
+    items = items or tuple({} for _ in LETTERS)
+    placed = tuple({**item, "row": slot_row_col(i)[0], "col": slot_row_col(i)[1]} for i, item in enumerate(items))
+    return Layout(IMAGE_SIZE, recgaze_boxes(), LETTERS, placed)
 
 
 def slot_row_col(slot: int) -> tuple[int, int]:

@@ -45,6 +45,45 @@ class Layout:
     items: tuple[dict, ...] = field(default=(), compare=False)
     context: str = ""  # the slate's own prompt line (e.g. "Search query: ..."); empty for none
 
+    def __post_init__(self) -> None:
+        """Normalise (lists become tuples / arrays) and validate exactly like a layout file."""
+        size = tuple(self.image_size) if isinstance(self.image_size, (list, tuple)) else self.image_size
+        if not (isinstance(size, tuple) and len(size) == 2
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise ValidationError(f"layout, field 'image_size': expected (W, H) positive integers, got {self.image_size!r}")
+        labels = tuple(self.labels) if isinstance(self.labels, (list, tuple)) else self.labels
+        if not isinstance(labels, tuple) or not labels:
+            raise ValidationError(f"layout, field 'labels': expected a non-empty list of strings, got {self.labels!r}")
+        try:
+            boxes = np.asarray(self.boxes, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValidationError(f"layout, field 'boxes': not a list of [x0, y0, x1, y1] numbers") from None
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValidationError(f"layout, field 'boxes': expected shape [S, 4], got {list(boxes.shape)}")
+        if len(boxes) != len(labels):
+            raise ValidationError(f"layout: {len(boxes)} boxes but {len(labels)} labels (one label per box)")
+        if len(labels) > MAX_SLOTS:
+            raise ValidationError(f"layout: {len(labels)} slots, more than the supported {MAX_SLOTS}")
+        w, h = size
+        for i, (box, label) in enumerate(zip(boxes, labels)):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            if not np.isfinite(box).all() or not (x1 > x0 and y1 > y0):
+                raise ValidationError(f"layout, slot {i}, field 'box': empty or non-finite box {box.tolist()}")
+            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+                raise ValidationError(f"layout, slot {i}, field 'box': {box.tolist()} lies outside the {w}x{h} image")
+            if not isinstance(label, str) or not label.strip():
+                raise ValidationError(f"layout, slot {i}, field 'label': expected a non-empty string, got {label!r}")
+        if len(set(labels)) != len(labels):
+            dup = next(lab for lab in labels if labels.count(lab) > 1)
+            raise ValidationError(f"layout, field 'labels': duplicate label '{dup}'")
+        items = tuple(self.items)
+        if items and (len(items) != len(labels) or not all(isinstance(it, dict) for it in items)):
+            raise ValidationError(f"layout, field 'items': expected one dict per slot ({len(labels)}), got {len(items)}")
+        if not isinstance(self.context, str):
+            raise ValidationError(f"layout, field 'context': expected a string, got {type(self.context).__name__}")
+        for name, value in (("image_size", (int(w), int(h))), ("boxes", boxes), ("labels", labels), ("items", items)):
+            object.__setattr__(self, name, value)
+
     @property
     def n_slots(self) -> int:
         return len(self.labels)
@@ -58,6 +97,20 @@ class Layout:
         inter = (w > 0) & (h > 0)
         np.fill_diagonal(inter, False)
         return bool(inter.any())
+
+    def slot_keys(self, slot: int) -> dict:
+        """What downstream tools join a slot on, from its ``item`` metadata (None where absent): the item's
+        ``id``, ``kind`` and ``rank``, and the slot's ``row`` and ``col`` in the layout's grid."""
+        item = self.items[slot] if self.items else {}
+
+        def text(value):
+            return None if value is None else str(value)
+
+        def whole(value):  # an integer field: anything else (free metadata) is left out rather than guessed
+            return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None
+
+        return {"item_id": text(item.get("id", item.get("item_id"))), "kind": text(item.get("kind")),
+                "rank": whole(item.get("rank")), "row": whole(item.get("row")), "col": whole(item.get("col"))}
 
     def pool_mode(self, requested: str) -> str:
         """Resolve ``auto``: ``overlap`` when boxes overlap (each slot keeps all its tokens), else ``exclusive``."""

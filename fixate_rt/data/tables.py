@@ -28,6 +28,12 @@ SIMULATIONS_SCHEMA = pa.schema(
         ("p_click", pa.list_(pa.float32())),
         ("slot_relevance", pa.list_(pa.float32())),
         ("cold_start", pa.bool_()),
+        # the clicked slot's join keys from its layout item (null where the layout has none)
+        ("click_item_id", pa.string()),
+        ("click_item_kind", pa.string()),
+        ("click_item_rank", pa.int32()),
+        ("click_row", pa.int32()),
+        ("click_col", pa.int32()),
     ]
 )
 

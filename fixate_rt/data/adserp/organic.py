@@ -23,9 +23,21 @@ from ...errors import InputError
 from ...io import write_json
 
 CACHE_VERSION = "organic-v1"
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+CHROMIUM_FLAGS = ["--headless=new", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-quic", "--disable-dev-shm-usage"]
+                  "--disable-quic", "--disable-dev-shm-usage", "--disable-extensions", "--disable-default-apps",
+                  "--no-pings", "--dns-prefetch-disable", "--disable-domain-reliability",
+                  "--disable-features=NetworkPrediction,OptimizationHints,Translate,MediaRouter"]
+# Third-party HTML must not reach the network: no host name resolves, and every request that needs no name
+# (an IP literal, loopback included: "<-loopback>" removes Chromium's implicit bypass) goes to a proxy on the
+# discard port, which nothing serves. Only the local file itself loads.
+NO_NETWORK_FLAGS = ["--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9",
+                    "--proxy-bypass-list=<-loopback>"]
+
+
+def sandbox_flags() -> list[str]:
+    """Chromium's own sandbox where the platform allows it; it cannot run as root, so root gets --no-sandbox."""
+    return ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
 # The k-th <div> child of #rso is what the click logs call //*[@id='rso']/div[k]: its page box in CSS px.
 EXTRACT_JS = """
 const rso = document.getElementById('rso');
@@ -126,7 +138,8 @@ class _WebDriver:
                     raise InputError(f"{driver}: chromedriver did not start") from None
                 time.sleep(0.1)
         caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": chromium, "args": CHROMIUM_FLAGS + ["--window-size=1422,1137"]}}}}
+            "binary": chromium,
+            "args": CHROMIUM_FLAGS + NO_NETWORK_FLAGS + sandbox_flags() + ["--window-size=1422,1137"]}}}}
         try:
             session = _request("POST", f"{base}/session", caps)["value"]["sessionId"]
         except (urllib.error.URLError, KeyError) as exc:

@@ -1,0 +1,42 @@
+"""SHA-256 digests of a run's inputs and model, recorded in run.json and compared on ``--resume``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .backends.safe_load import sha256_file
+from .data.slates import Slate
+from .data.tables import Users
+
+
+def _combine(parts: list[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for name, value in sorted(parts):
+        digest.update(f"{name}\x1f{value}\n".encode())
+    return digest.hexdigest()
+
+
+def slates_digest(slates: dict[str, Slate]) -> str:
+    """Every slate's image bytes and resolved layout (boxes, labels, items, context)."""
+    import json
+
+    return _combine([(sid, sha256_file(s.image_path) + hashlib.sha256(
+        json.dumps(s.layout.to_json(), sort_keys=True).encode()).hexdigest()) for sid, s in slates.items()])
+
+
+def users_digest(users: Users) -> str:
+    """Every user id with its profile text."""
+    return _combine([(uid, hashlib.sha256(profile.encode()).hexdigest()) for uid, profile in zip(users.ids, users.profiles)])
+
+
+def model_digest(model: str | Path) -> str:
+    """An export folder: its manifest (which records every file's SHA-256). A checkpoint folder: its config and
+    weight files. An embedded model name: its generated folder."""
+    from .backbones.tiny import SHAPES, ensure_model
+
+    folder = ensure_model(str(model)) if str(model) in SHAPES else Path(model)
+    if (folder / "manifest.json").is_file():
+        return sha256_file(folder / "manifest.json")
+    files = [p for p in sorted(folder.iterdir()) if p.suffix in (".json", ".safetensors") and p.is_file()]
+    return _combine([(p.name, sha256_file(p)) for p in files])
