@@ -74,14 +74,15 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
     reason = onnx_status() if fmt == "onnx" else ""
     if reason:
         raise UnavailableError(reason)
+    if prompts is not None:  # checked before the model loads
+        from fixate_rt.backends.describe import describe_model
+        from fixate_rt.prompts import SoftPromptBank
+
+        describe_model(model, "torch").check_bank(SoftPromptBank.load(prompts), prompts)
     backbone = load(model, device="cpu", dtype=torch.float32)
     if backbone.family not in EXPORTABLE:
         raise UnavailableError(f"export of family '{backbone.family}' is not implemented yet (exportable: "
                                f"{', '.join(EXPORTABLE)})")
-    if prompts is not None:
-        from fixate_rt.prompts import SoftPromptBank
-
-        SoftPromptBank.load(prompts).check_hidden_size(backbone.hidden_size, prompts)
     out = ensure_writable_dir(Path(out))
     image = _sample_image(image_size)
     feats = backbone.encode_slate(image)

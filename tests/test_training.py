@@ -80,6 +80,13 @@ def test_cold_start_trains_alpha_only(tmp_path, synth_dir):
     cold = load_file(str(tmp_path / "cold" / "prompts.safetensors"))
     torch.testing.assert_close(cold["basis"], base["basis"], atol=0, rtol=0)
     assert (cold["alpha"] - base["alpha"]).abs().max() > 1e-4
+    # a bank of another shape is one clear error before any model work (it used to be a RuntimeError)
+    from fixate_rt.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="K=3 bases of N=4 tokens but this run asks for --basis 5"):
+        train(_cfg(synth_dir, tmp_path / "wrong", epochs=1, basis=5, freeze_basis=True,
+                   init_from=tmp_path / "base" / "prompts.safetensors"))
+    assert not (tmp_path / "wrong").exists()
 
 
 def test_ablations_random_prompt_and_no_user_alpha(tmp_path, synth_dir):

@@ -11,6 +11,8 @@ import numpy as np
 
 from .. import metrics as M
 from ..backbones import load
+from ..backends.describe import describe_model
+from ..errors import ValidationError
 from ..io import atomic_path, ensure_writable_dir, write_json
 from ..prompts import SoftPromptBank, config_hash
 from .config import TrainConfig
@@ -81,6 +83,12 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
     """Train every seed, evaluate on the test split, write the output folder. Returns metrics.json."""
     t0 = time.perf_counter()
     corpus = load_corpus(cfg)
+    if cfg.init_from is not None:  # the bank to start from must fit this run, checked before the model loads
+        bank = SoftPromptBank.load(cfg.init_from)
+        if (bank.n_basis, bank.n_tokens) != (cfg.basis, cfg.soft_tokens):
+            raise ValidationError(f"{cfg.init_from}: the bank has K={bank.n_basis} bases of N={bank.n_tokens} tokens "
+                                  f"but this run asks for --basis {cfg.basis} --soft-tokens {cfg.soft_tokens}")
+        describe_model(cfg.model, "torch").check_bank(bank, cfg.init_from)
     out = ensure_writable_dir(Path(cfg.out))
     backbone = load(cfg.model, device=cfg.device)
     pipes = Pipelines.build(backbone, SlateCache(backbone, corpus.slates), cfg)
