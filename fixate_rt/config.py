@@ -40,6 +40,13 @@ class Backend(str, Enum):
         return self not in (Backend.torch, Backend.auto)
 
 
+class Engine(str, Enum):
+    """Where `simulate` runs: this process, or a Ray cluster (local or remote)."""
+
+    local = "local"
+    ray = "ray"
+
+
 class ExportFormat(str, Enum):
     """Formats `fixate-rt export` writes; an export folder runs with the backend of the same name."""
 

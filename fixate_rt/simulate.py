@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 from .backbones import SlateFeatures, resolve_device
-from .backends import Backend, BackendKind, describe_model, open_backend
+from .backends import Backend, BackendKind, ModelInfo, describe_model, open_backend
 from .config import Kernel, PoolMode, Probe, SimulateConfig, parse_choice
-from .data.join import load_inputs
+from .data.join import Inputs, load_inputs
 from .digests import model_digest, slates_digest, users_digest
 from .data.slates import Layout, Slate, read_slates
 from .data.tables import SIMULATIONS_SCHEMA, Users, read_users
@@ -34,6 +34,7 @@ from .plan import plan_ops
 from .prompts import SoftPromptBank
 from .seeding import draw_click
 from .shards import ShardStore, file_digest, pairs_digest
+from .summary import SlotSummary
 from .timing import StageTimer
 from .versions import versions
 
@@ -193,7 +194,10 @@ class Simulator:
         batch_users = Users(tuple(profile_of), tuple(profile_of.values()))
         table = assemble(list(self.iter_chunks(batch_users, slates, list(zip(uids, sids)), samples=samples,
                                                seed=seed)))
-        return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        rows = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        if "pair" in batch:  # a global pair index (distributed runs) passes through, one per output row
+            rows["pair"] = np.repeat(np.asarray(batch["pair"], dtype=np.int64), samples)
+        return rows
 
     # --------------------------------------------------------------------------------- many slates
     def run(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]] | None = None, *,
@@ -268,36 +272,29 @@ def assemble(chunks: list[pa.Table]) -> pa.Table:
     return table.take(pa.array(order)).drop_columns(["pair"])
 
 
-def slot_summary(table: pa.Table, slates: dict[str, Slate]) -> dict:
-    """Per answer label: click share, mean p_click, mean slot relevance (over slates of the commonest layout)."""
-    cols = table.to_pydict()
-    layouts = [slates[sid].layout.labels for sid in cols["slate_id"]]
-    common = max(set(layouts), key=layouts.count)
-    keep = [i for i, labels in enumerate(layouts) if labels == common]
-    clicks = np.array([cols["click_slot"][i] for i in keep])
-    p = np.array([cols["p_click"][i] for i in keep])
-    rel = np.array([cols["slot_relevance"][i] for i in keep])
-    return {"labels": list(common), "rows": len(keep),
-            "click_share": [float(np.mean(clicks == s)) for s in range(len(common))],
-            "mean_p_click": p.mean(0).round(6).tolist(), "mean_slot_relevance": rel.mean(0).round(6).tolist()}
+def preflight(config: SimulateConfig) -> tuple[Inputs, ModelInfo]:
+    """Every check that needs no model: options, inputs and their cross-references, the model's backend and the
+    slate sizes an export serves. Shared by the local and the distributed engine."""
+    if config.samples < 1:
+        raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
+    data = load_inputs(users=config.users, images=config.images, pairs=config.pairs)
+    info = describe_model(config.model, config.backend)
+    unserved = info.unserved_sizes({slate.layout.image_size for slate in data.slates.values()})
+    if unserved:
+        sid = next(s for s, slate in data.slates.items() if slate.layout.image_size in set(unserved))
+        w, h = data.slates[sid].layout.image_size
+        raise ValidationError(f"{config.images}, slate '{sid}': {w}x{h} is not served by the export in {config.model} "
+                              f"(it serves {info.served_sizes_text()}); re-export adding --image-size {w}x{h}")
+    return data, info
 
 
 def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None = None,
                    on_start: Callable[[int], None] | None = None) -> dict:
     """Validate inputs, simulate, write ``simulations.parquet`` + ``run.json`` atomically. Returns run.json."""
     t0 = time.perf_counter()
-    started = _utc_now()
-    if config.samples < 1:
-        raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
-    data = load_inputs(users=config.users, images=config.images, pairs=config.pairs)
+    started = utc_now()
+    data, _ = preflight(config)
     users, slates, pairs = data.users, data.slates, data.all_pairs()
-    info = describe_model(config.model, config.backend)
-    unserved = info.unserved_sizes({slate.layout.image_size for slate in slates.values()})
-    if unserved:
-        sid = next(s for s, slate in slates.items() if slate.layout.image_size in set(unserved))
-        w, h = slates[sid].layout.image_size
-        raise ValidationError(f"{config.images}, slate '{sid}': {w}x{h} is not served by the export in {config.model} "
-                              f"(it serves {info.served_sizes_text()}); re-export adding --image-size {w}x{h}")
     out = ensure_writable_dir(Path(config.out))
     t_read = time.perf_counter() - t0
     sim = Simulator(config.model, prompts=config.prompts, device=config.device.value, probe_layers=None,
@@ -329,7 +326,7 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
     info = {
         "command": "simulate",
         "started_at": started,
-        "finished_at": _utc_now(),
+        "finished_at": utc_now(),
         "config": config.to_json(),
         "digests_sha256": digests,
         "versions": versions(),
@@ -347,7 +344,7 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
         "timings_s": {"read_inputs": round(t_read, 4), "load_model": round(t_load, 4), **sim.timer.rounded(),
                       "run_total": round(run_s, 4)},
         "pairs_per_s": round((n_pairs - resumed) / run_s, 3) if run_s > 0 else None,
-        "summary": slot_summary(table, slates),
+        "summary": _summary(table, slates),
         "outputs": {"simulations": str(out / "simulations.parquet")},
     }
     write_json(out / "run.json", info)
@@ -371,5 +368,11 @@ def _fingerprint(config: SimulateConfig, sim: Simulator, digests: dict, n_pairs:
             "pool_mode": config.pool_mode.value, "residual": config.residual, "backend": sim.backend.kind.value}
 
 
-def _utc_now() -> str:
+def _summary(table: pa.Table, slates: dict[str, Slate]) -> dict:
+    summary = SlotSummary(slates)
+    summary.add(table)
+    return summary.result()
+
+
+def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

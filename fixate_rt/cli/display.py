@@ -24,8 +24,10 @@ def print_simulation_summary(out: Path, info: dict, seconds: float) -> None:
         table.add_row(label, f"{summary['click_share'][i]:.3f}", f"{summary['mean_p_click'][i]:.3f}",
                       f"{summary['mean_slot_relevance'][i]:.3f}")
     out_console.print(table)
-    out_console.print(f"results: {out / 'simulations.parquet'}\nrun info: {out / 'run.json'}\n"
-                      f"{seconds:.1f} s in all; ran: {describe_implementations(info['implementations'])}; "
+    ran = (describe_implementations(info["implementations"]) if "engine" not in info
+           else f"{info['ray']['workers']} Ray worker(s)")
+    out_console.print(f"results: {info['outputs']['simulations']}\nrun info: {out / 'run.json'}\n"
+                      f"{seconds:.1f} s in all; ran: {ran}; "
                       f"cold-start pairs (no trained prompt): {info['cold_start_pairs']}")
 
 

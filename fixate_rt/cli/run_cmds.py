@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..config import Backend, Device, Kernel, PoolMode, Probe, SimulateConfig
+from ..config import Backend, Device, Engine, Kernel, PoolMode, Probe, SimulateConfig
 from .common import PairsPerSecond, app, console, fail_cleanly, out_console
 from .display import print_profile, print_simulation_summary
 
@@ -34,7 +34,14 @@ def simulate(
                                                   "one (torch, onnx, export, torchscript)")] = Backend.auto,
     trust_export: Annotated[bool, typer.Option("--trust-export", help="Load a TorchScript export: RUNS CODE FROM "
                                                                      "THAT FOLDER; only for folders you made")] = False,
-    shard_pairs: Annotated[int, typer.Option(min=1, help="Pairs per output shard written during the run")] = 4096,
+    shard_pairs: Annotated[int, typer.Option(min=1, help="Pairs per output shard (local) or chunk (ray) written "
+                                                         "during the run")] = 4096,
+    engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (pip install "
+                                                "'fixate-rt[ray]')")] = Engine.local,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto, ray://host:10001, host:port); "
+                                                        "default: start a local one")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Ray actors, each with one loaded model")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(min=0, help="GPUs per Ray actor (1 on GPU clusters)")] = 0.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its shards")] = False,
 ) -> None:
     """Simulate clicks of every user on every slate; report click probability and slot relevance."""
@@ -45,6 +52,12 @@ def simulate(
                             kernel=kernel, pool_mode=pool, backend=backend, shard_pairs=shard_pairs, resume=resume,
                             trust_export=trust_export)
     t0 = time.perf_counter()
+    if engine is Engine.ray:  # Ray Data reports its own progress
+        from ..distributed import run_distributed
+
+        info = run_distributed(config, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+        print_simulation_summary(Path(out), info, time.perf_counter() - t0)
+        return
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), PairsPerSecond(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("pairs", total=None)

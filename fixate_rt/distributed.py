@@ -1,0 +1,246 @@
+"""Scale-out on Ray Data: the same simulation, one loaded `Simulator` per Ray actor.
+
+``simulate_dataset`` maps a Ray Dataset of (pair, user_id, slate_id) rows to simulation rows. Pairs are sorted
+by slate, so a worker batch holds few slates and each is vision-encoded once per batch (the local engine's key
+saving). Clicks are seeded per (seed, user, slate, sample), so the rows equal the local engine's for any worker
+count, batch size or partitioning. ``run_distributed`` is `fixate-rt simulate --engine ray`: the pairs in
+chunks of ``--shard-pairs``, each chunk written by Ray (``write_parquet``) into its own folder under
+``OUT/simulations/`` and renamed into place when complete, so an interrupted driver reruns with ``--resume`` and
+computes only the missing chunks. Ray is an optional extra (``pip install 'fixate-rt[ray]'``), imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import SimulateConfig
+from .errors import InputError, UnavailableError, ValidationError
+from .io import ensure_writable_dir, write_json
+
+FAULT_HOOK = "FIXATE_RT_TEST_ACTOR_EXIT_ONCE"  # tests: the first actor call that finds no marker file exits
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise UnavailableError(f"--engine ray needs Ray Data ({exc}); pip install 'fixate-rt[ray]'") from None
+    return ray
+
+
+class SimulateBatches:
+    """The Ray actor: loads the model once, binds the slates (a path every node can read), simulates batches."""
+
+    def __init__(self, model: str, images: str, users: str | None = None, prompts: str | None = None,
+                 samples: int = 1, seed: int = 0, batch_size: int = 8, device: str = "auto", probe: str = "rollout",
+                 kernel: str = "auto", pool_mode: str = "auto", backend: str = "auto", trust_export: bool = False,
+                 residual: float = 0.5) -> None:
+        from .simulate import Simulator
+
+        self.sim = Simulator(model, prompts=Path(prompts) if prompts else None, device=device, batch_size=batch_size,
+                             probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
+                             trust_export=trust_export, residual=residual)
+        self.sim.bind(slates=images, users=users, samples=samples, seed=seed)
+        self.fault_marker = os.environ.get(FAULT_HOOK)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.fault_marker and not os.path.exists(self.fault_marker):
+            Path(self.fault_marker).write_text(str(os.getpid()))
+            os._exit(17)  # the actor process dies mid-job; Ray restarts it and retries this batch
+        return self.sim(batch)
+
+
+def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", users: str | Path | None = None,
+                     prompts: str | Path | None = None, samples: int = 1, seed: int = 0, batch_size: int = 8,
+                     rows_per_call: int | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
+                     cpus_per_worker: float | None = None, device: str = "auto", probe: str = "rollout",
+                     kernel: str = "auto", pool_mode: str = "auto", backend: str = "auto",
+                     trust_export: bool = False, runtime_env: dict | None = None):
+    """pairs: a Ray Dataset with ``pair`` (a global index), ``user_id``, ``slate_id`` -> a Dataset of simulation
+    rows (the columns of simulations.parquet plus ``pair``; ``samples`` rows per pair).
+
+    ``cpus_per_worker`` defaults to 1 with a GPU, else 0.5: on small machines actors that each take a whole CPU
+    starve Ray's read tasks. Actors that die are restarted and their batches retried.
+    """
+    ray = require_ray()
+    missing = {"pair", "user_id", "slate_id"} - set(pairs.schema().names)
+    if missing:
+        raise ValidationError(f"pairs dataset: missing column(s) {sorted(missing)}")
+    cpus = cpus_per_worker if cpus_per_worker is not None else (1.0 if gpus_per_worker else 0.5)
+    kwargs = dict(model=str(model), images=str(images), users=str(users) if users else None,
+                  prompts=str(prompts) if prompts else None, samples=samples, seed=seed, batch_size=batch_size,
+                  device=device, probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
+                  trust_export=trust_export)
+    del ray
+    # Sorted by slate, then cut into enough blocks for every worker (without shuffling the order back).
+    return pairs.sort("slate_id").repartition(max(2 * workers, 1), shuffle=False).map_batches(
+        SimulateBatches, fn_constructor_kwargs=kwargs, batch_size=rows_per_call or max(8 * batch_size, 64),
+        batch_format="numpy", concurrency=workers, num_cpus=cpus, num_gpus=gpus_per_worker or None,
+        max_restarts=-1, max_task_retries=-1, **({"runtime_env": runtime_env} if runtime_env else {}))
+
+
+def connect(address: str | None, *, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` ("auto", "ray://host:port", host:port) or start a local one."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return
+    if address and address != "auto":  # fail fast: ray.init retries an unreachable address for minutes
+        import socket
+
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--address {address}: cannot connect to a Ray cluster ({exc})") from None
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"--address {address}: cannot connect to a Ray cluster ({first})") from None
+
+
+class ChunkStore:
+    """``OUT/simulations/chunk=N/`` folders (Ray's partitioned Parquet), plus a manifest of the run.
+
+    A chunk is done when its files hold every pair of the chunk exactly ``samples`` times; an interrupted run
+    leaves some chunks incomplete (or a file cut short): ``--resume`` deletes those and recomputes them only.
+    """
+
+    def __init__(self, out: Path, fingerprint: dict, *, resume: bool) -> None:
+        self.dir = out / "simulations"
+        self.manifest_path = out / "ray-run.json"
+        if self.manifest_path.exists():
+            if not resume:
+                raise InputError(f"{out}: an interrupted or finished Ray run is here; pass --resume to continue it "
+                                 f"(or delete the folder to start over)")
+            import json
+
+            old = json.loads(self.manifest_path.read_text())
+            for key, value in fingerprint.items():
+                if old.get(key) != value:
+                    raise InputError(f"cannot resume {out}: '{key}' differs from the interrupted run")
+        elif self.dir.exists() and any(self.dir.iterdir()):
+            raise InputError(f"{self.dir}: exists without {self.manifest_path.name}; not a fixate-rt Ray output")
+        else:
+            write_json(self.manifest_path, fingerprint)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def folder(self, index: int) -> Path:
+        return self.dir / f"chunk={index}"
+
+    def complete(self, index: int, chunk: range, samples: int) -> bool:
+        folder = self.folder(index)
+        if not folder.is_dir():
+            return False
+        try:
+            _check_chunk(folder, chunk, samples)
+            return True
+        except (ValidationError, pa.ArrowInvalid, OSError):
+            shutil.rmtree(folder, ignore_errors=True)  # incomplete: recomputed
+            return False
+
+
+def run_distributed(config: SimulateConfig, *, address: str | None = None, workers: int = 1,
+                    gpus_per_worker: float = 0.0, cpus_per_worker: float | None = None,
+                    rows_per_call: int | None = None,
+                    on_start: Callable[[int], None] | None = None,
+                    on_pairs: Callable[[int], None] | None = None) -> dict:
+    """`fixate-rt simulate --engine ray`: validate as the local engine does, then simulate chunk by chunk."""
+    from .digests import model_digest, slates_digest, users_digest
+    from .shards import file_digest, pairs_digest
+    from .simulate import preflight, utc_now
+    from .summary import SlotSummary
+    from .versions import versions
+
+    started, t0 = utc_now(), time.perf_counter()
+    require_ray()
+    if workers < 1:
+        raise ValidationError(f"--workers must be ≥ 1, got {workers}")
+    data, info = preflight(config)
+    prompts = config.prompts or info.bundled_prompts
+    if prompts is not None:
+        from .prompts import SoftPromptBank
+
+        info.check_bank(SoftPromptBank.load(Path(prompts)), prompts)
+    pairs = data.all_pairs()
+    out = ensure_writable_dir(Path(config.out))
+    digests = {"users": users_digest(data.users), "slates": slates_digest(data.slates), "pairs": pairs_digest(pairs),
+               "prompts": file_digest(Path(prompts)) if prompts else None, "model": model_digest(config.model)}
+    fingerprint = {**{f"{k}_sha256": v for k, v in digests.items()}, "engine": "ray", "n_pairs": len(pairs),
+                   "chunk_pairs": config.shard_pairs, "seed": config.seed, "samples": config.samples,
+                   "probe": config.probe.value, "pool_mode": config.pool_mode.value, "backend": info.kind.value}
+    store = ChunkStore(out, fingerprint, resume=config.resume)
+    connect(address)
+    import ray
+
+    chunks = [range(i, min(i + config.shard_pairs, len(pairs))) for i in range(0, len(pairs), config.shard_pairs)]
+    if on_start is not None:
+        on_start(len(pairs))
+    pending = [i for i, chunk in enumerate(chunks) if not store.complete(i, chunk, config.samples)]
+    resumed = len(pairs) - sum(len(chunks[i]) for i in pending)
+    t_run = time.perf_counter()
+    if pending:  # one Ray execution for every missing chunk: the actors load the model once
+        index = [j for i in pending for j in chunks[i]]
+        table = pa.table({"pair": pa.array(index, pa.int64()), "user_id": [pairs[j][0] for j in index],
+                          "slate_id": [pairs[j][1] for j in index]})
+        result = simulate_dataset(
+            ray.data.from_arrow(table), images=config.images, model=str(config.model), users=config.users,
+            prompts=prompts, samples=config.samples, seed=config.seed, batch_size=config.batch_size,
+            rows_per_call=rows_per_call, workers=workers, gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker, device=config.device.value, probe=config.probe.value,
+            kernel=config.kernel.value, pool_mode=config.pool_mode.value, backend=info.kind.value,
+            trust_export=config.trust_export)
+        shard = config.shard_pairs
+        result = result.map_batches(lambda b: {**b, "chunk": b["pair"] // shard}, batch_format="numpy")
+        result.write_parquet(str(store.dir), partition_cols=["chunk"])
+    summary, rows = SlotSummary(data.slates), 0
+    for i, chunk in enumerate(chunks):
+        _check_chunk(store.folder(i), chunk, config.samples)
+        written = pq.read_table(store.folder(i), columns=["slate_id", "click_slot", "p_click", "slot_relevance"])
+        summary.add(written)
+        rows += written.num_rows
+    if on_pairs is not None:
+        on_pairs(len(pairs))
+    run_s = time.perf_counter() - t_run
+    cold = sum(int(np.sum(pq.read_table(store.folder(i), columns=["cold_start"]).column("cold_start").to_numpy(
+        zero_copy_only=False))) for i in range(len(chunks))) // config.samples
+    payload = {
+        "command": "simulate", "engine": "ray", "started_at": started, "finished_at": utc_now(),
+        "config": config.to_json(), "digests_sha256": digests, "versions": versions(),
+        "ray": {"version": ray.__version__, "address": address or "local", "workers": workers,
+                "gpus_per_worker": gpus_per_worker, "cluster_resources": ray.cluster_resources()},
+        "device": f"ray workers ({config.device.value})", "backend": info.kind.value,
+        "implementations": {"per_worker": "decided by each worker's plan (see a local run's run.json)"},
+        "pairs": len(pairs), "resumed_pairs": resumed, "rows": rows, "cold_start_pairs": cold,
+        "timings_s": {"total": round(time.perf_counter() - t0, 4), "run_total": round(run_s, 4)},
+        "pairs_per_s": round((len(pairs) - resumed) / run_s, 3) if run_s > 0 else None,
+        "summary": summary.result(),
+        "outputs": {"simulations": str(store.dir), "note": "Parquet partitioned by chunk, with a 'pair' column: "
+                                                          "sort by (pair, sample) for the local engine's row order"},
+    }
+    write_json(out / "run.json", payload)
+    return payload
+
+
+def _check_chunk(folder: Path, chunk: range, samples: int) -> None:
+    """Every pair of the chunk exactly ``samples`` times: nothing lost, nothing doubled (retries included)."""
+    got = pq.read_table(folder, columns=["pair"]).column("pair").to_numpy()
+    counts = np.bincount(got - chunk.start, minlength=len(chunk)) if got.size else np.zeros(len(chunk), int)
+    if got.size and (got.min() < chunk.start or got.max() >= chunk.stop):
+        raise ValidationError(f"{folder}: rows of pairs outside this chunk")
+    if not (counts == samples).all():
+        bad = int(np.flatnonzero(counts != samples)[0]) + chunk.start
+        raise ValidationError(f"{folder}: pair {bad} has {counts[bad - chunk.start]} rows, expected {samples}")
