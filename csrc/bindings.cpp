@@ -10,6 +10,7 @@
 
 #include "metrics.h"
 #include "probes.h"
+#include "rollout_qk.h"
 #include "slot_pool.h"
 
 namespace py = pybind11;
@@ -83,6 +84,64 @@ py::array rollout_row(const py::array& attn, const py::array& query_pos, double 
   auto q = index_vector(query_pos, B, T, "query_pos");
   return is_float32(attn) ? rollout_impl<float>(attn, q, B, L, H, T, residual)
                           : rollout_impl<double>(attn, q, B, L, H, T, residual);
+}
+
+// ---------------------------------------------------------------------------------------- rollout_row_qk
+// Storage: the numpy element type; Kernel: what the core reads (bf16 travels as uint16 bit patterns).
+template <typename Storage, typename Kernel = Storage>
+py::array rollout_qk_impl(const py::array& q_in, const py::array& k_in, const py::object& key_ok_in,
+                          const py::object& lse_in, const Arr<int64_t>& pos, int64_t B, int64_t L, int64_t Hq,
+                          int64_t Hkv, int64_t Tn, int64_t D, double scale, double residual) {
+  auto q = Arr<Storage>::ensure(q_in);
+  auto k = Arr<Storage>::ensure(k_in);
+  Arr<uint8_t> ok;
+  Arr<float> lse;
+  if (!key_ok_in.is_none()) {
+    ok = Arr<uint8_t>::ensure(key_ok_in);
+    if (!ok || ok.ndim() != 2 || ok.shape(0) != B || ok.shape(1) != Tn)
+      fail("attention_mask must be [B, T] = [" + std::to_string(B) + ", " + std::to_string(Tn) + "]");
+  }
+  if (!lse_in.is_none()) {
+    lse = Arr<float>::ensure(lse_in);
+    if (!lse || lse.ndim() != 4 || lse.shape(0) != B || lse.shape(1) != L || lse.shape(2) != Hq || lse.shape(3) != Tn)
+      fail("lse must be [B, L, Hq, T] = [" + std::to_string(B) + ", " + std::to_string(L) + ", " +
+           std::to_string(Hq) + ", " + std::to_string(Tn) + "]");
+  }
+  Arr<float> out({B, Tn});
+  const Kernel* qp = reinterpret_cast<const Kernel*>(q.data());
+  const Kernel* kp = reinterpret_cast<const Kernel*>(k.data());
+  const uint8_t* okp = key_ok_in.is_none() ? nullptr : ok.data();
+  const float* lp = lse_in.is_none() ? nullptr : lse.data();
+  float* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fixate::rollout_row_qk<Kernel>(qp, kp, okp, lp, pos.data(), o, B, L, Hq, Hkv, Tn, D, scale, residual);
+  }
+  return out;
+}
+
+py::array rollout_row_qk(const py::array& q, const py::array& k, const py::array& query_pos,
+                         const py::object& attention_mask, const py::object& lse, double scale, double residual,
+                         bool bf16) {
+  check_rank(q, 5, "q", "[B, L, Hq, T, D]");
+  check_rank(k, 5, "k", "[B, L, Hkv, T, D]");
+  const int64_t B = q.shape(0), L = q.shape(1), Hq = q.shape(2), Tn = q.shape(3), D = q.shape(4);
+  const int64_t Hkv = k.shape(2);
+  if (k.shape(0) != B || k.shape(1) != L || k.shape(3) != Tn || k.shape(4) != D || Hkv < 1 || Hq % Hkv != 0)
+    fail("k must be [B, L, Hkv, T, D] with Hq a multiple of Hkv; q is " + shape_of(q) + ", k is " + shape_of(k));
+  if (!q.dtype().is(k.dtype())) fail("q and k must have the same dtype");
+  if (residual < 0.0 || residual > 1.0) fail("residual must be in [0, 1], got " + std::to_string(residual));
+  if (!(scale > 0.0)) fail("scale must be > 0");
+  auto pos = index_vector(query_pos, B, Tn, "query_pos");
+  if (bf16) {  // raw bfloat16 bit patterns (numpy has no bfloat16): uint16 arrays
+    if (!q.dtype().is(py::dtype::of<uint16_t>())) fail("bf16 q/k must come as uint16 arrays of the raw bit patterns");
+    static_assert(sizeof(fixate::BF16) == sizeof(uint16_t), "BF16 is a 16-bit pattern");
+    return rollout_qk_impl<uint16_t, fixate::BF16>(q, k, attention_mask, lse, pos, B, L, Hq, Hkv, Tn, D, scale,
+                                                   residual);
+  }
+  check_float(q, "q");
+  return is_float32(q) ? rollout_qk_impl<float>(q, k, attention_mask, lse, pos, B, L, Hq, Hkv, Tn, D, scale, residual)
+                       : rollout_qk_impl<double>(q, k, attention_mask, lse, pos, B, L, Hq, Hkv, Tn, D, scale, residual);
 }
 
 // --------------------------------------------------------------------------------------- AttnLRP / GLIMPSE
@@ -196,6 +255,10 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fixate-rt C++ CPU ops (torch-free core; OpenMP over rows when available)";
   m.def("rollout_row", &rollout_row, py::arg("attn"), py::arg("query_pos"), py::arg("residual") = 0.5,
         "Rollout row [B, T] from head-averaged attn [B, L, T, T] or per-head attn [B, L, H, T, T].");
+  m.def("rollout_row_qk", &rollout_row_qk, py::arg("q"), py::arg("k"), py::arg("query_pos"),
+        py::arg("attention_mask") = py::none(), py::arg("lse") = py::none(), py::arg("scale") = 0.0,
+        py::arg("residual") = 0.5, py::arg("bf16") = false,
+        "Rollout row [B, T] fp32 from post-RoPE q [B, L, Hq, T, D] and k [B, L, Hkv, T, D]; no T x T attention.");
   m.def("attnlrp_row", &attribution<true>, py::arg("attn_row"), py::arg("grad_row"), py::arg("query_pos"),
         "FixATE AttnLRP row [B, T] from answer rows of A and dA, each [B, L, H, T].");
   m.def("glimpse_row", &attribution<false>, py::arg("attn"), py::arg("grad"), py::arg("query_pos"),

@@ -43,8 +43,13 @@ class SimulateBatches:
     def __init__(self, model: str, images: str, users: str | None = None, prompts: str | None = None,
                  samples: int = 1, seed: int = 0, batch_size: int = 8, device: str = "auto", probe: str = "rollout",
                  kernel: str = "auto", pool_mode: str = "auto", backend: str = "auto", trust_export: bool = False,
-                 residual: float = 0.5) -> None:
+                 residual: float = 0.5, threads: int | None = None) -> None:
+        import torch
+
         from .simulate import Simulator
+
+        if threads:  # as many intra-op threads as CPUs Ray gave this actor: actors must not oversubscribe cores
+            torch.set_num_threads(threads)
 
         self.sim = Simulator(model, prompts=Path(prompts) if prompts else None, device=device, batch_size=batch_size,
                              probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
@@ -79,12 +84,12 @@ def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", 
     kwargs = dict(model=str(model), images=str(images), users=str(users) if users else None,
                   prompts=str(prompts) if prompts else None, samples=samples, seed=seed, batch_size=batch_size,
                   device=device, probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
-                  trust_export=trust_export)
-    del ray
+                  trust_export=trust_export, threads=max(1, int(round(cpus))))
     # Sorted by slate, then cut into enough blocks for every worker (without shuffling the order back).
     return pairs.sort("slate_id").repartition(max(2 * workers, 1), shuffle=False).map_batches(
         SimulateBatches, fn_constructor_kwargs=kwargs, batch_size=rows_per_call or max(8 * batch_size, 64),
-        batch_format="numpy", concurrency=workers, num_cpus=cpus, num_gpus=gpus_per_worker or None,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus,
+        num_gpus=gpus_per_worker or None,
         max_restarts=-1, max_task_retries=-1, **({"runtime_env": runtime_env} if runtime_env else {}))
 
 

@@ -110,6 +110,21 @@ def _glimpse_streaming(attn, grad, query_pos):
     return glimpse_row_streaming(_layers(attn), _layers(grad), query_pos)
 
 
+def _rollout_qk_cpp(q, k, query_pos, attention_mask, scale, residual, lse):
+    """The C++ blockwise row (csrc/rollout_qk.cpp): fp32/fp64 as they are; bf16 as its raw bits (fp32 maths)."""
+    bf16 = q.dtype == torch.bfloat16
+    if bf16:
+        q_np, k_np = (t.detach().cpu().contiguous().view(torch.int16).numpy().view(np.uint16) for t in (q, k))
+    else:
+        q_np, k_np = (t.detach().cpu().contiguous().float().numpy() if t.dtype not in (torch.float32, torch.float64)
+                      else t.detach().cpu().contiguous().numpy() for t in (q, k))
+    mask = None if attention_mask is None else attention_mask.detach().cpu().to(torch.uint8).contiguous().numpy()
+    lse_np = None if lse is None else lse.detach().cpu().float().contiguous().numpy()
+    out = _C.rollout_row_qk(q_np, k_np, query_pos.detach().cpu().long().numpy(), mask, lse_np,
+                            scale=scale if scale is not None else q.shape[-1] ** -0.5, residual=residual, bf16=bf16)
+    return torch.from_numpy(out).to(q.device)
+
+
 def _rollout_torch(attn, query_pos, residual):
     return ref.rollout_row_reference(attn.mean(2) if attn.ndim == 5 else attn, query_pos, residual)
 
@@ -123,6 +138,7 @@ REGISTRY: dict[str, dict[str, Impl]] = {
         "torch": Impl(lambda q, k, p, m, s, r, lse: ref.rollout_row_qk_chunked(q, k, p, m, s, r, lse=lse),
                       ("cpu", "cuda"), True),
         "triton": Impl(_rollout_qk_triton, ("cpu", "cuda"), False),
+        "cpp": Impl(_rollout_qk_cpp, ("cpu",), False),
     },
     "attnlrp_row": {
         "torch": Impl(ref.attnlrp_row, ("cpu", "cuda"), True),

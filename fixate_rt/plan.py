@@ -45,10 +45,14 @@ class OpPlan:
 
 
 def _fused_rollout_wanted(kernel: Kernel, device: torch.device) -> bool:
-    """Q/K capture + the Triton row: asked for explicitly, or the default on CUDA when Triton is usable."""
+    """Q/K capture (every layer SDPA) + a fused row: the Triton kernel when asked for or on CUDA, the C++ one on
+    CPU whenever the C++ module is built (``auto`` or ``cpp``). Only ``--kernel torch`` keeps the eager capture."""
     if kernel is Kernel.triton:
         return True
-    return kernel is Kernel.auto and device.type == "cuda" and not ops.available("rollout_row_qk", device)["triton"]
+    usable = ops.available("rollout_row_qk", device)
+    if device.type == "cuda":
+        return kernel is Kernel.auto and not usable["triton"]
+    return kernel in (Kernel.auto, Kernel.cpp) and not usable["cpp"]
 
 
 def plan_ops(probe: Probe | str, kernel: Kernel | str, device: torch.device | str, *, needs_grad: bool = False,

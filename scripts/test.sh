@@ -17,7 +17,8 @@ fi
 [ "$status" -ne 0 ] && exit "$status"
 # The Triton kernels on CPU: the interpreter must be switched on before triton is imported, so this is a
 # separate pytest process over tests_triton/ (GPU checks are marked `gpu` and run on a lent GPU machine).
-TRITON_INTERPRET=1 pytest -q -m "not gpu" -p no:cacheprovider tests_triton
+# The registry's parity cases for the triton implementations run here too (skipped in the run above).
+TRITON_INTERPRET=1 pytest -q -m "not gpu" -p no:cacheprovider tests_triton tests/test_ops_parity.py -k "triton"
 status=$?
 [ "$status" -eq 5 ] && { echo "no Triton tests collected: failing" >&2; exit 1; }
 exit "$status"

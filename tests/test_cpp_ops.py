@@ -93,8 +93,29 @@ def test_simulate_same_results_with_torch_and_cpp_kernels(tmp_path, synth_dir):
         assert result.exit_code == 0, result.output
         tables[kernel] = pq.read_table(tmp_path / kernel / "simulations.parquet").to_pydict()
         run = __import__("json").loads((tmp_path / kernel / "run.json").read_text())
-        assert run["implementations"] == {"rollout_row": {"impl": kernel, "device": "cpu", "capture": "mean"},
-                                          "slot_pool": {"impl": kernel, "device": "cpu"}}
+        probe_op = ({"rollout_row": {"impl": "torch", "device": "cpu", "capture": "mean"}} if kernel == "torch" else
+                    {"rollout_row_qk": {"impl": "cpp", "device": "cpu", "capture": "qk"}})  # every layer SDPA
+        assert run["implementations"] == {**probe_op, "slot_pool": {"impl": kernel, "device": "cpu"}}
+    # the eager capture + torch row vs the fused C++ row from Q/K (and the forward's log-sum-exp): same clicks
     assert tables["torch"]["click_slot"] == tables["cpp"]["click_slot"]
     np.testing.assert_allclose(np.array(tables["torch"]["slot_relevance"]), np.array(tables["cpp"]["slot_relevance"]),
-                               atol=1e-6)
+                               atol=1e-5)
+    np.testing.assert_allclose(np.array(tables["torch"]["p_click"]), np.array(tables["cpp"]["p_click"]), atol=1e-5)
+
+
+@needs_cpp
+@pytest.mark.parametrize("groups, T", [(1, 64), (4, 257), (4, 1024)])
+def test_rollout_row_qk_cpp_bf16_gqa_padding_long(groups, T):
+    """bf16 Q/K are read as bf16 and accumulated in fp32: equal to the exact rollout of those bf16 values."""
+    g = torch.Generator().manual_seed(T)
+    B, L, Hkv, d = 2, 2, 2, 16
+    q = torch.randn(B, L, Hkv * groups, T, d, generator=g).bfloat16()
+    k = torch.randn(B, L, Hkv, T, d, generator=g).bfloat16()
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, : T // 4] = 0
+    pos = torch.full((B,), T - 1)
+    expected = ref.rollout_row_reference(ref.attention_from_qk(q.double(), k.double(), mask).double(), pos, 0.5)
+    out = ops.rollout_row_qk(q, k, pos, mask, impl="cpp")
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), expected, atol=1e-6, rtol=1e-5)
+    assert (out[1, : T // 4] == 0).all()  # padded keys get nothing

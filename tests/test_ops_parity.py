@@ -64,6 +64,17 @@ def _rollout_qk_expected(args, kwargs):
     return ref.rollout_row_reference(attn, pos, kwargs["residual"])
 
 
+def _with_lse(args, kwargs):
+    """The log-sum-exp the fused attention of the forward computes (probes.capture.sdpa_with_lse)."""
+    from fixate_rt.probes.capture import sdpa_with_lse
+
+    q, k, _, mask = args
+    T, d = q.shape[3], q.shape[4]
+    keep = torch.ones(T, T, dtype=torch.bool).tril()[None, None] & mask.bool()[:, None, None, :]
+    lse = torch.stack([sdpa_with_lse(q[:, l], k[:, l], k[:, l], keep, d ** -0.5)[1] for l in range(q.shape[1])], 1)
+    return args, {**kwargs, "lse": lse}
+
+
 def _attnlrp(dtype):
     attn, grad = _attention(dtype, seed=1)
     return (attn[:, :, :, 36], grad[:, :, :, 36], torch.tensor([36, 36, 36])), {}
@@ -118,6 +129,10 @@ CASES: dict[str, Case] = {
                                lambda a, kw: ref.rollout_row_reference(a[0].double().mean(2), a[1], kw["residual"])),
     "rollout_row_qk": Case(_rollout_qk, ops.rollout_row_qk, _rollout_qk_expected,
                            dtypes=(torch.float32,), tolerance=lambda dtype: dict(atol=1e-5, rtol=1e-4)),
+    # with the forward's log-sum-exp handed over (the path simulate takes), GQA 4 → 1 and left padding
+    "rollout_row_qk[lse]": Case(lambda dtype: _with_lse(*_rollout_qk(dtype)), ops.rollout_row_qk,
+                                lambda a, kw: _rollout_qk_expected(a, {"residual": kw["residual"]}),
+                                dtypes=(torch.float32,), tolerance=lambda dtype: dict(atol=1e-5, rtol=1e-4)),
     "attnlrp_row": Case(_attnlrp, ops.attnlrp_row,
                         lambda a, kw: ref.attnlrp_row(a[0].double(), a[1].double(), a[2]), scale_by_max=True),
     "glimpse_row": Case(_glimpse, ops.glimpse_row, lambda a, kw: ref.glimpse_row(a[0].double(), a[1].double(), a[2]),

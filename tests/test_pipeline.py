@@ -61,8 +61,11 @@ def test_plan_records_what_runs_on_cpu():
 
     cpp = ops.cpp_available()
     plan = plan_ops("rollout", "auto", "cpu")
-    assert plan.record() == {"rollout_row": {"impl": "cpp" if cpp else "torch", "device": "cpu", "capture": "mean"},
-                             "slot_pool": {"impl": "cpp" if cpp else "torch", "device": "cpu"}}
+    probe_op = ({"rollout_row_qk": {"impl": "cpp", "device": "cpu", "capture": "qk"}} if cpp
+                else {"rollout_row": {"impl": "torch", "device": "cpu", "capture": "mean"}})
+    assert plan.record() == {**probe_op, "slot_pool": {"impl": "cpp" if cpp else "torch", "device": "cpu"}}
+    eager = plan_ops("rollout", "torch", "cpu")  # --kernel torch keeps the eager capture and the torch row
+    assert (eager.combine_op, eager.capture) == ("rollout_row", "mean")
     glimpse = plan_ops("glimpse", "torch", "cpu")
     assert (glimpse.combine_op, glimpse.combine_impl, glimpse.capture) == ("glimpse_row", "torch", "heads")
     train = plan_ops("attnlrp", "auto", "cpu", needs_grad=True)

@@ -46,6 +46,7 @@ class AttentionRecorder:
     queries: dict[int, torch.Tensor] = field(default_factory=dict)  # qk: post-RoPE Q [B, Hq, T, d]
     keys: dict[int, torch.Tensor] = field(default_factory=dict)  # qk: post-RoPE K [B, Hkv, T, d]
     lse: dict[int, torch.Tensor] = field(default_factory=dict)  # qk: log-sum-exp of the scaled scores [B, Hq, T] fp32
+    bias_cache: dict = field(default_factory=dict)  # qk: the forward's mask in additive form, built once
 
 
 _ACTIVE: ContextVar[AttentionRecorder | None] = ContextVar("fixate_attention_recorder", default=None)
@@ -75,7 +76,7 @@ def additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: tor
 
 
 def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
-                  scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+                  scale: float, bias_cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(attention output [B, T, Hq, d], log-sum-exp of the scaled masked scores [B, Hq, T] fp32) from one fused
     attention op: the flash kernel on CPU, the memory-efficient kernel on CUDA (both take an additive mask and
     return the log-sum-exp they compute anyway). None on other devices (the caller falls back to SDPA).
@@ -88,8 +89,18 @@ def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
     key, value = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (key, value))
     B, H, T, _ = query.shape
     Tk = key.shape[2]
-    bias = additive_mask(mask, T, Tk, query.device).clamp(min=torch.finfo(query.dtype).min).to(query.dtype)
-    bias = bias.expand(B, 1, T, Tk) if bias.ndim == 2 else bias
+    # Every probed layer of one forward gets the same mask: its additive form is built once (``bias_cache``).
+    key_of = (id(mask), query.dtype, T, Tk)
+    cached = bias_cache.get(key_of) if bias_cache is not None else None
+    if cached is None:
+        bias = additive_mask(mask, T, Tk, query.device).clamp(min=torch.finfo(query.dtype).min).to(query.dtype)
+        bias = bias.expand(B, 1, T, Tk) if bias.ndim == 2 else bias
+        # A row with no key to attend (left padding) contributes nothing: +inf, the rollout kernel's convention.
+        no_key = ~(bias > torch.finfo(query.dtype).min).any(-1)  # [B, 1, T]
+        cached = (bias, no_key)
+        if bias_cache is not None:
+            bias_cache[key_of] = cached
+    bias, no_key = cached
     if query.device.type == "cpu":
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, 0.0, False, attn_mask=bias, scale=scale)[:2]
@@ -100,8 +111,6 @@ def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
         out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
             query, key, value, aligned[..., :Tk].expand(B, H, T, Tk), True, 0.0, False, scale=scale)[:2]
         lse = lse[..., :T]
-    # A row with no key to attend (left padding) contributes nothing: +inf, the rollout kernel's own convention.
-    no_key = ~(bias > torch.finfo(query.dtype).min).any(-1)  # [B, 1, T]
     return out.transpose(1, 2).contiguous(), lse.float().masked_fill(no_key, float("inf"))
 
 
@@ -126,7 +135,8 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
         recorder.queries[layer] = query
         recorder.keys[layer] = key
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        fused = sdpa_with_lse(query, key, value, attention_mask, scale) if dropout == 0.0 else None
+        fused = (sdpa_with_lse(query, key, value, attention_mask, scale, recorder.bias_cache) if dropout == 0.0
+                 else None)
         if fused is not None:
             out, recorder.lse[layer] = fused
             return out, None
