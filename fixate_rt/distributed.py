@@ -74,7 +74,8 @@ def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", 
     rows (the columns of simulations.parquet plus ``pair``; ``samples`` rows per pair).
 
     ``cpus_per_worker`` defaults to 1 with a GPU, else 0.5: on small machines actors that each take a whole CPU
-    starve Ray's read tasks. Actors that die are restarted and their batches retried.
+    starve Ray's read tasks. Actors that die are restarted and their batches retried (Ray Data's defaults:
+    ``max_restarts=-1``, ``max_task_retries=-1``); the driver checks afterwards that no row is lost or doubled.
     """
     ray = require_ray()
     missing = {"pair", "user_id", "slate_id"} - set(pairs.schema().names)
@@ -90,7 +91,7 @@ def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", 
         SimulateBatches, fn_constructor_kwargs=kwargs, batch_size=rows_per_call or max(8 * batch_size, 64),
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus,
         num_gpus=gpus_per_worker or None,
-        max_restarts=-1, max_task_retries=-1, **({"runtime_env": runtime_env} if runtime_env else {}))
+        runtime_env=runtime_env)  # Ray Data's actors restart, and retry their batch, by default
 
 
 def connect(address: str | None, *, num_cpus: int | None = None) -> None:

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -15,24 +14,11 @@ from typer.testing import CliRunner
 
 from fixate_rt.cli import app
 from fixate_rt.data.adserp.geometry import CSS_TO_PX
-from fixate_rt.data.adserp.organic import ChromiumMissing, find_browser
+from chromium import needs_chromium
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "adserp-sample"
 TRIALS = sorted(p.stem for p in (SAMPLE / "fixation-data").glob("*.csv"))
 runner = CliRunner()
-
-
-def _have_chromium() -> bool:
-    try:
-        find_browser()
-        return True
-    except ChromiumMissing:
-        return False
-
-
-# CI installs Debian's chromium (scripts/install_chromium.sh) and sets FIXATE_RT_REQUIRE_CHROMIUM=1: never skipped there.
-needs_chromium = pytest.mark.skipif(not _have_chromium() and os.environ.get("FIXATE_RT_REQUIRE_CHROMIUM") != "1",
-                                    reason="headless Chromium not installed (apt-get install chromium chromium-driver)")
 
 
 def _import(out: Path, cache: Path, env: dict | None = None):

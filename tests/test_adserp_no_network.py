@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import http.server
-import os
 import threading
 
-import pytest
-
-from fixate_rt.data.adserp.organic import ChromiumMissing, OrganicBoxes, find_browser
-
-
-def _have_chromium() -> bool:
-    try:
-        find_browser()
-        return True
-    except ChromiumMissing:
-        return False
-
-
-# CI installs Debian's chromium and sets FIXATE_RT_REQUIRE_CHROMIUM=1: never skipped there.
-needs_chromium = pytest.mark.skipif(not _have_chromium() and os.environ.get("FIXATE_RT_REQUIRE_CHROMIUM") != "1",
-                                    reason="headless Chromium not installed (apt-get install chromium chromium-driver)")
+from chromium import needs_chromium
+from fixate_rt.data.adserp.organic import OrganicBoxes
 
 
 class _Counting(http.server.BaseHTTPRequestHandler):

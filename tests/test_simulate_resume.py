@@ -78,18 +78,7 @@ def test_killed_run_resumes_to_the_same_rows(data, reference, tmp_path):
 def test_corrupt_shard_is_named(data, tmp_path, tiny):
     out = tmp_path / "run"
     (out / "shards").mkdir(parents=True)
-    from fixate_rt.config import SimulateConfig
-    from fixate_rt.data.slates import read_slates
-    from fixate_rt.data.tables import read_users
-    from fixate_rt.shards import ShardStore
-    from fixate_rt.simulate import Simulator, _fingerprint, run_digests
-
-    users, slates = read_users(data / "users.parquet"), read_slates(data / "slates")
-    pairs = [(u, s) for s in slates for u in users.ids]
-    config = SimulateConfig(users=data / "users.parquet", images=data / "slates", out=out, samples=2, seed=7)
-    sim = Simulator(loaded=tiny)
-    ShardStore(out, _fingerprint(config, sim, run_digests(config, users, slates, pairs, sim), len(pairs)),
-               resume=False)
+    _interrupted_run(data, out, tiny)
     (out / "shards" / "part-000000.parquet").write_bytes(b"not parquet")
     result = runner.invoke(app, _args(data, out, "--resume"))
     assert result.exit_code == 2 and "part-000000.parquet: unreadable shard" in result.output
@@ -101,21 +90,10 @@ def test_resume_refuses_changed_profiles_or_images(data, tmp_path, tiny):
 
     import pyarrow as pa
 
-    from fixate_rt.config import SimulateConfig
-    from fixate_rt.data.slates import read_slates
-    from fixate_rt.data.tables import read_users
-    from fixate_rt.shards import ShardStore
-    from fixate_rt.simulate import Simulator, _fingerprint, run_digests
-
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
     out = tmp_path / "run"
-    users, slates = read_users(copy / "users.parquet"), read_slates(copy / "slates")
-    pairs = [(u, s) for s in slates for u in users.ids]
-    config = SimulateConfig(users=copy / "users.parquet", images=copy / "slates", out=out, samples=2, seed=7)
-    sim = Simulator(loaded=tiny)
-    ShardStore(out, _fingerprint(config, sim, run_digests(config, users, slates, pairs, sim), len(pairs)),
-               resume=False)
+    _interrupted_run(copy, out, tiny)
     table = pq.read_table(copy / "users.parquet")
     profiles = [p + " (changed)" for p in table.column("profile").to_pylist()]
     pq.write_table(table.set_column(1, "profile", pa.array(profiles, pa.string())), copy / "users.parquet")
@@ -130,3 +108,19 @@ def test_resume_refuses_changed_profiles_or_images(data, tmp_path, tiny):
     image.save(first)
     result = runner.invoke(app, _args(copy, out, "--resume"))
     assert result.exit_code == 2 and "'slates_sha256' differs" in result.stderr
+
+
+def _interrupted_run(data, out, tiny):
+    """An interrupted run's shard folder for ``data`` (its manifest, no shards yet), as `simulate` writes it."""
+    from fixate_rt.config import SimulateConfig
+    from fixate_rt.data.slates import read_slates
+    from fixate_rt.data.tables import read_users
+    from fixate_rt.shards import ShardStore
+    from fixate_rt.simulate import Simulator, _fingerprint, run_digests
+
+    users, slates = read_users(data / "users.parquet"), read_slates(data / "slates")
+    pairs = [(u, s) for s in slates for u in users.ids]
+    config = SimulateConfig(users=data / "users.parquet", images=data / "slates", out=out, samples=2, seed=7)
+    sim = Simulator(loaded=tiny)
+    ShardStore(out, _fingerprint(config, sim, run_digests(config, users, slates, pairs, sim), len(pairs)),
+               resume=False)
