@@ -37,10 +37,33 @@ def require_ray():
     return ray
 
 
-class SimulateBatches:
-    """The Ray actor: loads the model once, binds the slates (a path every node can read), simulates batches."""
+def localise(images: str) -> str:
+    """A slates folder every worker can read: a local path as it is, or a filesystem URL pyarrow understands
+    (``file://``, ``s3://``, ``gs://``, ``hdfs://``, ...) copied once into a local temporary folder."""
+    if "://" not in images:
+        return images
+    import tempfile
 
-    def __init__(self, model: str, images: str, users: str | None = None, prompts: str | None = None,
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(images)
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{images}: cannot list this slates folder ({exc})") from None
+    local = Path(tempfile.mkdtemp(prefix="fixate-rt-slates-"))
+    for info in infos:
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as src:
+                (local / Path(info.path).name).write_bytes(src.read())
+    return str(local)
+
+
+class SimulateBatches:
+    """The Ray actor: loads the model once, binds the slates (a path or URL every node can read), simulates
+    batches. ``prompts`` is a bank already in Ray's object store (broadcast once by the driver) or a path."""
+
+    def __init__(self, model: str, images: str, users: str | None = None, prompts=None,
                  samples: int = 1, seed: int = 0, batch_size: int = 8, device: str = "auto", probe: str = "rollout",
                  kernel: str = "auto", pool_mode: str = "auto", backend: str = "auto", trust_export: bool = False,
                  residual: float = 0.5, threads: int | None = None) -> None:
@@ -51,10 +74,15 @@ class SimulateBatches:
         if threads:  # as many intra-op threads as CPUs Ray gave this actor: actors must not oversubscribe cores
             torch.set_num_threads(threads)
 
-        self.sim = Simulator(model, prompts=Path(prompts) if prompts else None, device=device, batch_size=batch_size,
+        import ray
+
+        if isinstance(prompts, ray.ObjectRef):  # the driver's one broadcast copy
+            prompts = ray.get(prompts)
+        bank = Path(prompts) if isinstance(prompts, str) else prompts
+        self.sim = Simulator(model, prompts=bank, device=device, batch_size=batch_size,
                              probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
                              trust_export=trust_export, residual=residual)
-        self.sim.bind(slates=images, users=users, samples=samples, seed=seed)
+        self.sim.bind(slates=localise(images), users=users, samples=samples, seed=seed)
         self.fault_marker = os.environ.get(FAULT_HOOK)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -65,13 +93,16 @@ class SimulateBatches:
 
 
 def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", users: str | Path | None = None,
-                     prompts: str | Path | None = None, samples: int = 1, seed: int = 0, batch_size: int = 8,
+                     prompts=None, samples: int = 1, seed: int = 0, batch_size: int = 8,
                      rows_per_call: int | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
                      cpus_per_worker: float | None = None, device: str = "auto", probe: str = "rollout",
                      kernel: str = "auto", pool_mode: str = "auto", backend: str = "auto",
                      trust_export: bool = False, runtime_env: dict | None = None):
     """pairs: a Ray Dataset with ``pair`` (a global index), ``user_id``, ``slate_id`` -> a Dataset of simulation
     rows (the columns of simulations.parquet plus ``pair``; ``samples`` rows per pair).
+
+    ``images``: a slates folder every node can read, as a path or a filesystem URL pyarrow understands.
+    ``prompts``: a bank file or `SoftPromptBank`; it is loaded once here and broadcast through Ray's object store.
 
     ``cpus_per_worker`` defaults to 1 with a GPU, else 0.5: on small machines actors that each take a whole CPU
     starve Ray's read tasks. Actors that die are restarted and their batches retried (Ray Data's defaults:
@@ -82,8 +113,13 @@ def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", 
     if missing:
         raise ValidationError(f"pairs dataset: missing column(s) {sorted(missing)}")
     cpus = cpus_per_worker if cpus_per_worker is not None else (1.0 if gpus_per_worker else 0.5)
+    if prompts is not None:
+        from .prompts import SoftPromptBank
+
+        bank = prompts if isinstance(prompts, SoftPromptBank) else SoftPromptBank.load(Path(prompts))
+        prompts = ray.put(bank)  # one copy in the object store; every actor's constructor receives the bank
     kwargs = dict(model=str(model), images=str(images), users=str(users) if users else None,
-                  prompts=str(prompts) if prompts else None, samples=samples, seed=seed, batch_size=batch_size,
+                  prompts=prompts, samples=samples, seed=seed, batch_size=batch_size,
                   device=device, probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
                   trust_export=trust_export, threads=max(1, int(round(cpus))))
     # Sorted by slate, then cut into enough blocks for every worker (without shuffling the order back).

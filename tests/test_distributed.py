@@ -58,14 +58,35 @@ def _pairs_dataset(synth_dir):
     return ray.data.from_arrow(table)
 
 
-@pytest.mark.parametrize("workers, rows_per_call", [(1, 8), (2, 5)])
-def test_same_rows_as_the_local_engine(cluster, synth_dir, local, workers, rows_per_call):
+@pytest.mark.parametrize("workers, rows_per_call, url", [(1, 8, True), (2, 5, False)])
+def test_same_rows_as_the_local_engine(cluster, synth_dir, local, workers, rows_per_call, url):
+    """Any worker count or batch size; the slates folder as a path or as a filesystem URL (pyarrow)."""
     from fixate_rt.distributed import simulate_dataset
 
-    result = simulate_dataset(_pairs_dataset(synth_dir), images=synth_dir / "slates", users=synth_dir / "users.parquet",
+    images = f"file://{synth_dir / 'slates'}" if url else synth_dir / "slates"
+    result = simulate_dataset(_pairs_dataset(synth_dir), images=images, users=synth_dir / "users.parquet",
                               samples=2, seed=4, device="cpu", workers=workers, rows_per_call=rows_per_call,
                               batch_size=3)
     _same_rows(_in_local_order(pa.Table.from_pandas(result.to_pandas(), preserve_index=False)), local)
+
+
+def test_prompt_bank_is_broadcast_and_steers_like_locally(cluster, synth_dir, tmp_path):
+    from fixate_rt.data.tables import read_users
+    from fixate_rt.distributed import simulate_dataset
+    from fixate_rt.prompts import SoftPromptBank
+    from fixate_rt.simulate import Simulator
+
+    users = read_users(synth_dir / "users.parquet")
+    bank = SoftPromptBank.init(users.ids, n_basis=2, n_tokens=3, hidden_size=64, seed=1, std=0.5)
+    bank.alpha.normal_(generator=__import__("torch").Generator().manual_seed(2))
+    pairs = _pairs_dataset(synth_dir)
+    expected = Simulator("tiny-qwen3vl", device="cpu", prompts=bank).bind(
+        slates=synth_dir / "slates", users=synth_dir / "users.parquet", seed=4)(pairs.to_pandas().to_dict("list"))
+    result = simulate_dataset(pairs, images=synth_dir / "slates", users=synth_dir / "users.parquet", prompts=bank,
+                              seed=4, device="cpu")
+    got = _in_local_order(pa.Table.from_pandas(result.to_pandas(), preserve_index=False))
+    assert not any(got["cold_start"]) and got["click_slot"] == list(expected["click_slot"])
+    assert np.abs(np.array(got["p_click"]) - np.stack(expected["p_click"])).max() < 1e-6
 
 
 def test_killed_actor_loses_and_doubles_nothing(cluster, synth_dir, local, tmp_path):
