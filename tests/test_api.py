@@ -115,3 +115,12 @@ def test_output_files_follow_the_umask(synth_dir, tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "d")], capture_output=True, check=True,
                    env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert stat.S_IMODE((tmp_path / "d" / "users.parquet").stat().st_mode) == 0o640
+
+
+def test_info_lists_versions_and_every_registered_op():
+    from fixate_rt import ops
+    from fixate_rt.cli import app
+
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    assert "cpp_module" in result.output and all(op in result.output for op in ops.REGISTRY)

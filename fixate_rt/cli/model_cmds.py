@@ -64,7 +64,7 @@ def info(model: Annotated[str, typer.Option(help="Model to describe")] = "tiny-q
     table.add_column("item")
     table.add_column("value")
     for key, value in versions().items():
-        table.add_row(key, value)
+        table.add_row(key, str(value))
     table.add_row("model", f"{backbone.name} ({backbone.family}, hidden {backbone.hidden_size}, {backbone.num_layers} layers)")
     table.add_row("probe layers", str(list(backbone.default_probe_layers)))
     for op in ops.REGISTRY:
