@@ -45,8 +45,9 @@ def _in_local_order(table: pa.Table) -> dict:
 def _same_rows(got: dict, expected: dict) -> None:
     for column in ("user_id", "slate_id", "sample", "click_slot", "click_label", "cold_start", "click_row"):
         assert got[column] == expected[column], column
+    # batches are composed differently (other rows, other padding): fp32 differences of ~1e-6 are expected
     for column in ("p_click", "slot_relevance"):
-        assert np.abs(np.array(got[column]) - np.array(expected[column])).max() < 1e-6, column
+        assert np.abs(np.array(got[column]) - np.array(expected[column])).max() < 1e-5, column
 
 
 def _pairs_dataset(synth_dir):
@@ -86,7 +87,7 @@ def test_prompt_bank_is_broadcast_and_steers_like_locally(cluster, synth_dir, tm
                               seed=4, device="cpu")
     got = _in_local_order(pa.Table.from_pandas(result.to_pandas(), preserve_index=False))
     assert not any(got["cold_start"]) and got["click_slot"] == list(expected["click_slot"])
-    assert np.abs(np.array(got["p_click"]) - np.stack(expected["p_click"])).max() < 1e-6
+    assert np.abs(np.array(got["p_click"]) - np.stack(expected["p_click"])).max() < 1e-5
 
 
 def test_killed_actor_loses_and_doubles_nothing(cluster, synth_dir, local, tmp_path):
