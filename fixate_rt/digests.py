@@ -17,6 +17,11 @@ def _combine(parts: list[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+def pairs_digest(pairs: list[tuple[str, str]]) -> str:
+    """The (user, slate) pairs in run order."""
+    return hashlib.sha256("\n".join(f"{u}\x1f{s}" for u, s in pairs).encode()).hexdigest()
+
+
 def slates_digest(slates: dict[str, Slate]) -> str:
     """Every slate's image bytes and resolved layout (boxes, labels, items, context)."""
     import json
@@ -40,3 +45,11 @@ def model_digest(model: str | Path) -> str:
         return sha256_file(folder / "manifest.json")
     files = [p for p in sorted(folder.iterdir()) if p.suffix in (".json", ".safetensors") and p.is_file()]
     return _combine([(p.name, sha256_file(p)) for p in files])
+
+
+def run_digests(model: str | Path, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]],
+                prompts: Path | None) -> dict[str, str | None]:
+    """SHA-256 of every input that shapes the rows, and of the model (run.json's ``digests_sha256``; both
+    engines' resume fingerprints)."""
+    return {"users": users_digest(users), "slates": slates_digest(slates), "pairs": pairs_digest(pairs),
+            "prompts": sha256_file(Path(prompts)) if prompts else None, "model": model_digest(model)}

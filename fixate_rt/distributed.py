@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from .config import SimulateConfig
 from .errors import InputError, UnavailableError, ValidationError
 from .io import ensure_writable_dir, write_json
+from .shards import check_fingerprint
 
 FAULT_HOOK = "FIXATE_RT_TEST_ACTOR_EXIT_ONCE"  # tests: the first actor call that finds no marker file exits
 
@@ -168,12 +169,7 @@ class ChunkStore:
             if not resume:
                 raise InputError(f"{out}: an interrupted or finished Ray run is here; pass --resume to continue it "
                                  f"(or delete the folder to start over)")
-            import json
-
-            old = json.loads(self.manifest_path.read_text())
-            for key, value in fingerprint.items():
-                if old.get(key) != value:
-                    raise InputError(f"cannot resume {out}: '{key}' differs from the interrupted run")
+            check_fingerprint(self.manifest_path, fingerprint, out)
         elif self.dir.exists() and any(self.dir.iterdir()):
             raise InputError(f"{self.dir}: exists without {self.manifest_path.name}; not a fixate-rt Ray output")
         else:
@@ -201,8 +197,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
                     on_start: Callable[[int], None] | None = None,
                     on_pairs: Callable[[int], None] | None = None) -> dict:
     """`fixate-rt simulate --engine ray`: validate as the local engine does, then simulate chunk by chunk."""
-    from .digests import model_digest, slates_digest, users_digest
-    from .shards import file_digest, pairs_digest
+    from .digests import run_digests
     from .simulate import preflight, utc_now
     from .summary import SlotSummary
     from .versions import versions
@@ -213,14 +208,15 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
         raise ValidationError(f"--workers must be ≥ 1, got {workers}")
     data, info = preflight(config)
     prompts = config.prompts or info.bundled_prompts
-    if prompts is not None:
+    bank = None
+    if prompts is not None:  # loaded and checked once; the same object is broadcast to the workers
         from .prompts import SoftPromptBank
 
-        info.check_bank(SoftPromptBank.load(Path(prompts)), prompts)
+        bank = SoftPromptBank.load(Path(prompts))
+        info.check_bank(bank, prompts)
     pairs = data.all_pairs()
     out = ensure_writable_dir(Path(config.out))
-    digests = {"users": users_digest(data.users), "slates": slates_digest(data.slates), "pairs": pairs_digest(pairs),
-               "prompts": file_digest(Path(prompts)) if prompts else None, "model": model_digest(config.model)}
+    digests = run_digests(config.model, data.users, data.slates, pairs, prompts)
     fingerprint = {**{f"{k}_sha256": v for k, v in digests.items()}, "engine": "ray", "n_pairs": len(pairs),
                    "chunk_pairs": config.shard_pairs, "seed": config.seed, "samples": config.samples,
                    "probe": config.probe.value, "pool_mode": config.pool_mode.value, "backend": info.kind.value}
@@ -240,7 +236,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
                           "slate_id": [pairs[j][1] for j in index]})
         result = simulate_dataset(
             ray.data.from_arrow(table), images=config.images, model=str(config.model), users=config.users,
-            prompts=prompts, samples=config.samples, seed=config.seed, batch_size=config.batch_size,
+            prompts=bank, samples=config.samples, seed=config.seed, batch_size=config.batch_size,
             rows_per_call=rows_per_call, workers=workers, gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker, device=config.device.value, probe=config.probe.value,
             kernel=config.kernel.value, pool_mode=config.pool_mode.value, backend=info.kind.value,
@@ -248,17 +244,19 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
         shard = config.shard_pairs
         result = result.map_batches(lambda b: {**b, "chunk": b["pair"] // shard}, batch_format="numpy")
         result.write_parquet(str(store.dir), partition_cols=["chunk"])
-    summary, rows = SlotSummary(data.slates), 0
-    for i, chunk in enumerate(chunks):
-        _check_chunk(store.folder(i), chunk, config.samples)
-        written = pq.read_table(store.folder(i), columns=["slate_id", "click_slot", "p_click", "slot_relevance"])
+        for i in pending:  # the chunks kept were checked by `store.complete`
+            _check_chunk(store.folder(i), chunks[i], config.samples)
+    summary, rows, cold_rows = SlotSummary(data.slates), 0, 0
+    for i in range(len(chunks)):
+        written = pq.read_table(store.folder(i), columns=["slate_id", "click_slot", "p_click", "slot_relevance",
+                                                          "cold_start"])
         summary.add(written)
         rows += written.num_rows
+        cold_rows += int(np.sum(written.column("cold_start").to_numpy(zero_copy_only=False)))
     if on_pairs is not None:
         on_pairs(len(pairs))
     run_s = time.perf_counter() - t_run
-    cold = sum(int(np.sum(pq.read_table(store.folder(i), columns=["cold_start"]).column("cold_start").to_numpy(
-        zero_copy_only=False))) for i in range(len(chunks))) // config.samples
+    cold = cold_rows // config.samples
     payload = {
         "command": "simulate", "engine": "ray", "started_at": started, "finished_at": utc_now(),
         "config": config.to_json(), "digests_sha256": digests, "versions": versions(),

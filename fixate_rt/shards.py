@@ -9,7 +9,6 @@ run; batch size, device and kernels may change. When every pair is done the shar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -24,18 +23,16 @@ from .io import atomic_path, write_json
 FORMAT = "fixate-rt/simulate-shards/1"
 
 
-def file_digest(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def pairs_digest(pairs: list[tuple[str, str]]) -> str:
-    return hashlib.sha256("\n".join(f"{u}\x1f{s}" for u, s in pairs).encode()).hexdigest()
+def check_fingerprint(manifest_path: Path, current: dict, out: Path) -> None:
+    """A resumed run must match the interrupted one on every key of ``current`` (one line naming the key)."""
+    try:
+        old = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValidationError(f"{manifest_path}: corrupt manifest") from None
+    for key, value in current.items():
+        if old.get(key) != value:
+            raise InputError(f"cannot resume {out}: '{key}' differs from the interrupted run "
+                             f"({old.get(key)!r} there, {value!r} now)")
 
 
 class ShardStore:
@@ -59,14 +56,7 @@ class ShardStore:
             write_json(manifest_path, self.manifest)
 
     def _open_existing(self, manifest_path: Path) -> None:
-        try:
-            old = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
-            raise ValidationError(f"{manifest_path}: corrupt manifest") from None
-        for key, value in self.manifest.items():
-            if old.get(key) != value:
-                raise InputError(f"cannot resume {self.dir.parent}: '{key}' differs from the interrupted run "
-                                 f"({old.get(key)!r} there, {value!r} now)")
+        check_fingerprint(manifest_path, self.manifest, self.dir.parent)
         for path in self.parts():
             try:
                 pairs = pq.read_table(path, columns=["pair"]).column("pair").to_numpy()

@@ -24,7 +24,7 @@ from .backbones import SlateFeatures, resolve_device
 from .backends import Backend, BackendKind, ModelInfo, describe_model, open_backend
 from .config import Kernel, PoolMode, Probe, SimulateConfig, parse_choice
 from .data.join import Inputs, load_inputs
-from .digests import model_digest, slates_digest, users_digest
+from .digests import run_digests
 from .data.slates import Layout, Slate, read_slates
 from .data.tables import SIMULATIONS_SCHEMA, Users, read_users
 from .errors import ValidationError
@@ -33,7 +33,7 @@ from .pipeline import Batch, BatchPipeline
 from .plan import plan_ops
 from .prompts import SoftPromptBank
 from .seeding import draw_click
-from .shards import ShardStore, file_digest, pairs_digest
+from .shards import ShardStore
 from .summary import SlotSummary
 from .timing import StageTimer
 from .versions import versions
@@ -303,7 +303,7 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
                     trust_export=config.trust_export)
     t_load = time.perf_counter() - t0 - t_read
     n_pairs = len(pairs)
-    digests = run_digests(config, users, slates, pairs, sim)
+    digests = run_digests(config.model, users, slates, pairs, sim.prompts_source)
     store = ShardStore(out, _fingerprint(config, sim, digests, len(pairs)), resume=config.resume)
     resumed = len(store.done)
     if on_start is not None:
@@ -350,14 +350,6 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
     write_json(out / "run.json", info)
     store.remove()
     return info
-
-
-def run_digests(config: SimulateConfig, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]],
-                sim: Simulator) -> dict[str, str | None]:
-    """SHA-256 of every input that shapes the rows, and of the model (run.json's ``digests_sha256``)."""
-    return {"users": users_digest(users), "slates": slates_digest(slates), "pairs": pairs_digest(pairs),
-            "prompts": file_digest(Path(sim.prompts_source)) if sim.prompts_source else None,
-            "model": model_digest(config.model)}
 
 
 def _fingerprint(config: SimulateConfig, sim: Simulator, digests: dict, n_pairs: int) -> dict:

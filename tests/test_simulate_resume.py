@@ -116,11 +116,13 @@ def _interrupted_run(data, out, tiny):
     from fixate_rt.data.slates import read_slates
     from fixate_rt.data.tables import read_users
     from fixate_rt.shards import ShardStore
-    from fixate_rt.simulate import Simulator, _fingerprint, run_digests
+    from fixate_rt.digests import run_digests
+    from fixate_rt.simulate import Simulator, _fingerprint
 
     users, slates = read_users(data / "users.parquet"), read_slates(data / "slates")
     pairs = [(u, s) for s in slates for u in users.ids]
     config = SimulateConfig(users=data / "users.parquet", images=data / "slates", out=out, samples=2, seed=7)
     sim = Simulator(loaded=tiny)
-    ShardStore(out, _fingerprint(config, sim, run_digests(config, users, slates, pairs, sim), len(pairs)),
+    digests = run_digests(config.model, users, slates, pairs, sim.prompts_source)
+    ShardStore(out, _fingerprint(config, sim, digests, len(pairs)),
                resume=False)

@@ -26,6 +26,10 @@ class InputAssembler:
                   slates: list[SlateFeatures]) -> torch.Tensor:
         raise NotImplementedError
 
+    def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
+        """The single token id of each answer label (the processor's tokenizer decides)."""
+        return self.processor.label_token_ids(labels)
+
     def build_inputs(self, profiles: list[str], labels: tuple[str, ...] | list[tuple[str, ...]],
                      slates: SlateFeatures | list[SlateFeatures], n_soft: int,
                      contexts: str | list[str] = "") -> DecoderInputs:

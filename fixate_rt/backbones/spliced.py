@@ -45,9 +45,6 @@ class SplicedVLM(InputAssembler):
     def vision_output(self, slates: list[SlateFeatures]):
         raise NotImplementedError
 
-    def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
-        return self.processor.label_token_ids(labels)
-
     def device_label(self) -> str:
         return str(self.device)
 

@@ -67,9 +67,6 @@ class ExportedBackend(InputAssembler):
             processor = QwenVLProcessor(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(str(folder)))
         return cls(folder, manifest, kind, sessions, processor, providers or ["cpu"])
 
-    def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
-        return self.processor.label_token_ids(labels)
-
     def device_label(self) -> str:
         return ",".join(self.providers)
 

@@ -57,7 +57,7 @@ class Layout:
         try:
             boxes = np.asarray(self.boxes, dtype=np.float32)
         except (TypeError, ValueError):
-            raise ValidationError(f"layout, field 'boxes': not a list of [x0, y0, x1, y1] numbers") from None
+            raise ValidationError("layout, field 'boxes': not a list of [x0, y0, x1, y1] numbers") from None
         if boxes.ndim != 2 or boxes.shape[1] != 4:
             raise ValidationError(f"layout, field 'boxes': expected shape [S, 4], got {list(boxes.shape)}")
         if len(boxes) != len(labels):
