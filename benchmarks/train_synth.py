@@ -44,6 +44,7 @@ def main() -> None:
     import transformers
 
     from fixate_rt.data.synth import SynthConfig, write_synth
+    from fixate_rt import metrics as M
     from fixate_rt.training import TrainConfig, train
 
     data = args.work / "data"
@@ -72,10 +73,10 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     for name in METRICS:
         b, f, fg = summary["backbone_tf"][name], summary["fixate_tf"][name], summary["fixate_fg"][name]
-        seeds_p = ", ".join(f"{per_seed_p[s][name]['p']:.2g}" for s in per_seed_p)
+        seeds_p = ", ".join(M.format_p(per_seed_p[s][name]) for s in per_seed_p)
         lines.append(f"| {name}{' ↓' if name in LOWER else ''} | {b['mean']:.4f} ± {b['std']:.4f} | "
                      f"{f['mean']:.4f} ± {f['std']:.4f} | {fg['mean']:.4f} ± {fg['std']:.4f} | "
-                     f"{f['mean'] - b['mean']:+.4f} | {pooled[name]['p']:.3g} | {seeds_p} |")
+                     f"{f['mean'] - b['mean']:+.4f} | {M.format_p(pooled[name])} | {seeds_p} |")
     lines.append("")
     block = "\n".join(lines)
     print(block)

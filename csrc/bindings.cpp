@@ -214,7 +214,7 @@ py::array slot_pool(const py::array& relevance, const py::array& token_boxes_in,
 // --------------------------------------------------------------------------------------------- metrics
 template <typename T>
 py::array metrics_impl(const py::array& a_in, const py::array& g_in, const py::array& p_in, const Arr<int64_t>& c,
-                       const Arr<int64_t>& n, int64_t R, int64_t S) {
+                       const Arr<int64_t>& n, int64_t R, int64_t S, fixate::TieRule rule, int topk_js_k) {
   Arr<T> a = Arr<T>::ensure(a_in), g = Arr<T>::ensure(g_in), p = Arr<T>::ensure(p_in);
   Arr<double> out({R, int64_t(fixate::kNumMetrics)});
   const T *ap = a.data(), *gp = g.data(), *pp = p.data();
@@ -222,13 +222,20 @@ py::array metrics_impl(const py::array& a_in, const py::array& g_in, const py::a
   double* o = out.mutable_data();
   {
     py::gil_scoped_release release;
-    fixate::batch_metrics<T>(ap, gp, pp, cp, np_, o, R, S);
+    fixate::batch_metrics<T>(ap, gp, pp, cp, np_, o, R, S, rule, topk_js_k);
   }
   return out;
 }
 
 py::array batch_metrics(const py::array& relevance, const py::array& gaze, const py::array& p_click,
-                        const py::array& clicked, const py::array& n_cand) {
+                        const py::array& clicked, const py::array& n_cand, const std::string& tie_rule,
+                        int topk_js_k) {
+  fixate::TieRule rule;
+  if (tie_rule == "average") rule = fixate::TieRule::kAverage;
+  else if (tie_rule == "lower-index") rule = fixate::TieRule::kLowerIndex;
+  else if (tie_rule == "reference") rule = fixate::TieRule::kReference;
+  else fail("tie_rule must be average, lower-index or reference; got '" + tie_rule + "'");
+  if (topk_js_k < 1 || topk_js_k > 64) fail("topk_js_k must be in 1..64; got " + std::to_string(topk_js_k));
   for (auto* pair : {&relevance, &gaze, &p_click}) check_float(*pair, "relevance, gaze and p_click");
   check_rank(relevance, 2, "relevance", "[R, S]");
   if (shape_of(gaze) != shape_of(relevance) || shape_of(p_click) != shape_of(relevance))
@@ -245,8 +252,8 @@ py::array batch_metrics(const py::array& relevance, const py::array& gaze, const
       fail("clicked[" + std::to_string(r) + "] = " + std::to_string(c.at(r)) + " is outside 0.." +
            std::to_string(n.at(r) - 1) + " (n_cand)");
   const bool f32 = is_float32(relevance) && is_float32(gaze) && is_float32(p_click);
-  return f32 ? metrics_impl<float>(relevance, gaze, p_click, c, n, R, S)
-             : metrics_impl<double>(relevance, gaze, p_click, c, n, R, S);
+  return f32 ? metrics_impl<float>(relevance, gaze, p_click, c, n, R, S, rule, topk_js_k)
+             : metrics_impl<double>(relevance, gaze, p_click, c, n, R, S, rule, topk_js_k);
 }
 
 }  // namespace
@@ -266,7 +273,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("slot_pool", &slot_pool, py::arg("token_relevance"), py::arg("token_boxes"), py::arg("slot_boxes"),
         py::arg("mode") = "exclusive", "Pool token relevance [B, P] into slots [B, S] (rows sum to 1).");
   m.def("batch_metrics", &batch_metrics, py::arg("relevance"), py::arg("gaze"), py::arg("p_click"),
-        py::arg("clicked"), py::arg("n_cand"), "Per-row metrics [R, 16] in fixate_rt.metrics.METRIC_NAMES order.");
+        py::arg("clicked"), py::arg("n_cand"), py::arg("tie_rule") = "average", py::arg("topk_js_k") = 5,
+        "Per-row metrics [R, 16] in fixate_rt.metrics.METRIC_NAMES order (tie_rule: average, lower-index or "
+        "reference).");
 #if defined(FIXATE_RT_OPENMP)
   m.attr("has_openmp") = true;
 #else

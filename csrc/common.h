@@ -16,7 +16,7 @@ namespace fixate {
 // Mirrors fixate_rt/probes/reference.py.
 constexpr double kRolloutEps = 1e-12;
 constexpr double kAttnLrpEps = 1e-4;
-constexpr double kGlimpseEps = 1e-8;
+constexpr double kGlimpseEps = 1e-4;  // the reference's ε in head weights, row normalisation and α
 constexpr double kGlimpseHeadTemp = 0.5;
 constexpr double kGlimpseDepthTemp = 0.2;
 // Mirrors fixate_rt/metrics.py.

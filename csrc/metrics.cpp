@@ -12,7 +12,7 @@ namespace fixate {
 namespace {
 
 constexpr double kEps = kMetricEps;
-constexpr int kTopkJs = 5;
+constexpr int kMaxTopkJs = 64;
 constexpr double kNssMinStd = 1e-12;  // metrics.NSS_MIN_STD
 
 // x / Σx, or uniform when Σx < ε (metrics.normalise).
@@ -23,17 +23,38 @@ void normalise(const std::vector<double>& x, std::vector<double>& y) {
   for (size_t i = 0; i < x.size(); ++i) y[i] = s < kEps ? 1.0 / double(x.size()) : x[i] / s;
 }
 
-// Descending, ties to the lower index: a stable insertion sort (rows are short, typically ≤ 20 slots).
-void rank(const std::vector<double>& x, std::vector<int>& idx) {
+// Descending, ties to the lower index (or the higher one with higher_first): an insertion sort (rows are
+// short, typically ≤ 20 slots).
+void rank(const std::vector<double>& x, std::vector<int>& idx, bool higher_first) {
   const int n = int(x.size());
   idx.resize(n);
   for (int i = 0; i < n; ++i) {
     int j = i;
-    while (j > 0 && x[idx[j - 1]] < x[i]) {  // strict: equal values keep their (lower-index-first) order
+    // strict: equal values keep their lower-index-first order; with higher_first, equals move ahead too
+    while (j > 0 && (x[idx[j - 1]] < x[i] || (higher_first && x[idx[j - 1]] == x[i]))) {
       idx[j] = idx[j - 1];
       --j;
     }
     idx[j] = i;
+  }
+}
+
+// P(slot i is in the top-k) under the rule: 0/1 from the ranking, or clip((k − above)/(ties + 1), 0, 1).
+void inclusion(const std::vector<double>& x, const std::vector<int>& ranked, int64_t k, TieRule rule,
+               std::vector<double>& out) {
+  const int64_t n = int64_t(x.size());
+  out.assign(n, 0.0);
+  if (rule != TieRule::kAverage) {
+    for (int64_t i = 0; i < std::min(k, n); ++i) out[ranked[i]] = 1.0;
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t above = 0, tied = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      above += x[j] > x[i];
+      tied += (j != i) && x[j] == x[i];
+    }
+    out[i] = std::clamp(double(k - above) / double(tied + 1), 0.0, 1.0);
   }
 }
 
@@ -57,13 +78,14 @@ double js(const double* q_in, const double* p_in, int64_t n) {
 
 template <typename Scalar>
 void batch_metrics(const Scalar* a_ptr, const Scalar* g_ptr, const Scalar* pi_ptr, const int64_t* clicked,
-                   const int64_t* n_cand, double* out, int64_t R, int64_t S) {
+                   const int64_t* n_cand, double* out, int64_t R, int64_t S, TieRule tie_rule, int topk_js_k) {
+  const bool higher_first = tie_rule == TieRule::kReference;
 #if defined(FIXATE_RT_OPENMP)
 #pragma omp parallel
 #endif
   {
   // Per-thread scratch, reused for every row (no allocation inside the row loop once warmed up).
-  std::vector<double> a, g, pi, p, q, pin;
+  std::vector<double> a, g, pi, p, q, pin, in_p, in_q, in_pi;
   std::vector<int> rp, rq, rpi;
 #if defined(FIXATE_RT_OPENMP)
 #pragma omp for schedule(static)
@@ -82,9 +104,9 @@ void batch_metrics(const Scalar* a_ptr, const Scalar* g_ptr, const Scalar* pi_pt
     normalise(a, p);
     normalise(g, q);
     normalise(pi, pin);
-    rank(p, rp);
-    rank(q, rq);
-    rank(pi, rpi);
+    rank(p, rp, higher_first);
+    rank(q, rq, higher_first);
+    rank(pi, rpi, higher_first);
     double* o = out + r * kNumMetrics;
     // kl, js, cosine
     double kl = 0.0, dot = 0.0, nq = 0.0, np_ = 0.0;
@@ -101,16 +123,17 @@ void batch_metrics(const Scalar* a_ptr, const Scalar* g_ptr, const Scalar* pi_pt
     const int ks[3] = {1, 3, 5};
     for (int t = 0; t < 3; ++t) {
       const int64_t k = std::min<int64_t>(ks[t], n);
-      o[3 + t] = std::find(rp.begin(), rp.begin() + k, int(c)) != rp.begin() + k ? 1.0 : 0.0;
-      int overlap = 0;
-      for (int64_t i = 0; i < k; ++i)
-        if (std::find(rq.begin(), rq.begin() + k, rp[i]) != rq.begin() + k) ++overlap;
-      o[6 + t] = double(overlap) / double(k);
+      inclusion(p, rp, k, tie_rule, in_p);
+      inclusion(q, rq, k, tie_rule, in_q);
+      o[3 + t] = in_p[c];
+      double overlap = 0.0;  // E|top-k(p) ∩ top-k(q)| = Σ_i P(i ∈ top-k(p)) P(i ∈ top-k(q)) (independent ties)
+      for (int64_t i = 0; i < n; ++i) overlap += in_p[i] * in_q[i];
+      o[6 + t] = overlap / double(k);
     }
-    // topk_js over the top-5 slots of q plus a "rest" bin
+    // topk_js over the top-k slots of q (deterministic order) plus a "rest" bin
     {
-      const int64_t k = std::min<int64_t>(kTopkJs, n);
-      double qa[kTopkJs + 1], pa[kTopkJs + 1];
+      const int64_t k = std::min<int64_t>(std::min(topk_js_k, kMaxTopkJs), n);
+      double qa[kMaxTopkJs + 1], pa[kMaxTopkJs + 1];
       double sq = 0.0, sp = 0.0;
       for (int64_t i = 0; i < k; ++i) {
         qa[i] = q[rq[i]];
@@ -163,14 +186,15 @@ void batch_metrics(const Scalar* a_ptr, const Scalar* g_ptr, const Scalar* pi_pt
       }
       o[14] = (below + 0.5 * tied) / double(n - 1);
     }
-    o[15] = rpi[0] == c ? 1.0 : 0.0;
+    inclusion(pi, rpi, 1, tie_rule, in_pi);
+    o[15] = in_pi[c];
   }
   }
 }
 
 template void batch_metrics<float>(const float*, const float*, const float*, const int64_t*, const int64_t*, double*,
-                                   int64_t, int64_t);
+                                   int64_t, int64_t, TieRule, int);
 template void batch_metrics<double>(const double*, const double*, const double*, const int64_t*, const int64_t*,
-                                    double*, int64_t, int64_t);
+                                    double*, int64_t, int64_t, TieRule, int);
 
 }  // namespace fixate

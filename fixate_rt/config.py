@@ -65,6 +65,31 @@ class AttnLoss(str, Enum):
 class Signal(str, Enum):
     fixation = "fixation"
     cursor = "cursor"
+    intersect = "intersect"  # fixation targets, only sessions that also have cursor dwell (the dual-signal subset)
+
+
+class TieRule(str, Enum):
+    """How ranking metrics (CSH@k, TGO@k, accuracy) order slots of equal value (docs/metrics.md)."""
+
+    average = "average"  # the exact expected value under uniformly random tie-breaking
+    lower_index = "lower-index"  # reading order: the lower slot index ranks first
+    reference = "reference"  # the reference code's accidental "higher index first", for paper comparisons
+
+
+class Template(str, Enum):
+    """The prompt template (fixate_rt/template.py): the project's, or the reference code's exact wording."""
+
+    fixate_rt = "fixate-rt"
+    reference = "reference"  # the reference's RecGaze prompt (image, then profile and instruction)
+    reference_adserp = "reference-adserp"  # the reference's AdSERP prompt (image, search query, instruction)
+
+
+class Preset(str, Enum):
+    """What the reference sets per data set for training (fixate_rt/training/presets.py)."""
+
+    none = "none"
+    recgaze = "recgaze"
+    adserp = "adserp"
 
 
 class Split(str, Enum):

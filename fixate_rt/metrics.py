@@ -4,8 +4,13 @@ Conventions (documented in docs/metrics.md):
 * natural log; metric ε = 1e-8; a (model slot relevance) and g (gaze target) are renormalised to p and q,
   uniform when their sum is < 1e-8;
 * vectors are already truncated to the slate's slots (n_candidates = the layout's slot count);
-* **tie rule**: rankings are by descending value, ties broken by the lower slot index (reading order) —
-  deterministic and platform-independent, unlike the reference's accidental "higher index first";
+* **tie rule** (`TieRule`): slots of exactly equal value are ordered by
+  - ``average`` (default): each ranking metric is its exact expected value when ties are broken uniformly at
+    random, independently for the model's and the gaze ranking (computed combinatorially, not sampled);
+  - ``lower-index``: the lower slot index first (reading order);
+  - ``reference``: the higher slot index first, as the reference code's ``argsort(x)[::-1]`` does;
+  the rule applies to CSH@k, TGO@k and accuracy; top-k JS picks q's top-k slots with the deterministic order
+  (lower index first, or higher for ``reference``), since equal q values carry equal mass;
 * k larger than the number of slots is clipped to it (k_eff = min(k, n)).
 """
 
@@ -14,6 +19,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from .config import TieRule, parse_choice
 
 EPS = 1e-8
 NSS_MIN_STD = 1e-12  # p is a distribution (entries ≤ 1): a smaller spread is rounding, not signal
@@ -40,13 +47,37 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return np.where(s < EPS, uniform, x / np.where(s < EPS, 1.0, s))
 
 
-def rank(x: np.ndarray) -> np.ndarray:
-    """Slot indices by descending value; ties go to the lower index first (stable sort of −x)."""
-    return np.argsort(-np.asarray(x), axis=-1, kind="stable")
+def rank(x: np.ndarray, tie_rule: TieRule | str = TieRule.lower_index) -> np.ndarray:
+    """Slot indices by descending value; ties to the lower index first, or the higher one for ``reference``.
+
+    ``average`` has no single order; it ranks as ``lower-index`` here (use `inclusion` for its expectations).
+    """
+    x = np.asarray(x)
+    if parse_choice(TieRule, tie_rule, "tie_rule") is TieRule.reference:
+        n = x.shape[-1]
+        return n - 1 - np.argsort(-x[..., ::-1], axis=-1, kind="stable")
+    return np.argsort(-x, axis=-1, kind="stable")
 
 
-def topk(x: np.ndarray, k: int) -> np.ndarray:
-    return rank(x)[..., : min(k, np.shape(x)[-1])]
+def topk(x: np.ndarray, k: int, tie_rule: TieRule | str = TieRule.lower_index) -> np.ndarray:
+    return rank(x, tie_rule)[..., : min(k, np.shape(x)[-1])]
+
+
+def inclusion(x: np.ndarray, k: int, tie_rule: TieRule | str = TieRule.average) -> np.ndarray:
+    """P(slot i is among the top-k of x) [S] under the tie rule (0/1 for the deterministic rules).
+
+    ``average``: with a_i slots strictly above i and t_i others equal to it, i's place is uniform over
+    a_i … a_i + t_i, so P = clip((k − a_i) / (t_i + 1), 0, 1).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    k = min(k, x.shape[-1])
+    if parse_choice(TieRule, tie_rule, "tie_rule") is not TieRule.average:
+        out = np.zeros(x.shape[-1])
+        out[topk(x, k, tie_rule)] = 1.0
+        return out
+    above = (x[None, :] > x[:, None]).sum(-1)
+    tied = (x[None, :] == x[:, None]).sum(-1) - 1
+    return np.clip((k - above) / (tied + 1), 0.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------- divergences
@@ -70,10 +101,12 @@ def js(q: np.ndarray, p: np.ndarray) -> float:
     return 1.0 if math.isnan(value) else max(value, 0.0)
 
 
-def topk_js(q: np.ndarray, p: np.ndarray, k: int = TOPK_JS_K) -> float:
-    """JS over the top-k slots of q plus one 'rest' bin: (q_top, max(0, 1−Σ)) vs (p on them, max(0, 1−Σ))."""
+def topk_js(q: np.ndarray, p: np.ndarray, k: int = TOPK_JS_K, tie_rule: TieRule | str = TieRule.average) -> float:
+    """JS over the top-k slots of q plus one 'rest' bin: (q_top, max(0, 1−Σ)) vs (p on them, max(0, 1−Σ)).
+
+    q's top-k is taken lower index first (higher index first for the ``reference`` rule)."""
     q, p = normalise(q), normalise(p)
-    idx = topk(q, k)
+    idx = topk(q, k, TieRule.reference if tie_rule in (TieRule.reference, "reference") else TieRule.lower_index)
     qa = np.append(q[idx], max(0.0, 1.0 - q[idx].sum()))
     pa = np.append(p[idx], max(0.0, 1.0 - p[idx].sum()))
     if qa.sum() <= 0 or pa.sum() <= 0:
@@ -87,15 +120,18 @@ def cosine(q: np.ndarray, p: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- rankings
-def csh(p: np.ndarray, clicked: int, k: int) -> float:
-    """Click-slot hit @k: 1 if the clicked slot is among the top-k of the model's slot relevance."""
-    return float(clicked in topk(normalise(p), k))
+def csh(p: np.ndarray, clicked: int, k: int, tie_rule: TieRule | str = TieRule.average) -> float:
+    """Click-slot hit @k: 1 if the clicked slot is among the top-k of the model's slot relevance (its
+    probability under ``average``)."""
+    return float(inclusion(normalise(p), k, tie_rule)[clicked])
 
 
-def tgo(q: np.ndarray, p: np.ndarray, k: int) -> float:
-    """Top-gaze overlap @k: |top-k(p) ∩ top-k(q)| / k_eff."""
+def tgo(q: np.ndarray, p: np.ndarray, k: int, tie_rule: TieRule | str = TieRule.average) -> float:
+    """Top-gaze overlap @k: |top-k(p) ∩ top-k(q)| / k_eff; under ``average`` its expectation
+    Σ_i P(i ∈ top-k(p))·P(i ∈ top-k(q)) / k_eff (the two tie-breaks are independent)."""
     k_eff = min(k, len(p))
-    return len(set(topk(normalise(p), k_eff).tolist()) & set(topk(normalise(q), k_eff).tolist())) / k_eff
+    both = inclusion(normalise(p), k_eff, tie_rule) * inclusion(normalise(q), k_eff, tie_rule)
+    return float(both.sum() / k_eff)
 
 
 # ------------------------------------------------------------------------------------ saliency metrics
@@ -139,9 +175,9 @@ def auc(pi: np.ndarray, clicked: int) -> float:
     return float((np.sum(others < pi[clicked]) + 0.5 * np.sum(others == pi[clicked])) / (n - 1))
 
 
-def correct(pi: np.ndarray, clicked: int) -> float:
-    """1 if the model's most probable label (ties → lower index) is the clicked one."""
-    return float(rank(pi)[0] == clicked)
+def correct(pi: np.ndarray, clicked: int, tie_rule: TieRule | str = TieRule.average) -> float:
+    """1 if the model's most probable label is the clicked one (under ``average``: 1/(ties + 1) when tied)."""
+    return float(inclusion(np.asarray(pi, np.float64), 1, tie_rule)[clicked])
 
 
 # ----------------------------------------------------------------------------------------- per sample
@@ -150,16 +186,19 @@ METRIC_NAMES = ("kl", "js", "cosine", "csh@1", "csh@3", "csh@5", "tgo@1", "tgo@3
 LOWER_IS_BETTER = frozenset({"kl", "js", "topk_js", "logloss"})
 
 
-def sample_metrics(relevance: np.ndarray, gaze: np.ndarray, p_click: np.ndarray, clicked: int) -> dict[str, float]:
+def sample_metrics(relevance: np.ndarray, gaze: np.ndarray, p_click: np.ndarray, clicked: int,
+                   tie_rule: TieRule | str = TieRule.average, topk_js_k: int = TOPK_JS_K) -> dict[str, float]:
     """All metrics of one (user, slate): relevance a [S], gaze target g [S], click probabilities π [S]."""
+    tie_rule = parse_choice(TieRule, tie_rule, "tie_rule")
     a, g = np.asarray(relevance, np.float64), np.asarray(gaze, np.float64)
     out = {"kl": kl(g, a), "js": js(normalise(g), normalise(a)), "cosine": cosine(g, a)}
     for k in KS:
-        out[f"csh@{k}"] = csh(a, clicked, k)
+        out[f"csh@{k}"] = csh(a, clicked, k, tie_rule)
     for k in KS:
-        out[f"tgo@{k}"] = tgo(g, a, k)
-    out.update(topk_js=topk_js(g, a), cc=cc(g, a), sim=sim(g, a), nss=nss(g, a),
-               logloss=logloss(p_click, clicked), auc=auc(p_click, clicked), correct=correct(p_click, clicked))
+        out[f"tgo@{k}"] = tgo(g, a, k, tie_rule)
+    out.update(topk_js=topk_js(g, a, topk_js_k, tie_rule), cc=cc(g, a), sim=sim(g, a), nss=nss(g, a),
+               logloss=logloss(p_click, clicked), auc=auc(p_click, clicked),
+               correct=correct(p_click, clicked, tie_rule))
     return out
 
 
@@ -183,10 +222,14 @@ def per_user_means(rows: list[dict], user_ids: list[str], name: str) -> dict[str
     return {u: float(np.nanmean(v)) for u, v in acc.items()}
 
 
+WILCOXON_MIN_USERS = 10  # below this the signed-rank test says nothing useful; the reference requires 10 too
+
+
 def paired_wilcoxon(a: dict[str, float], b: dict[str, float]) -> dict:
     """Two-sided Wilcoxon signed-rank over users present in both (per-user means), zero differences dropped.
 
-    Returns n, mean_a, mean_b, mean_diff (a − b) and p (1.0 when every difference is 0; NaN when n < 2).
+    Returns n, mean_a, mean_b, mean_diff (a − b) and p: 1.0 when every difference is 0, None with
+    ``note: "n too small"`` when fewer than `WILCOXON_MIN_USERS` users are paired.
     """
     users = sorted(set(a) & set(b))
     x = np.array([a[u] for u in users])
@@ -194,8 +237,8 @@ def paired_wilcoxon(a: dict[str, float], b: dict[str, float]) -> dict:
     result = {"n": len(users), "mean_a": float(x.mean()) if users else float("nan"),
               "mean_b": float(y.mean()) if users else float("nan"),
               "mean_diff": float((x - y).mean()) if users else float("nan")}
-    if len(users) < 2:
-        result["p"] = float("nan")
+    if len(users) < WILCOXON_MIN_USERS:
+        result.update(p=None, note="n too small")
     elif np.all(x == y):
         result["p"] = 1.0
     else:
@@ -203,3 +246,8 @@ def paired_wilcoxon(a: dict[str, float], b: dict[str, float]) -> dict:
 
         result["p"] = float(wilcoxon(x, y, zero_method="wilcox", alternative="two-sided").pvalue)
     return result
+
+
+def format_p(test: dict) -> str:
+    """A Wilcoxon result's p-value for a table: "n too small" below `WILCOXON_MIN_USERS` users."""
+    return "n too small" if test.get("p") is None else f"{test['p']:.3g}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import TieRule, parse_choice
 from .errors import UnavailableError
 from .metrics_batch import batch_metrics as batch_metrics_torch
 from .probes import reference as ref
@@ -156,7 +157,8 @@ REGISTRY: dict[str, dict[str, Impl]] = {
     },
     "batch_metrics": {
         "torch": Impl(batch_metrics_torch, ("cpu", "cuda"), False),
-        "cpp": Impl(lambda a, g, p, c, n: _cpp("batch_metrics")(a, g, p, c, n, like=torch.empty(0)), ("cpu",), False),
+        "cpp": Impl(lambda a, g, p, c, n, tie_rule, topk_js_k: _cpp("batch_metrics")(
+            a, g, p, c, n, like=torch.empty(0), tie_rule=TieRule(tie_rule).value, topk_js_k=topk_js_k), ("cpu",), False),
     },
 }
 
@@ -229,8 +231,13 @@ def slot_pool(token_relevance: torch.Tensor, token_boxes: torch.Tensor | np.ndar
     return REGISTRY["slot_pool"][name].fn(token_relevance, token_boxes, slot_boxes, mode)
 
 
-def batch_metrics(relevance, gaze, p_click, clicked, n_cand, *, impl: str = "auto") -> torch.Tensor:
-    """Per-row metrics [R, 16] (metrics.METRIC_NAMES order) of relevance/gaze/p_click [R, S] with ragged n_cand."""
+def batch_metrics(relevance, gaze, p_click, clicked, n_cand, *, tie_rule: TieRule | str = TieRule.average,
+                  topk_js_k: int = 5, impl: str = "auto") -> torch.Tensor:
+    """Per-row metrics [R, 16] (metrics.METRIC_NAMES order) of relevance/gaze/p_click [R, S] with ragged n_cand.
+
+    ``tie_rule`` orders equal values in the ranking metrics (`fixate_rt.config.TieRule`); ``topk_js_k`` is the
+    k of top-k JS."""
     device = relevance.device if isinstance(relevance, torch.Tensor) else torch.device("cpu")
     name = resolve("batch_metrics", impl, device=device)
-    return REGISTRY["batch_metrics"][name].fn(relevance, gaze, p_click, clicked, n_cand)
+    rule = parse_choice(TieRule, tie_rule, "tie_rule")
+    return REGISTRY["batch_metrics"][name].fn(relevance, gaze, p_click, clicked, n_cand, rule, topk_js_k)

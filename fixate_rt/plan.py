@@ -23,6 +23,9 @@ from .config import Backend, Kernel, Probe, parse_choice
 COMBINE_OP = {Probe.rollout: "rollout_row", Probe.attnlrp: "attnlrp_row", Probe.glimpse: "glimpse_row"}
 CAPTURE = {"rollout_row": "mean", "rollout_row_qk": "qk", "attnlrp_row": "row", "glimpse_row": "heads"}
 GRAPH_OP = "rollout_row_graph"  # the exported decoder returns the rollout row itself
+# The reference scales ∂s/∂A by 0.1 when AttnLRP trains (docs/method.md §4.2). E = (A⊙s∇A)/r̃ only sees the
+# scale through the stabiliser ε (r̃ = r + ε·sign r), i.e. on rows whose relevance mass is near ε.
+ATTNLRP_TRAIN_GRAD_SCALE = 0.1
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,14 @@ class OpPlan:
     pool_impl: str
     pool_device: torch.device
     differentiable: bool = False
+    grad_scale: float = 1.0  # ∂s/∂A is multiplied by this before the combine op (AttnLRP in training: 0.1)
 
     def record(self) -> dict[str, dict[str, str]]:
         """run.json's ``implementations``: per op, the implementation and the device it ran on."""
-        return {self.combine_op: {"impl": self.combine_impl, "device": str(self.device), "capture": self.capture},
-                "slot_pool": {"impl": self.pool_impl, "device": str(self.pool_device)}}
+        combine = {"impl": self.combine_impl, "device": str(self.device), "capture": self.capture}
+        if self.grad_scale != 1.0:
+            combine["grad_scale"] = self.grad_scale
+        return {self.combine_op: combine, "slot_pool": {"impl": self.pool_impl, "device": str(self.pool_device)}}
 
 
 def _fused_rollout_wanted(kernel: Kernel, device: torch.device) -> bool:
@@ -73,7 +79,8 @@ def plan_ops(probe: Probe | str, kernel: Kernel | str, device: torch.device | st
                       ops.resolve("slot_pool", pool_kernel, device=cpu), cpu)
     if needs_grad:  # training: everything stays in the autograd graph, so only the torch implementations qualify
         op = COMBINE_OP[probe]
-        return OpPlan(probe, op, "torch", CAPTURE[op], device, "torch", device, differentiable=True)
+        scale = ATTNLRP_TRAIN_GRAD_SCALE if probe is Probe.attnlrp else 1.0
+        return OpPlan(probe, op, "torch", CAPTURE[op], device, "torch", device, differentiable=True, grad_scale=scale)
     op = COMBINE_OP[probe]
     if probe is Probe.rollout and _fused_rollout_wanted(kernel, device):
         op = "rollout_row_qk"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import torch
 
 from . import metrics as M
 from . import ops
+from .config import TieRule, parse_choice
+from .data.join import dwell_of
 from .data.tables import SIMULATIONS_SCHEMA, read_parquet, read_sessions, require_column
 from .errors import ValidationError
 from .io import atomic_path, ensure_writable_dir, write_json
@@ -47,7 +50,8 @@ def read_simulations(path: Path) -> dict[tuple[str, str], Simulated]:
     return out
 
 
-def _metrics_table(picked, users, slates, sims, dwell_lists, clicked, tau: float, kernel: str):
+def _metrics_table(picked, users, slates, sims, dwell_lists, clicked, tau: float, kernel: str, tie_rule: TieRule,
+                   topk_js_k: int):
     """Per-sample metric dicts via the batched op (ragged slot counts padded, n_cand per row)."""
     S = max(sims[(u, s)].relevance.size for u, s in zip(users, slates))
     R = len(picked)
@@ -59,23 +63,27 @@ def _metrics_table(picked, users, slates, sims, dwell_lists, clicked, tau: float
         a[r, :k], p[r, :k], g[r, :k], n[r] = sim.relevance, sim.p_click, M.gaze_target(dwell_lists[i], tau), k
     impl = ops.resolve("batch_metrics", kernel, device=torch.device("cpu"))
     table = ops.batch_metrics(torch.from_numpy(a), torch.from_numpy(g), torch.from_numpy(p),
-                              torch.as_tensor(clicked[picked]), torch.from_numpy(n), impl=impl).numpy()
+                              torch.as_tensor(clicked[picked]), torch.from_numpy(n), tie_rule=tie_rule,
+                              topk_js_k=topk_js_k, impl=impl).numpy()
     return [dict(zip(M.METRIC_NAMES, map(float, row))) for row in table], impl
 
 
 def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixation", tau: float = 1.0,
-          split: str = "all", kernel: str = "auto") -> dict:
-    """Score and write ``metrics.json`` + ``per_sample.csv``. Returns the metrics payload."""
-    if signal not in ("fixation", "cursor"):
-        raise ValidationError(f"--signal must be fixation or cursor, got '{signal}'")
-    if tau <= 0:
+          split: str = "all", kernel: str = "auto", tie_rule: TieRule | str = TieRule.average,
+          topk_js_k: int = M.TOPK_JS_K) -> dict:
+    """Score and write ``metrics.json`` + ``per_sample.csv``. Returns the metrics payload.
+
+    ``tie_rule`` (docs/metrics.md): ``average`` reports ranking metrics as their expected value under random
+    tie-breaking; ``lower-index`` and ``reference`` (higher index first) break ties deterministically."""
+    tie_rule = parse_choice(TieRule, tie_rule, "tie_rule")
+    if not 1 <= topk_js_k <= 64:
+        raise ValidationError(f"--topk-js-k must be in 1..64, got {topk_js_k}")
+    if not (math.isfinite(tau) and tau > 0):
         raise ValidationError(f"--tau must be > 0, got {tau}")
     sims = read_simulations(sim_path)
     sessions = read_sessions(sessions_path)
-    if signal == "cursor" and sessions.cursor_ms is None:
-        raise ValidationError(f"{sessions_path}, field 'cursor_ms': --signal cursor needs this column")
+    dwell_lists = dwell_of(sessions, sessions_path, signal)
     out = ensure_writable_dir(Path(out))
-    dwell_lists = sessions.fixation_ms if signal == "fixation" else sessions.cursor_ms
     picked, skipped_no_mass, unmatched = [], [], 0
     for i, (u, s, split_i) in enumerate(zip(sessions.user_ids, sessions.slate_ids, sessions.splits)):
         if split != "all" and split_i != split:
@@ -97,7 +105,8 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
                               f"(split '{split}', {unmatched} unmatched, {len(skipped_no_mass)} without {signal} mass)")
     users = [sessions.user_ids[i] for i in picked]
     slates = [sessions.slate_ids[i] for i in picked]
-    rows, impl_used = _metrics_table(picked, users, slates, sims, dwell_lists, sessions.clicked_slot, tau, kernel)
+    rows, impl_used = _metrics_table(picked, users, slates, sims, dwell_lists, sessions.clicked_slot, tau, kernel,
+                                     tie_rule, topk_js_k)
     with atomic_path(out / "per_sample.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(PER_SAMPLE_COLUMNS)
@@ -106,7 +115,7 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
     payload = {
         "command": "score",
         "config": {"sim": str(sim_path), "sessions": str(sessions_path), "signal": signal, "tau": tau, "split": split,
-                   "kernel": kernel, "tie_rule": "descending value, ties to the lower slot index"},
+                   "kernel": kernel, "tie_rule": tie_rule.value, "topk_js_k": topk_js_k},
         "implementations": {"batch_metrics": impl_used},
         **M.aggregate(rows, users),
         "skipped_no_mass": {"count": len(skipped_no_mass), "pairs": skipped_no_mass[:50]},

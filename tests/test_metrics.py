@@ -55,8 +55,10 @@ def test_csh_and_tie_rule():
     p = np.array([0.1, 0.5, 0.4])
     assert (M.csh(p, 2, 1), M.csh(p, 2, 3)) == (0.0, 1.0)
     tied = np.array([0.4, 0.4, 0.2])
-    assert M.csh(tied, 0, 1) == 1.0 and M.csh(tied, 1, 1) == 0.0  # ties: lower slot index ranks first
+    assert M.csh(tied, 0, 1, "lower-index") == 1.0 and M.csh(tied, 1, 1, "lower-index") == 0.0
+    assert M.csh(tied, 0, 1) == M.csh(tied, 1, 1) == 0.5  # default: expected value under random tie-breaking
     assert M.rank(np.array([0.2, 0.3, 0.3, 0.2])).tolist() == [1, 2, 0, 3]
+    assert M.rank(np.array([0.2, 0.3, 0.3, 0.2]), "reference").tolist() == [2, 1, 3, 0]
 
 
 def test_tgo_hand_example_and_k_clipping():
@@ -99,7 +101,7 @@ def test_auc_hand_example_with_tie():
 
 def test_correct_uses_the_tie_rule():
     tied = np.array([0.4, 0.4, 0.2])
-    assert M.correct(tied, 0) == 1.0 and M.correct(tied, 1) == 0.0
+    assert M.correct(tied, 0, "lower-index") == 1.0 and M.correct(tied, 1, "lower-index") == 0.0
 
 
 def test_sample_metrics_perfect_alignment():
@@ -115,6 +117,12 @@ def test_micro_and_macro_averages():
     agg = M.aggregate(rows, ["u1", "u1", "u2"])
     assert agg["micro"]["csh@1"] == A(2 / 3) and agg["macro"]["csh@1"] == A(0.75)
     assert (agg["n_samples"], agg["n_users"]) == (3, 2)
+
+
+def test_paired_wilcoxon_needs_ten_users():
+    a = {f"u{i}": float(i) for i in range(9)}
+    out = M.paired_wilcoxon(a, {u: v + 1 for u, v in a.items()})
+    assert out["n"] == 9 and out["p"] is None and M.format_p(out) == "n too small"
 
 
 def test_paired_wilcoxon():

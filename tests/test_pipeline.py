@@ -70,6 +70,8 @@ def test_plan_records_what_runs_on_cpu():
     assert (glimpse.combine_op, glimpse.combine_impl, glimpse.capture) == ("glimpse_row", "torch", "heads")
     train = plan_ops("attnlrp", "auto", "cpu", needs_grad=True)
     assert train.differentiable and train.combine_impl == train.pool_impl == "torch" and train.capture == "row"
+    assert train.grad_scale == 0.1 and train.record()["attnlrp_row"]["grad_scale"] == 0.1  # the reference's scale
+    assert plan_ops("glimpse", "auto", "cpu", needs_grad=True).grad_scale == 1.0 and plan.grad_scale == 1.0
     exported = plan_ops("rollout", "auto", "cpu", backend="onnx")
     assert exported.record()["rollout_row_graph"] == {"impl": "onnx-graph", "device": "cpu", "capture": "graph"}
 

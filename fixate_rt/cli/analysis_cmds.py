@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import Kernel, Signal, Split
+from ..config import Kernel, Signal, Split, TieRule
 from .common import app, fail_cleanly, out_console
 from .display import print_comparison, print_score
 
@@ -23,13 +23,18 @@ def score(
     split: Annotated[Split, typer.Option(help="Score only this split")] = Split.all,
     compare: Annotated[Optional[Path], typer.Option(help="Another score folder: per-user paired Wilcoxon")] = None,
     kernel: Annotated[Kernel, typer.Option(help="Metric implementation (auto picks the fastest available)")] = Kernel.auto,
+    tie_rule: Annotated[TieRule, typer.Option(help="Ranking ties: expected value under random tie-breaking (average), "
+                                                   "lower slot first, or the reference code's higher slot first")]
+    = TieRule.average,
+    topk_js_k: Annotated[int, typer.Option(min=1, max=64, help="k of top-k JS (the reference: 5 RecGaze, 3 AdSERP)")] = 5,
 ) -> None:
     """Attention alignment (KL, JS, cosine, CSH@k, TGO@k, top-k JS, CC, SIM, NSS) and click metrics."""
     from ..io import write_json
     from ..score import compare as compare_runs
     from ..score import score as run_score
 
-    payload = run_score(sim, sessions, out, signal=signal.value, tau=tau, split=split.value, kernel=kernel.value)
+    payload = run_score(sim, sessions, out, signal=signal.value, tau=tau, split=split.value, kernel=kernel.value,
+                        tie_rule=tie_rule, topk_js_k=topk_js_k)
     print_score(payload, signal.value, split.value, out)
     if compare is not None:
         tests = compare_runs(out, compare)

@@ -35,7 +35,7 @@ def print_score(payload: dict, signal: str, split: str, out: Path) -> None:
     from .. import metrics as M
 
     table = Table(title=f"{payload['n_samples']} samples · {payload['n_users']} users · signal {signal} · "
-                        f"split {split}")
+                        f"split {split} · ties {payload['config']['tie_rule']}")
     for col in ("metric", "micro", "macro"):
         table.add_column(col, justify="right")
     for name in M.METRIC_NAMES:
@@ -49,12 +49,14 @@ def print_score(payload: dict, signal: str, split: str, out: Path) -> None:
 
 
 def print_comparison(tests: dict, out: Path, other: Path) -> None:
+    from .. import metrics as M
+
     cmp = Table(title=f"paired Wilcoxon over users: this ({out}) vs {other}")
     for col in ("metric", "n", "this", "other", "mean Δ", "p"):
         cmp.add_column(col, justify="right")
     for name, t in tests.items():
         cmp.add_row(name, str(t["n"]), f"{t['mean_a']:.4f}", f"{t['mean_b']:.4f}", f"{t['mean_diff']:+.4f}",
-                    f"{t['p']:.3g}")
+                    M.format_p(t))
     out_console.print(cmp)
 
 
@@ -71,7 +73,7 @@ def print_training(payload: dict, out: Path) -> None:
     for name in ("kl", "js", "cosine", "csh@1", "csh@3", "tgo@3", "logloss", "auc", "correct"):
         cells = [f"{summary[c][name]['mean']:.4f} ± {summary[c][name]['std']:.4f}"
                  for c in ("backbone_tf", "fixate_tf", "backbone_fg", "fixate_fg")]
-        table.add_row(name + (" ↓" if name in M.LOWER_IS_BETTER else ""), *cells, f"{tests[name]['p']:.3g}")
+        table.add_row(name + (" ↓" if name in M.LOWER_IS_BETTER else ""), *cells, M.format_p(tests[name]))
     out_console.print(table)
     out_console.print(f"prompt bank: {out / 'prompts.safetensors'} (seed {payload['prompt_bank_seed']}); "
                       f"metrics: {out / 'metrics.json'}; curve: {out / 'learning_curve.png'}")

@@ -17,7 +17,7 @@ from ..errors import ValidationError, where
 from .slates import Slate, read_slates
 from .tables import Sessions, Users, read_pairs, read_sessions, read_users
 
-SIGNALS = ("fixation", "cursor")
+SIGNALS = ("fixation", "cursor", "intersect")
 
 
 @dataclass
@@ -41,12 +41,20 @@ class Inputs:
 
 
 def dwell_of(sessions: Sessions, path: Path, signal: str) -> tuple[np.ndarray, ...]:
-    """The per-session dwell lists of ``signal`` (fixation or cursor)."""
+    """The per-session dwell lists of ``signal``: fixation, cursor, or intersect.
+
+    ``intersect`` is the dual-signal subset: fixation dwell, but only for sessions that also have cursor dwell;
+    the others get all-zero dwell, so every command drops them as sessions without signal mass.
+    """
     if signal not in SIGNALS:
-        raise ValidationError(f"--signal must be fixation or cursor, got '{signal}'")
-    if signal == "cursor" and sessions.cursor_ms is None:
-        raise ValidationError(f"{path}, field 'cursor_ms': --signal cursor needs this column")
-    return sessions.fixation_ms if signal == "fixation" else sessions.cursor_ms
+        raise ValidationError(f"--signal must be one of {', '.join(SIGNALS)}, got '{signal}'")
+    if signal in ("cursor", "intersect") and sessions.cursor_ms is None:
+        raise ValidationError(f"{path}, field 'cursor_ms': --signal {signal} needs this column")
+    if signal == "fixation":
+        return sessions.fixation_ms
+    if signal == "cursor":
+        return sessions.cursor_ms
+    return tuple(f if c.sum() > 0 else np.zeros_like(f) for f, c in zip(sessions.fixation_ms, sessions.cursor_ms))
 
 
 def check_pairs(pairs: list[tuple[str, str]], users: Users, slates: dict[str, Slate], path: Path) -> None:

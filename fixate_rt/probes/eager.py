@@ -12,6 +12,7 @@ import torch
 from ..backbones.base import DecoderInputs, SlateFeatures
 from ..probes.capture import CAPTURE_IMPLEMENTATION
 from . import reference as ref
+from .operators import padding_pairs
 
 
 def eager_reference(backbone, inputs: DecoderInputs, feats: SlateFeatures, prompts: torch.Tensor, layers: tuple[int, ...],
@@ -45,6 +46,8 @@ def eager_reference(backbone, inputs: DecoderInputs, feats: SlateFeatures, promp
         else:
             s = logits.gather(1, logits.argmax(-1, keepdim=True)).sum()
             grads = torch.stack(torch.autograd.grad(s, [out.attentions[layer] for layer in layers]), 1)
+            if method == "glimpse":  # the same padding rule as the production path (operators.padding_pairs)
+                grads = grads * padding_pairs(inputs.attention_mask)[:, None]
             full = ref.attnlrp_full if method == "attnlrp" else ref.glimpse_full
             row = full(attn.detach().double(), grads.double())[torch.arange(B), q]
         return logits.detach(), row[inputs.image_mask].reshape(B, -1).abs().float()

@@ -43,6 +43,17 @@ def _double_backward_safe(differentiable: bool):
     return sdpa_kernel(SDPBackend.MATH)
 
 
+def padding_pairs(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, 1, T, T] 1 where both query and key are real tokens, 0 where either is padding.
+
+    GLIMPSE's head score and layer weight sum ∂s/∂A over *every* entry, including those the mask forbids. At a
+    padded key that gradient is dO·V of whatever the attention implementation computed for the padding, so it
+    would make a row's relevance depend on its batch; fixate-rt zeroes it (A is 0 there, so nothing else changes).
+    """
+    m = attention_mask.to(torch.float32)
+    return (m[:, None, :, None] * m[:, None, None, :])
+
+
 def _target_scalar(label_logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
     chosen = label_logits.argmax(-1) if targets is None else targets.to(label_logits.device)
     return label_logits.gather(1, chosen[:, None]).sum()  # samples are independent: Σ_b s_b
@@ -88,6 +99,7 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures | list[SlateFeat
         grad_rows = torch.stack([torch.einsum("bhd,bhtd->bht", g[:, -1].float(), out.capture.values[layer].float())
                                  for g, layer in zip(d_out, layers)], dim=1)  # [B, L, H, T]
         attn_rows = torch.stack([out.capture.maps[layer] for layer in layers], dim=1)
+        grad_rows = grad_rows * plan.grad_scale  # 0.1 in training, as the reference (plan.ATTNLRP_TRAIN_GRAD_SCALE)
         row = ops.attnlrp_row(keep(attn_rows).double(), keep(grad_rows).double(), last, impl=impl)
     elif op == "glimpse_row":
         with _double_backward_safe(differentiable):
@@ -95,7 +107,8 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures | list[SlateFeat
         maps = [out.capture.maps[layer] for layer in layers]
         s = _target_scalar(out.label_logits, targets)
         grads = torch.autograd.grad(s, maps, create_graph=differentiable)
-        row = ops.glimpse_row([keep(m) for m in maps], [keep(g) for g in grads], last, impl=impl)
+        valid = padding_pairs(inputs.attention_mask)
+        row = ops.glimpse_row([keep(m) for m in maps], [keep(g) * valid for g in grads], last, impl=impl)
     else:
         raise ValueError(f"a torch backbone cannot run the combine op {op!r}")
     token_rel = inputs.image_tokens(row).abs().float()  # [B, P]

@@ -80,7 +80,7 @@ def slot_pool_reference(token_relevance: torch.Tensor, token_boxes: torch.Tensor
 
 # ---------------------------------------------------------------------------------------------- AttnLRP
 ATTNLRP_EPS = 1e-4  # docs/method.md §4.2
-GLIMPSE_EPS = 1e-8
+GLIMPSE_EPS = 1e-4  # the reference's ε in the head weights, the row normalisation and α (docs/method.md §4.3)
 GLIMPSE_HEAD_TEMP = 0.5  # docs/method.md §4.3
 GLIMPSE_DEPTH_TEMP = 0.2
 
