@@ -84,6 +84,18 @@ class Template(str, Enum):
     reference_adserp = "reference-adserp"  # the reference's AdSERP prompt (image, search query, instruction)
 
 
+class Selection(str, Enum):
+    """How training picks its checkpoint on the val split (TF, micro)."""
+
+    composite = "composite"  # 0.10·cos + 0.20·CSH@1 + 0.25·CSH@3 + 0.20·TGO@3 − 0.10·topkJS (RecGaze)
+    js = "js"  # the lowest JS (AdSERP)
+
+
+class SplitMode(str, Enum):
+    data = "data"  # the sessions file's split column
+    per_seed = "per-seed"  # re-drawn for every seed, per user (the reference's AdSERP protocol)
+
+
 class Preset(str, Enum):
     """What the reference sets per data set for training (fixate_rt/training/presets.py)."""
 
@@ -138,11 +150,13 @@ class SimulateConfig:
     trust_export: bool = False  # load TorchScript exports (their archives carry code)
     shard_pairs: int = 4096  # pairs per output shard (what an interruption can lose at most)
     resume: bool = False
+    template: Template = Template.fixate_rt  # the prompt template (fixate_rt/template.py)
+    allow_template_mismatch: bool = False  # run a bank trained under another template
 
     def __post_init__(self) -> None:
         # Python callers may pass plain strings; the fields hold the Enums the CLI passes.
         for name, kind in (("device", Device), ("probe", Probe), ("kernel", Kernel), ("pool_mode", PoolMode),
-                           ("backend", Backend)):
+                           ("backend", Backend), ("template", Template)):
             object.__setattr__(self, name, parse_choice(kind, getattr(self, name), name))
 
     def to_json(self) -> dict:

@@ -67,7 +67,8 @@ class SimulateBatches:
     def __init__(self, model: str, images: str, users: str | None = None, prompts=None,
                  samples: int = 1, seed: int = 0, batch_size: int = 8, device: str = "auto", probe: str = "rollout",
                  kernel: str = "auto", pool_mode: str = "auto", backend: str = "auto", trust_export: bool = False,
-                 residual: float = 0.5, threads: int | None = None) -> None:
+                 residual: float = 0.5, threads: int | None = None, template: str = "fixate-rt",
+                 allow_template_mismatch: bool = False) -> None:
         import torch
 
         from .simulate import Simulator
@@ -82,7 +83,8 @@ class SimulateBatches:
         bank = Path(prompts) if isinstance(prompts, str) else prompts
         self.sim = Simulator(model, prompts=bank, device=device, batch_size=batch_size,
                              probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
-                             trust_export=trust_export, residual=residual)
+                             trust_export=trust_export, residual=residual, template=template,
+                             allow_template_mismatch=allow_template_mismatch)
         self.sim.bind(slates=localise(images), users=users, samples=samples, seed=seed)
         self.fault_marker = os.environ.get(FAULT_HOOK)
 
@@ -98,7 +100,8 @@ def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", 
                      rows_per_call: int | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
                      cpus_per_worker: float | None = None, device: str = "auto", probe: str = "rollout",
                      kernel: str = "auto", pool_mode: str = "auto", backend: str = "auto",
-                     trust_export: bool = False, runtime_env: dict | None = None):
+                     trust_export: bool = False, runtime_env: dict | None = None, template: str = "fixate-rt",
+                     allow_template_mismatch: bool = False):
     """pairs: a Ray Dataset with ``pair`` (a global index), ``user_id``, ``slate_id`` -> a Dataset of simulation
     rows (the columns of simulations.parquet plus ``pair``; ``samples`` rows per pair).
 
@@ -122,7 +125,8 @@ def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", 
     kwargs = dict(model=str(model), images=str(images), users=str(users) if users else None,
                   prompts=prompts, samples=samples, seed=seed, batch_size=batch_size,
                   device=device, probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
-                  trust_export=trust_export, threads=max(1, int(round(cpus))))
+                  trust_export=trust_export, threads=max(1, int(round(cpus))), template=template,
+                  allow_template_mismatch=allow_template_mismatch)
     # Sorted by slate, then cut into enough blocks for every worker (without shuffling the order back).
     return pairs.sort("slate_id").repartition(max(2 * workers, 1), shuffle=False).map_batches(
         SimulateBatches, fn_constructor_kwargs=kwargs, batch_size=rows_per_call or max(8 * batch_size, 64),
@@ -206,20 +210,15 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
     require_ray()
     if workers < 1:
         raise ValidationError(f"--workers must be ≥ 1, got {workers}")
-    data, info = preflight(config)
-    prompts = config.prompts or info.bundled_prompts
-    bank = None
-    if prompts is not None:  # loaded and checked once; the same object is broadcast to the workers
-        from .prompts import SoftPromptBank
-
-        bank = SoftPromptBank.load(Path(prompts))
-        info.check_bank(bank, prompts)
+    checked = preflight(config)  # the bank is loaded and checked once; that object is broadcast to the workers
+    data, info, bank, prompts = checked.data, checked.info, checked.bank, checked.bank_source
     pairs = data.all_pairs()
     out = ensure_writable_dir(Path(config.out))
     digests = run_digests(config.model, data.users, data.slates, pairs, prompts)
     fingerprint = {**{f"{k}_sha256": v for k, v in digests.items()}, "engine": "ray", "n_pairs": len(pairs),
                    "chunk_pairs": config.shard_pairs, "seed": config.seed, "samples": config.samples,
-                   "probe": config.probe.value, "pool_mode": config.pool_mode.value, "backend": info.kind.value}
+                   "probe": config.probe.value, "pool_mode": config.pool_mode.value, "backend": info.kind.value,
+                   "template": config.template.value}
     store = ChunkStore(out, fingerprint, resume=config.resume)
     connect(address)
     import ray
@@ -240,7 +239,8 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
             rows_per_call=rows_per_call, workers=workers, gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker, device=config.device.value, probe=config.probe.value,
             kernel=config.kernel.value, pool_mode=config.pool_mode.value, backend=info.kind.value,
-            trust_export=config.trust_export)
+            trust_export=config.trust_export, template=config.template.value,
+            allow_template_mismatch=config.allow_template_mismatch)
         shard = config.shard_pairs
         result = result.map_batches(lambda b: {**b, "chunk": b["pair"] // shard}, batch_format="numpy")
         result.write_parquet(str(store.dir), partition_cols=["chunk"])

@@ -31,6 +31,7 @@ class SoftPromptBank:
     user_ids: tuple[str, ...]
     backbone: str = ""
     config_hash: str = ""
+    template: str = "fixate-rt"  # the prompt template it was trained under (banks older than templates: fixate-rt)
 
     def __post_init__(self) -> None:
         if self.basis.ndim != 3:
@@ -40,6 +41,12 @@ class SoftPromptBank:
                 f"prompt bank: alpha must be [U, K] = [{len(self.user_ids)}, {self.basis.shape[0]}], "
                 f"got {tuple(self.alpha.shape)}"
             )
+        for name, tensor in (("basis", self.basis), ("alpha", self.alpha)):
+            if not tensor.is_floating_point():
+                raise ValidationError(f"prompt bank, field '{name}': expected floating point, got {tensor.dtype}")
+            if not torch.isfinite(tensor).all():
+                raise ValidationError(f"prompt bank, field '{name}': {int((~torch.isfinite(tensor)).sum())} "
+                                      "non-finite values (NaN or Inf)")
         self._row = {uid: i for i, uid in enumerate(self.user_ids)}
 
     @property
@@ -70,6 +77,12 @@ class SoftPromptBank:
                 f"{source}: prompt hidden size {self.hidden_size} does not match the model's {hidden_size}"
             )
 
+    def check_template(self, template: str, source: object = "prompt bank", *, allow_mismatch: bool = False) -> None:
+        """Refuse a bank trained under another prompt template: its prompts were fitted to other conditioning."""
+        if self.template != template and not allow_mismatch:
+            raise ValidationError(f"{source}: trained with --template {self.template} but this run uses --template "
+                                  f"{template} (pass --template {self.template}, or --allow-template-mismatch)")
+
     def is_cold(self, user_id: str) -> bool:
         return user_id not in self._row
 
@@ -96,6 +109,7 @@ class SoftPromptBank:
             "backbone": self.backbone,
             "hidden_size": str(self.hidden_size),
             "config_hash": self.config_hash,
+            "template": self.template,
         }
         tensors = {"basis": self.basis.detach().float().contiguous(), "alpha": self.alpha.detach().float().contiguous()}
         with atomic_path(Path(path)) as tmp:
@@ -123,7 +137,8 @@ class SoftPromptBank:
         except json.JSONDecodeError:
             raise ValidationError(f"{path}, field 'user_ids': metadata is not a JSON list") from None
         try:
-            return cls(tensors["basis"], tensors["alpha"], user_ids, meta.get("backbone", ""), meta.get("config_hash", ""))
+            return cls(tensors["basis"], tensors["alpha"], user_ids, meta.get("backbone", ""), meta.get("config_hash", ""),
+                       meta.get("template", "fixate-rt"))
         except ValidationError as exc:
             raise ValidationError(f"{path}: {exc}") from None
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from .backbones import SlateFeatures, resolve_device
 from .backends import Backend, BackendKind, ModelInfo, describe_model, open_backend
-from .config import Kernel, PoolMode, Probe, SimulateConfig, parse_choice
+from .config import Kernel, PoolMode, Probe, SimulateConfig, Template, parse_choice
 from .data.join import Inputs, load_inputs
 from .digests import run_digests
 from .data.slates import Layout, Slate, read_slates
@@ -60,15 +60,19 @@ class Simulator:
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
                  residual: float = 0.5, pool_mode: PoolMode | str = "auto", kernel: Kernel | str = "auto",
                  batch_size: int = 8, probe: Probe | str = "rollout", backend: BackendKind | str = "auto",
-                 trust_export: bool = False, loaded: Backend | None = None) -> None:
+                 trust_export: bool = False, loaded: Backend | None = None,
+                 template: Template | str = Template.fixate_rt, allow_template_mismatch: bool = False) -> None:
         """``model``: an embedded name, a checkpoint folder or an export folder (``backend="auto"`` runs an export
         folder in its own format and uses the prompt bank it ships unless ``prompts`` is given).
-        ``loaded``: an already loaded backend to reuse (then ``model``, ``device``, ``dtype`` are ignored)."""
+        ``loaded``: an already loaded backend to reuse (then ``model``, ``device``, ``dtype`` are ignored).
+        ``template``: the prompt template (`fixate_rt.template`); a bank trained under another one is refused
+        unless ``allow_template_mismatch``."""
         if batch_size < 1:
             raise ValidationError(f"batch_size must be ≥ 1, got {batch_size}")
         info = describe_model(model, backend) if loaded is None else None
         kind = loaded.kind if loaded is not None else info.kind
         self.pool_mode = parse_choice(PoolMode, pool_mode, "pool_mode").value
+        self.template = parse_choice(Template, template, "template")
         # Everything that can be checked is checked before any weights load: the op plan (an impossible
         # probe/kernel/device combination) and the prompt bank (shape, hidden size, backbone).
         target = loaded.device if loaded is not None else (torch.device("cpu") if kind.exported
@@ -86,9 +90,11 @@ class Simulator:
                 info.check_bank(prompts, source)
             else:
                 prompts.check_hidden_size(loaded.hidden_size, source)
+            prompts.check_template(self.template.value, source, allow_mismatch=allow_template_mismatch)
         self.prompts_source = str(source) if prompts is not None else None
         self.backend = loaded if loaded is not None else open_backend(model, kind, device=device, dtype=dtype,
                                                                       trust=trust_export)
+        self.backend.use_template(self.template)
         if prompts is not None and self.backend.device.type == "cuda":
             prompts = prompts.to(self.backend.device, self.backend.dtype)  # mixed on the device, once per batch
         self.prompts = prompts
@@ -272,9 +278,20 @@ def assemble(chunks: list[pa.Table]) -> pa.Table:
     return table.take(pa.array(order)).drop_columns(["pair"])
 
 
-def preflight(config: SimulateConfig) -> tuple[Inputs, ModelInfo]:
-    """Every check that needs no model: options, inputs and their cross-references, the model's backend and the
-    slate sizes an export serves. Shared by the local and the distributed engine."""
+@dataclass
+class Preflight:
+    """What `preflight` read and checked: the inputs, the model's description and the prompt bank (or None)."""
+
+    data: Inputs
+    info: ModelInfo
+    bank: SoftPromptBank | None
+    bank_source: Path | None
+
+
+def preflight(config: SimulateConfig) -> Preflight:
+    """Every check that needs no model: options, inputs and their cross-references, the model's backend, the
+    slate sizes an export serves, and the prompt bank (readable, finite, its shape and hidden size, its
+    template). Shared by the local and the distributed engine; nothing is written before it passes."""
     if config.samples < 1:
         raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
     data = load_inputs(users=config.users, images=config.images, pairs=config.pairs)
@@ -285,7 +302,13 @@ def preflight(config: SimulateConfig) -> tuple[Inputs, ModelInfo]:
         w, h = data.slates[sid].layout.image_size
         raise ValidationError(f"{config.images}, slate '{sid}': {w}x{h} is not served by the export in {config.model} "
                               f"(it serves {info.served_sizes_text()}); re-export adding --image-size {w}x{h}")
-    return data, info
+    source = config.prompts or info.bundled_prompts
+    bank = None
+    if source is not None:
+        bank = SoftPromptBank.load(Path(source))
+        info.check_bank(bank, source)
+        bank.check_template(config.template.value, source, allow_mismatch=config.allow_template_mismatch)
+    return Preflight(data, info, bank, Path(source) if source is not None else None)
 
 
 def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None = None,
@@ -293,17 +316,19 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
     """Validate inputs, simulate, write ``simulations.parquet`` + ``run.json`` atomically. Returns run.json."""
     t0 = time.perf_counter()
     started = utc_now()
-    data, _ = preflight(config)
+    checked = preflight(config)
+    data = checked.data
     users, slates, pairs = data.users, data.slates, data.all_pairs()
     out = ensure_writable_dir(Path(config.out))
     t_read = time.perf_counter() - t0
-    sim = Simulator(config.model, prompts=config.prompts, device=config.device.value, probe_layers=None,
+    sim = Simulator(config.model, prompts=checked.bank, device=config.device.value, probe_layers=None,
                     residual=config.residual, pool_mode=config.pool_mode, kernel=config.kernel,
                     batch_size=config.batch_size, probe=config.probe, backend=config.backend,
-                    trust_export=config.trust_export)
+                    trust_export=config.trust_export, template=config.template,
+                    allow_template_mismatch=config.allow_template_mismatch)
     t_load = time.perf_counter() - t0 - t_read
     n_pairs = len(pairs)
-    digests = run_digests(config.model, users, slates, pairs, sim.prompts_source)
+    digests = run_digests(config.model, users, slates, pairs, checked.bank_source)
     store = ShardStore(out, _fingerprint(config, sim, digests, len(pairs)), resume=config.resume)
     resumed = len(store.done)
     if on_start is not None:
@@ -336,6 +361,7 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
                      "hidden_size": sim.backend.hidden_size, "num_layers": sim.backend.num_layers,
                      "probe_layers": list(sim.probe_layers)},
         "probe": sim.probe,
+        "template": sim.template.value,
         "implementations": sim.plan.record(),
         "pairs": n_pairs,
         "resumed_pairs": resumed,
@@ -357,7 +383,8 @@ def _fingerprint(config: SimulateConfig, sim: Simulator, digests: dict, n_pairs:
     pooling, seed and samples, the backend. Batch size, device and kernel may change."""
     return {**{f"{name}_sha256": value for name, value in digests.items()}, "n_pairs": n_pairs,
             "model": str(config.model), "seed": config.seed, "samples": config.samples, "probe": config.probe.value,
-            "pool_mode": config.pool_mode.value, "residual": config.residual, "backend": sim.backend.kind.value}
+            "pool_mode": config.pool_mode.value, "residual": config.residual, "backend": sim.backend.kind.value,
+            "template": config.template.value}
 
 
 def _summary(table: pa.Table, slates: dict[str, Slate]) -> dict:

@@ -168,3 +168,28 @@ def _stop(imported: Path, trial: str) -> dict:
 def _last_click(trial: str) -> dict:
     with open(SAMPLE / "mouse-movement-data" / f"{trial}.csv", newline="") as fh:
         return [r for r in csv.DictReader(fh) if r["event"] == "click"][-1]
+
+
+@needs_chromium
+def test_train_preset_adserp_runs_end_to_end_and_records_the_protocol(imported, tmp_path):
+    """The paper's AdSERP protocol on the six real trials (one per participant: the per-seed, per-user split
+    keeps each user's only session for training, so the run says it tested on train)."""
+    data = imported / "first"
+    result = runner.invoke(app, ["train", "--preset", "adserp", "--sessions", str(data / "sessions.parquet"),
+                                 "--images", str(data / "slates"), "--users", str(data / "users.parquet"),
+                                 "--out", str(tmp_path / "run"), "--epochs", "1", "--basis", "2",
+                                 "--soft-tokens", "2", "--seeds", "42,101112", "--device", "cpu"])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    assert "preset adserp" in result.output and "topk_js_k 3 (preset adserp)" in result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    proto = metrics["protocol"]
+    assert proto["preset"] == "adserp" and proto["tie_rule"] == "average"
+    expected = {"topk_js_k": 3, "warmup_steps": 20, "selection": "js", "patience": None, "max_tiles": 4,
+                "split_mode": "per-seed"}
+    assert {k: proto[k]["value"] for k in expected} == expected
+    assert {proto[k]["source"] for k in expected} == {"preset adserp"}
+    assert proto["seeds"] == {"value": [42, 101112], "source": "option"} and metrics["seeds"] == [42, 101112]
+    assert metrics["test_split"].startswith("train (no held-out sessions")
+    assert metrics["per_seed"]["42"]["selection"] == "js"
+    assert metrics["wilcoxon_pooled_over_seeds"]["kl"]["p"] is None  # 6 users < 10: "n too small"
+    assert (tmp_path / "run" / "prompts.safetensors").exists()

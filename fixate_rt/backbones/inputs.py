@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import Template, parse_choice
 from .base import DecoderInputs, SlateFeatures
 
 
@@ -25,6 +26,14 @@ class InputAssembler:
     def positions(self, input_ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor,
                   slates: list[SlateFeatures]) -> torch.Tensor:
         raise NotImplementedError
+
+    def use_template(self, template: Template | str) -> None:
+        """Render every following prompt with this template (`fixate_rt.template`); one per run."""
+        self.processor.template = parse_choice(Template, template, "template")
+
+    @property
+    def template(self) -> Template:
+        return self.processor.template
 
     def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
         """The single token id of each answer label (the processor's tokenizer decides)."""

@@ -27,6 +27,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
     get_optimal_tiled_canvas,
 )
 
+from ..config import Template
 from ..errors import ValidationError
 from ..probes.capture import CAPTURE_IMPLEMENTATION
 from .base import SlateFeatures
@@ -42,6 +43,7 @@ class InternVLProcessor:
     def __init__(self, tokenizer, image_processor: GotOcr2ImageProcessorPil, tokens_per_tile: int,
                  pool_thumbnail: bool = False) -> None:
         self.tokenizer = tokenizer
+        self.template = Template.fixate_rt  # set per run through the backend's `use_template`
         self.image_processor = image_processor
         self.tokens_per_tile = tokens_per_tile
         self.side = int(round(tokens_per_tile ** 0.5))
@@ -103,7 +105,7 @@ class InternVLProcessor:
         from .processor import encode_template
 
         return encode_template(self.tokenizer, profile, labels, (self.img_start_id, self.image_pad_id, self.img_end_id),
-                               n_image_tokens, context)
+                               n_image_tokens, context, self.template, "internvl")
 
     def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
         from .processor import single_token_ids
@@ -121,6 +123,11 @@ class InternVLBackbone(SplicedVLM):
                                                                  trust_remote_code=False, use_safetensors=True)
         model.set_attn_implementation({"text_config": CAPTURE_IMPLEMENTATION, "vision_config": "sdpa"})
         return cls(model.to(device), InternVLProcessor.from_pretrained(path, model.config), name)
+
+    def set_max_tiles(self, tiles: int) -> int:
+        """At most ``tiles`` 448-px tiles per slate (the reference: 12 for RecGaze, 4 for AdSERP)."""
+        self.processor.image_processor.max_patches = int(tiles)
+        return int(tiles)
 
     @torch.no_grad()
     def encode_slate(self, image: Image.Image) -> SlateFeatures:

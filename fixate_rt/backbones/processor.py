@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from .. import template
+from ..config import Template
 from ..errors import ValidationError
 
 VISION_START, IMAGE_PAD, VISION_END = "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"
@@ -23,8 +24,11 @@ VISION_START, IMAGE_PAD, VISION_END = "<|vision_start|>", "<|image_pad|>", "<|vi
 class QwenVLProcessor:
     """Turns (slate image, profile, labels) into model inputs for the Qwen-VL family."""
 
+    family = "qwen"
+
     def __init__(self, tokenizer, image_processor: Qwen2VLImageProcessorPil) -> None:
         self.tokenizer = tokenizer
+        self.template = Template.fixate_rt  # set per run through the backend's `use_template`
         self.image_processor = image_processor
         self.merge_size = int(image_processor.merge_size)
         ids = tokenizer.convert_tokens_to_ids([VISION_START, IMAGE_PAD, VISION_END])
@@ -61,19 +65,21 @@ class QwenVLProcessor:
     # ---------------------------------------------------------------------------------- text side
     def encode(self, profile: str, labels: tuple[str, ...], n_image_tokens: int,
                context: str = "") -> tuple[list[int], list[int]]:
-        """Token ids of the one template with the image block expanded, and mm_token_type_ids (1 = image)."""
+        """Token ids of the run's template with the image block expanded, and mm_token_type_ids (1 = image)."""
         return encode_template(self.tokenizer, profile, labels, (self.vision_start_id, self.image_pad_id,
-                                                                  self.vision_end_id), n_image_tokens, context)
+                                                                  self.vision_end_id), n_image_tokens, context,
+                               self.template, self.family)
 
     def label_token_ids(self, labels: tuple[str, ...]) -> list[int]:
         return single_token_ids(self.tokenizer, labels)
 
 
 def encode_template(tokenizer, profile: str, labels: tuple[str, ...], image_ids: tuple[int, int, int],
-                    n_image_tokens: int, context: str = "") -> tuple[list[int], list[int]]:
-    """The one template tokenised around its image block [start, pad × n, end]; types are 1 on the pads."""
+                    n_image_tokens: int, context: str = "", template_name: Template = Template.fixate_rt,
+                    family: str = "qwen") -> tuple[list[int], list[int]]:
+    """The template tokenised around its image block [start, pad × n, end]; types are 1 on the pads."""
     start, pad, end = image_ids
-    before, after = template.render(profile, labels, context).split(template.IMAGE_MARKER)
+    before, after = template.render(profile, labels, context, template_name, family).split(template.IMAGE_MARKER)
     head = tokenizer(before, add_special_tokens=False)["input_ids"]
     tail = tokenizer(after, add_special_tokens=False)["input_ids"]
     ids = head + [start] + [pad] * n_image_tokens + [end] + tail

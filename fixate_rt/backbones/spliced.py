@@ -38,6 +38,11 @@ class SplicedVLM(InputAssembler):
             raise ValueError(f"{name}: tokenizer's image token {processor.image_pad_id} != config image_token_id "
                              f"{model.config.image_token_id}")
 
+    def set_max_tiles(self, tiles: int) -> int | None:
+        """Cap the image tiles per slate (InternVL's dynamic tiling); returns the cap applied, None where the
+        family does not tile (Qwen-VL resizes the whole image)."""
+        return None
+
     # ------------------------------------------------------------------------------ family hooks
     def encode_slate(self, image) -> SlateFeatures:
         raise NotImplementedError

@@ -30,7 +30,7 @@ from ..io import cache_root
 from ..data.synth_vocab import GENRES, TITLE_WORDS
 
 NAME = "tiny-qwen3vl"
-VERSION = "v3"
+VERSION = "v4"  # v4: the reference templates' words are in the vocabulary
 SEED = 1234
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>", "<img>", "</img>", "<IMG_CONTEXT>"]
@@ -77,7 +77,10 @@ def model_path(name: str = NAME) -> Path:
 
 def _vocabulary() -> list[str]:
     text = " ".join([template.INSTRUCTION, template.QUESTION, template.render("", ()),
-                     "User profile Top_genre Preferred_genres", *GENRES, *TITLE_WORDS])
+                     "User profile Top_genre Preferred_genres", *GENRES, *TITLE_WORDS,
+                     # appended last so the ids of every earlier word stay as they were
+                     template.REFERENCE_RECGAZE_INSTRUCTION, template.REFERENCE_ADSERP_INSTRUCTION,
+                     "Search query"])
     words = re.findall(PRETOKENIZE, text)
     letters = list(default_labels(MAX_SLOTS))  # A–Z, a–z: every default answer label is one token
     digits = [str(d) for d in range(10)]

@@ -39,6 +39,10 @@ class Backend(Protocol):
         """The single token id of each answer label."""
         ...
 
+    def use_template(self, template) -> None:
+        """Render every following prompt with this `fixate_rt.config.Template` (one per run)."""
+        ...
+
     def build_inputs(self, profiles: list[str], labels, slates, n_soft: int, contexts="") -> DecoderInputs:
         """A left-padded batch [soft prompt (N) | template with P image tokens] with positions and masks."""
         ...

@@ -60,11 +60,20 @@ def print_comparison(tests: dict, out: Path, other: Path) -> None:
     out_console.print(cmp)
 
 
+def print_protocol(cfg) -> None:
+    """Every protocol value of a training run and where it came from (option, preset or default)."""
+    proto = cfg.protocol()
+    parts = [f"{name} {v['value'] if v['value'] is not None else '—'} ({v['source']})"
+             for name, v in proto.items() if isinstance(v, dict)]
+    out_console.print(f"protocol: preset {proto['preset']}; tie rule {proto['tie_rule']}; " + "; ".join(parts))
+
+
 def print_training(payload: dict, out: Path) -> None:
     from .. import metrics as M
 
     table = Table(title=f"test ({payload['test_split']}, {payload['samples']['test']} samples) · "
-                        f"mean ± std over seeds {payload['seeds']}")
+                        f"mean ± std over seeds {payload['seeds']} · preset {payload['protocol']['preset']} · "
+                        f"ties {payload['protocol']['tie_rule']}")
     table.add_column("metric")
     for column in ("backbone_tf", "fixate_tf", "backbone_fg", "fixate_fg"):
         table.add_column(column, justify="right")

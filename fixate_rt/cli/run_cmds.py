@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..config import Backend, Device, Engine, Kernel, PoolMode, Probe, SimulateConfig
+from ..config import Backend, Device, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template
 from .common import PairsPerSecond, app, console, fail_cleanly, out_console
 from .display import print_profile, print_simulation_summary
 
@@ -43,6 +43,10 @@ def simulate(
     workers: Annotated[int, typer.Option(min=1, help="Ray actors, each with one loaded model")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(min=0, help="GPUs per Ray actor (1 on GPU clusters)")] = 0.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its shards")] = False,
+    template: Annotated[Template, typer.Option(help="Prompt template: fixate-rt, or the reference code's exact "
+                                                    "RecGaze / AdSERP prompt (docs/method.md)")] = Template.fixate_rt,
+    allow_template_mismatch: Annotated[bool, typer.Option("--allow-template-mismatch", help="Run a prompt bank "
+                                                          "trained under another template")] = False,
 ) -> None:
     """Simulate clicks of every user on every slate; report click probability and slot relevance."""
     from ..simulate import run_simulation
@@ -50,7 +54,8 @@ def simulate(
     config = SimulateConfig(users=users, images=images, out=out, model=model, prompts=prompts, pairs=pairs,
                             samples=samples, seed=seed, batch_size=batch_size, device=device, probe=probe,
                             kernel=kernel, pool_mode=pool, backend=backend, shard_pairs=shard_pairs, resume=resume,
-                            trust_export=trust_export)
+                            trust_export=trust_export, template=template,
+                            allow_template_mismatch=allow_template_mismatch)
     t0 = time.perf_counter()
     if engine is Engine.ray:  # Ray Data reports its own progress
         from ..distributed import run_distributed

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..config import AttnLoss, Device, Kernel, Probe, Signal
+from ..config import AttnLoss, Device, Kernel, Preset, Probe, Selection, Signal, SplitMode, Template, TieRule
 from .common import app, console, fail_cleanly
-from .display import print_training
+from .display import print_protocol, print_training
 
 
 @app.command()
@@ -22,7 +22,8 @@ def train(
     out: Annotated[Path, typer.Option(help="Output folder (prompts.safetensors, metrics.json, ...)")],
     model: Annotated[str, typer.Option(help="Local checkpoint folder or an embedded model name")] = "tiny-qwen3vl",
     probe: Annotated[Probe, typer.Option(help="Probing operator for the alignment loss")] = Probe.rollout,
-    signal: Annotated[Signal, typer.Option(help="Gaze target from fixation or cursor dwell")] = Signal.fixation,
+    signal: Annotated[Signal, typer.Option(help="Gaze target from fixation or cursor dwell; intersect: fixation, "
+                                                "only sessions that also have cursor dwell")] = Signal.fixation,
     tau: Annotated[float, typer.Option(help="Gaze-target temperature")] = 1.0,
     basis: Annotated[int, typer.Option(min=1, help="K shared basis prompts")] = 8,
     soft_tokens: Annotated[int, typer.Option(min=1, help="N soft tokens per prompt")] = 16,
@@ -32,14 +33,17 @@ def train(
     lr_basis: Annotated[float, typer.Option()] = 1e-3,
     lr_alpha: Annotated[float, typer.Option()] = 1e-3,
     lambda_attn: Annotated[float, typer.Option(help="λ* of the attention loss")] = 0.5,
-    warmup_steps: Annotated[int, typer.Option(help="λ is 0 for W steps, reaches λ* at 2W")] = 30,
+    warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="λ is 0 for W steps, reaches λ* at 2W "
+                                                                     "[default: preset's, else 30]")] = None,
     choice_weight: Annotated[float, typer.Option(help="weight of the next-token (choice) loss")] = 0.5,
     beta: Annotated[float, typer.Option(help="weight of mean ‖alpha‖²")] = 1e-3,
     gamma: Annotated[float, typer.Option(help="importance-weight power γ")] = 2.0,
     attn_loss: Annotated[AttnLoss, typer.Option(help="attention loss")] = AttnLoss.weighted_full_kl,
     eval_every: Annotated[int, typer.Option(min=1, help="validate every this many epochs")] = 2,
-    patience: Annotated[int, typer.Option(min=1, help="early stopping after this many evaluations")] = 5,
-    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "42",
+    patience: Annotated[Optional[int], typer.Option(min=1, help="early stopping after this many evaluations "
+                                                                 "[default: preset's, else 5]")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds [default: the preset's five, else "
+                                                      "42,123,456,789,2024]")] = None,
     device: Annotated[Device, typer.Option()] = Device.auto,
     kernel: Annotated[Kernel, typer.Option(help="evaluation op implementation (training always uses torch)")] = Kernel.auto,
     freeze_basis: Annotated[bool, typer.Option(help="cold start: train alpha only (needs --init-from)")] = False,
@@ -48,6 +52,20 @@ def train(
     no_user_alpha: Annotated[bool, typer.Option(help="ablation: uniform mixture (one shared prompt)")] = False,
     no_ntp: Annotated[bool, typer.Option(help="ablation: no next-token loss (λ* from step 0)")] = False,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run from its checkpoints")] = False,
+    preset: Annotated[Preset, typer.Option(help="the paper's protocol per data set (top-k JS k, warm-up, selection, "
+                                                "early stopping, InternVL tiles, split, seeds, template); options "
+                                                "given explicitly win")] = Preset.none,
+    template: Annotated[Optional[Template], typer.Option(help="prompt template [default: preset's, else "
+                                                              "fixate-rt]")] = None,
+    tie_rule: Annotated[TieRule, typer.Option(help="ranking ties in the metrics (docs/metrics.md)")] = TieRule.average,
+    topk_js_k: Annotated[Optional[int], typer.Option(min=1, max=64, help="k of top-k JS (also in the composite) "
+                                                                          "[default: preset's, else 5]")] = None,
+    selection: Annotated[Optional[Selection], typer.Option(help="checkpoint selection on val: composite or js (lowest "
+                                                          "micro JS) [default: preset's, else composite]")] = None,
+    max_tiles: Annotated[Optional[int], typer.Option(min=1, help="InternVL tiles per slate [default: preset's, "
+                                                                 "else the model's]")] = None,
+    split_mode: Annotated[Optional[SplitMode], typer.Option(help="data: the sessions' split column; per-seed: re-drawn "
+                                                           "per seed and user [default: preset's, else data]")] = None,
 ) -> None:
     """Fit per-user soft prompts with FixATE's joint alignment + next-token loss; evaluate 4-way on test."""
     from ..errors import ValidationError
@@ -55,10 +73,14 @@ def train(
     from ..training import train as run_train
 
     try:
-        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip()) if seeds is not None else None
     except ValueError:
         raise ValidationError(f"--seeds must be comma-separated integers, got '{seeds}'") from None
-    cfg = TrainConfig(sessions=sessions, images=images, users=users, out=out, model=model, probe=probe.value,
+    cfg = TrainConfig.from_preset(
+                      preset, template=template.value if template is not None else None, tie_rule=tie_rule.value,
+                      topk_js_k=topk_js_k, selection=selection.value if selection is not None else None,
+                      max_tiles=max_tiles, split_mode=split_mode.value if split_mode is not None else None,
+                      sessions=sessions, images=images, users=users, out=out, model=model, probe=probe.value,
                       signal=signal.value, tau=tau, basis=basis, soft_tokens=soft_tokens, epochs=epochs,
                       batch_size=batch_size, grad_accum=grad_accum, lr_basis=lr_basis, lr_alpha=lr_alpha,
                       lambda_attn=lambda_attn, warmup_steps=warmup_steps, choice_weight=choice_weight, beta=beta,
@@ -66,6 +88,7 @@ def train(
                       seeds=seed_list, device=device.value, kernel=kernel.value, freeze_basis=freeze_basis,
                       init_from=init_from,
                       random_prompt=random_prompt, no_user_alpha=no_user_alpha, no_ntp=no_ntp, resume=resume)
+    print_protocol(cfg)
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("", total=None)

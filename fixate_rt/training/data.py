@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from ..data.slates import Slate
 from ..data.tables import Users
 from ..errors import ValidationError
 from .config import TrainConfig
+from .presets import per_seed_split
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class Corpus:
     def split(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.split == name]
 
+    def resplit(self, seed: int) -> Corpus:
+        """The same samples with the reference's per-seed, per-user split (`presets.per_seed_split`)."""
+        splits = per_seed_split([s.user_id for s in self.samples], seed)
+        return Corpus(self.users, self.slates, [replace(s, split=sp) for s, sp in zip(self.samples, splits)],
+                      self.dropped_no_mass)
+
 
 def load_corpus(cfg: TrainConfig) -> Corpus:
     """Read and cross-check users, slates and sessions (`fixate_rt.data.join`); keep the sessions with gaze mass."""
@@ -45,8 +52,10 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
             dropped += 1
             continue
         samples.append(Sample(u, s, split, M.gaze_target(data.dwell[row], cfg.tau), int(sessions.clicked_slot[row])))
-    if not any(s.split == "train" for s in samples):
+    if cfg.split_mode == "data" and not any(s.split == "train" for s in samples):
         raise ValidationError(f"{cfg.sessions}: no train-split session with {cfg.signal} mass")
+    if not samples:
+        raise ValidationError(f"{cfg.sessions}: no session with {cfg.signal} mass")
     return Corpus(data.users, data.slates, samples, dropped)
 
 

@@ -24,6 +24,11 @@ def composite(micro: dict[str, float]) -> float:
             - 0.10 * micro["topk_js"])
 
 
+def selection_score(micro: dict[str, float], selection: str) -> float:
+    """Higher is better: the composite (RecGaze), or minus the micro JS (AdSERP selects the lowest JS)."""
+    return composite(micro) if selection == "composite" else -micro["js"]
+
+
 def evaluate(pipes: Pipelines, samples: list[Sample], mix_prompts, cfg: TrainConfig, *,
              teacher_forced: bool, profiles: dict[str, str]) -> list[dict]:
     """Metric rows (one per sample). ``mix_prompts(user_ids) -> [B, N, D]`` or None for the bare backbone."""
@@ -33,7 +38,7 @@ def evaluate(pipes: Pipelines, samples: list[Sample], mix_prompts, cfg: TrainCon
             prompts = mix_prompts([s.user_id for s in batch]) if mix_prompts is not None else None
         out = run_batch(pipes.evaluate, pipes.cache, batch, prompts, teacher_forced=teacher_forced, profiles=profiles)
         for s, (a, p) in zip(batch, sample_rows(out, batch)):
-            rows.append(M.sample_metrics(a, s.gaze, p, s.clicked))
+            rows.append(M.sample_metrics(a, s.gaze, p, s.clicked, cfg.tie_rule, cfg.topk_js_k))
     return rows
 
 

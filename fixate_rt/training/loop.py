@@ -14,7 +14,7 @@ from .. import metrics as M
 from . import checkpoint
 from .config import TrainConfig
 from .data import Sample, batches
-from .evaluate import composite, evaluate
+from .evaluate import evaluate, selection_score
 from .step import Pipelines, batch_loss, run_batch
 
 
@@ -121,9 +121,9 @@ def train_seed(pipes: Pipelines, train: list[Sample], val: list[Sample], cfg: Tr
             if val:
                 rows = evaluate(pipes, val, lambda u: p.mix(u)[0], cfg, teacher_forced=True, profiles=profiles)
                 micro_val = M.aggregate(rows, [s.user_id for s in val])["micro"]
-                score = composite(micro_val)
-                record.update(val_composite=round(score, 6), val_kl=round(micro_val["kl"], 6),
-                              val_csh1=round(micro_val["csh@1"], 6))
+                score = selection_score(micro_val, cfg.selection)
+                record.update(val_score=round(score, 6), val_kl=round(micro_val["kl"], 6),
+                              val_js=round(micro_val["js"], 6), val_csh1=round(micro_val["csh@1"], 6))
                 if best_val is None or score > best_val:
                     best_val, best_epoch, stale = score, epoch + 1, 0
                     best = (p.basis.detach().clone(), p.alpha.detach().clone())
@@ -132,7 +132,7 @@ def train_seed(pipes: Pipelines, train: list[Sample], val: list[Sample], cfg: Tr
             else:  # no validation split: the last state is the selected one
                 best_epoch, best = epoch + 1, (p.basis.detach().clone(), p.alpha.detach().clone())
             history.append(record)
-            stopped = bool(val) and stale >= cfg.patience
+            stopped = bool(val) and cfg.patience is not None and stale >= cfg.patience
             done = stopped or epoch + 1 == cfg.epochs
             checkpoint.save(ckpt_dir, {"basis": p.basis, "alpha": p.alpha, "best_basis": best[0], "best_alpha": best[1]},
                             {"seed": seed, "step": step, "epochs_done": epoch + 1, "best_val": best_val,

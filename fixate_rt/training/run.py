@@ -37,19 +37,34 @@ def _wilcoxon(a_rows, b_rows, users) -> dict:
             for n in REPORTED}
 
 
-def _pooled_wilcoxon(per_seed: list[dict[str, list[dict]]], users: list[str]) -> dict:
-    """Pool seeds as docs/method.md §8 item 8 suggests: average each user's per-seed means, then one test."""
+def _pooled_wilcoxon(per_seed: list[tuple[dict[str, list[dict]], list[str]]]) -> dict:
+    """Pool seeds as docs/method.md §8 item 8 suggests: average each user's per-seed means, then one test.
+
+    ``per_seed``: (columns, the test rows' user ids) per seed; users missing from a seed's test split (the
+    per-seed split) are left out, so every pooled user has a mean from every seed."""
     out = {}
     for n in REPORTED:
         def pooled(column):
-            means = [M.per_user_means(cols[column], users, n) for cols in per_seed]
-            return {u: float(np.mean([m[u] for m in means])) for u in means[0]}
+            means = [M.per_user_means(cols[column], users, n) for cols, users in per_seed]
+            common = set.intersection(*(set(m) for m in means))
+            return {u: float(np.mean([m[u] for m in means])) for u in sorted(common)}
 
         out[n] = M.paired_wilcoxon(pooled("fixate_tf"), pooled("backbone_tf"))
     return out
 
 
-def learning_curve(path: Path, results: list[SeedResult]) -> None:
+def _held_out(corpus) -> tuple[list, list, str]:
+    """(val, test, what the test rows are): with no test split the val split is tested; with neither, train
+    (then the figures are not held out, and metrics.json says so)."""
+    val, test = corpus.split("val"), corpus.split("test")
+    if test:
+        return val, test, "test"
+    if val:
+        return val, val, "val (no test split)"
+    return val, corpus.split("train"), "train (no held-out sessions: not a generalisation figure)"
+
+
+def learning_curve(path: Path, results: list[SeedResult], selection: str = "composite") -> None:
     try:
         import matplotlib
 
@@ -63,12 +78,13 @@ def learning_curve(path: Path, results: list[SeedResult]) -> None:
         if r.history and "train_loss" in r.history[0]:
             axes[0].plot(epochs, [h["train_loss"] for h in r.history], label=f"seed {r.seed} total")
             axes[0].plot(epochs, [h["train_attn"] for h in r.history], "--", label=f"seed {r.seed} attention")
-        evals = [h for h in r.history if "val_composite" in h]
-        axes[1].plot([h["epoch"] for h in evals], [h["val_composite"] for h in evals], "o-", label=f"seed {r.seed}")
+        evals = [h for h in r.history if "val_score" in h]
+        axes[1].plot([h["epoch"] for h in evals], [h["val_score"] for h in evals], "o-", label=f"seed {r.seed}")
         if r.best_epoch > 0:
             axes[1].axvline(r.best_epoch, color="grey", lw=0.6)
     axes[0].set(title="training loss", xlabel="epoch")
-    axes[1].set(title="validation composite (TF, micro; higher is better)", xlabel="epoch")
+    axes[1].set(title=("validation composite" if selection == "composite" else "validation −JS")
+                + " (TF, micro; higher is better)", xlabel="epoch")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
@@ -89,53 +105,63 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
             raise ValidationError(f"{cfg.init_from}: the bank has K={bank.n_basis} bases of N={bank.n_tokens} tokens "
                                   f"but this run asks for --basis {cfg.basis} --soft-tokens {cfg.soft_tokens}")
         describe_model(cfg.model, "torch").check_bank(bank, cfg.init_from)
+        bank.check_template(cfg.template, cfg.init_from)
     out = ensure_writable_dir(Path(cfg.out))
     backbone = load(cfg.model, device=cfg.device)
+    backbone.use_template(cfg.template)
+    tiles = backbone.set_max_tiles(cfg.max_tiles) if cfg.max_tiles is not None else None
     pipes = Pipelines.build(backbone, SlateCache(backbone, corpus.slates), cfg)
     profiles = dict(zip(corpus.users.ids, corpus.users.profiles))
-    train_s, val_s = corpus.split("train"), corpus.split("val")
-    test_s = corpus.split("test") or val_s
+    splits = {seed: corpus.resplit(seed) if cfg.split_mode == "per-seed" else corpus for seed in cfg.seeds}
     if on_start is not None:
-        per_epoch = -(-len(train_s) // (cfg.batch_size * cfg.grad_accum))
-        on_start(per_epoch * cfg.epochs * len(cfg.seeds))
+        per_epoch = [-(-len(c.split("train")) // (cfg.batch_size * cfg.grad_accum)) for c in splits.values()]
+        on_start(sum(per_epoch) * cfg.epochs)
     write_json(out / "train_config.json", {**cfg.to_json(), "config_hash": config_hash(cfg.to_json())})
     results, per_seed_cols, seeds_json = [], [], {}
-    test_users = [s.user_id for s in test_s]
     for seed in cfg.seeds:
+        seed_corpus = splits[seed]
+        train_s = seed_corpus.split("train")
+        val_s, test_s, tested = _held_out(seed_corpus)
+        if not train_s:
+            raise ValidationError(f"{cfg.sessions}: seed {seed} has no train-split session with {cfg.signal} mass")
         res = train_seed(pipes, train_s, val_s, cfg, seed, corpus.users.ids, profiles,
                          out / "checkpoints" / f"seed{seed}", on_step=on_step, on_epoch_end=on_epoch_end)
         cols = evaluate_columns(pipes, test_s, lambda u, p=res.params: p.mix(u)[0], cfg, profiles)
         for column, rows in cols.items():
             _write_rows(out / f"per_sample_seed{seed}_{column}.csv", rows, test_s)
+        test_users = [s.user_id for s in test_s]
         seeds_json[str(seed)] = {
-            "best_epoch": res.best_epoch, "best_val_composite": res.best_val, "stopped_early": res.stopped_early,
+            "best_epoch": res.best_epoch, "best_val_score": res.best_val, "selection": cfg.selection,
+            "stopped_early": res.stopped_early, "tested_on": tested,
+            "samples": {"train": len(train_s), "val": len(val_s), "test": len(test_s)},
             "test": {c: M.aggregate(rows, test_users) for c, rows in cols.items()},
             "wilcoxon_fixate_tf_vs_backbone_tf": _wilcoxon(cols["fixate_tf"], cols["backbone_tf"], test_users),
             "history": res.history,
         }
         results.append(res)
-        per_seed_cols.append(cols)
+        per_seed_cols.append((cols, test_users))
     best = max(results, key=lambda r: (r.best_val if r.best_val is not None else -np.inf))
     bank = SoftPromptBank(best.params.basis.detach().cpu().float(), best.params.alpha.detach().cpu().float(),
-                          corpus.users.ids, backbone.name, config_hash(cfg.to_json()))
+                          corpus.users.ids, backbone.name, config_hash(cfg.to_json()), cfg.template)
     bank.save(out / "prompts.safetensors")
     summary = {}
     for column in COLUMNS:
         micro = [seeds_json[str(s)]["test"][column]["micro"] for s in cfg.seeds]
         summary[column] = {n: {"mean": float(np.mean([m[n] for m in micro])), "std": float(np.std([m[n] for m in micro]))}
                            for n in M.METRIC_NAMES}
+    first = seeds_json[str(cfg.seeds[0])]
     payload = {
         "command": "train", "model": backbone.name, "probe": cfg.probe, "seeds": list(cfg.seeds),
-        "samples": {"train": len(train_s), "val": len(val_s), "test": len(test_s),
-                    "dropped_no_signal": corpus.dropped_no_mass},
-        "test_split": "test" if corpus.split("test") else "val (no test split)",
+        "protocol": {**cfg.protocol(), "max_tiles_applied": tiles},
+        "samples": {**first["samples"], "dropped_no_signal": corpus.dropped_no_mass},
+        "test_split": first["tested_on"],
         "prompt_bank_seed": best.seed,
         "implementations": {"training": pipes.train.plan.record(), "evaluation": pipes.evaluate.plan.record()},
         "summary_micro_mean_std": summary,
-        "wilcoxon_pooled_over_seeds": _pooled_wilcoxon(per_seed_cols, test_users),
+        "wilcoxon_pooled_over_seeds": _pooled_wilcoxon(per_seed_cols),
         "per_seed": seeds_json,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_json(out / "metrics.json", payload)
-    learning_curve(out / "learning_curve.png", results)
+    learning_curve(out / "learning_curve.png", results, cfg.selection)
     return payload
