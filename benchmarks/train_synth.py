@@ -37,7 +37,11 @@ def main() -> None:
     ap.add_argument("--lambda-attn", type=float, default=0.5)
     ap.add_argument("--attn-loss", default="weighted_full_kl")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "train_synth")
-    ap.add_argument("--tag", default="", help="a label for this run in docs/results.md")
+    ap.add_argument("--tie-rule", default="average", choices=("average", "lower-index", "reference"))
+    ap.add_argument("--preset", default="none", choices=("none", "recgaze", "adserp"),
+                    help="a training preset; the options above still win where given")
+    ap.add_argument("--tag", default="", help="a label for this run in docs/results.md (a section with the same "
+                                              "heading is replaced)")
     args = ap.parse_args()
 
     import torch
@@ -49,7 +53,8 @@ def main() -> None:
 
     data = args.work / "data"
     write_synth(data, SynthConfig(n_users=args.users, n_slates=args.slates, seed=args.data_seed))
-    cfg = TrainConfig(sessions=data / "sessions.parquet", images=data / "slates", users=data / "users.parquet",
+    cfg = TrainConfig.from_preset(args.preset, tie_rule=args.tie_rule,
+                      sessions=data / "sessions.parquet", images=data / "slates", users=data / "users.parquet",
                       out=args.work / f"run_{args.probe}_wc{args.choice_weight:g}", probe=args.probe, epochs=args.epochs, device="cpu",
                       seeds=tuple(int(s) for s in args.seeds.split(",")), lr_basis=args.lr_basis,
                       lr_alpha=args.lr_alpha, warmup_steps=args.warmup_steps, choice_weight=args.choice_weight,
@@ -67,8 +72,9 @@ def main() -> None:
              f"{torch.__version__}, transformers {transformers.__version__}; {args.users} users × {args.slates} slates "
              f"(train/val/test {res['samples']['train']}/{res['samples']['val']}/{res['samples']['test']} sessions, "
              f"content-disjoint by slate), seeds {list(cfg.seeds)}, {args.epochs} epochs max, lr basis/alpha "
-             f"{args.lr_basis}/{args.lr_alpha}, λ*={args.lambda_attn}, w_c={args.choice_weight}, {args.attn_loss}; "
-             f"{seconds / 60:.1f} min.", "",
+             f"{args.lr_basis}/{args.lr_alpha}, λ*={args.lambda_attn}, W={cfg.warmup_steps}, w_c={args.choice_weight}, "
+             f"{args.attn_loss}; preset {cfg.preset}, selection {cfg.selection}, top-k JS k={cfg.topk_js_k}, "
+             f"template {cfg.template}, **ties {cfg.tie_rule}**; {seconds / 60:.1f} min.", "",
              "| metric | backbone (TF) | FixATE (TF) | FixATE (FG) | Δ FixATE−backbone | p (pooled) | p per seed |",
              "|---|---|---|---|---|---|---|"]
     for name in METRICS:
@@ -85,8 +91,16 @@ def main() -> None:
     out_json.write_text(json.dumps({"command": command, "seconds": seconds, "metrics": res}, indent=1, default=str))
     results_md = ROOT / "docs" / "results.md"
     existing = results_md.read_text() if results_md.exists() else "# Results\n\n"
-    results_md.write_text(existing.rstrip() + "\n\n" + block)
-    print(f"appended to {results_md}; full metrics in {out_json}")
+    heading = lines[0]
+    if heading in existing:  # regenerate in place: the section runs to the next "### " heading
+        start = existing.index(heading)
+        end = existing.find("\n### ", start + len(heading))
+        end = len(existing) if end < 0 else end + 1
+        results_md.write_text(existing[:start] + block + "\n" + existing[end:])
+        print(f"replaced '{heading}' in {results_md}; full metrics in {out_json}")
+    else:
+        results_md.write_text(existing.rstrip() + "\n\n" + block)
+        print(f"appended to {results_md}; full metrics in {out_json}")
 
 
 if __name__ == "__main__":
