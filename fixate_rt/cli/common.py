@@ -9,10 +9,45 @@ from functools import wraps
 import typer
 from rich.console import Console
 from rich.progress import TextColumn
+from typer.core import TyperGroup
 
 from ..errors import FixateError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+try:  # Typer ≥ 0.25 ships its own copy of Click and raises that copy's exceptions
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older Typer on the real Click
+    from click import exceptions as click_errors
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value Typer cannot parse or that is out of range) as one line on
+    stderr and exit code 2, like every other input error, instead of Click's boxed multi-line report."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            print(exc.ctx.get_help() if exc.ctx is not None else str(exc))
+            sys.exit(0)
+        except click_errors.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "fixate-rt"
+            message = " ".join(exc.format_message().split())
+            print(f"{command}: error: {message} (see '{command} --help')", file=sys.stderr)
+            sys.exit(2)
+        except click_errors.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("fixate-rt: aborted", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="FixATE user simulation: synth, simulate, score, show, train, export, profile, validate, info.")
 console = Console(stderr=True)  # progress and notes
 out_console = Console()  # results
