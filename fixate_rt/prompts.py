@@ -47,6 +47,15 @@ class SoftPromptBank:
             if not torch.isfinite(tensor).all():
                 raise ValidationError(f"prompt bank, field '{name}': {int((~torch.isfinite(tensor)).sum())} "
                                       "non-finite values (NaN or Inf)")
+        for i, uid in enumerate(self.user_ids):
+            if not isinstance(uid, str) or not uid:
+                raise ValidationError(f"prompt bank, field 'user_ids': entry {i} is {uid!r}, not a non-empty string "
+                                      "(every user would silently be cold-start)")
+        if len(set(self.user_ids)) != len(self.user_ids):
+            dup = next(u for u in self.user_ids if self.user_ids.count(u) > 1)
+            raise ValidationError(f"prompt bank, field 'user_ids': duplicate user id '{dup}'")
+        if 0 in self.basis.shape[:2]:
+            raise ValidationError(f"prompt bank, field 'basis': empty shape {tuple(self.basis.shape)} (K and N must be ≥ 1)")
         self._row = {uid: i for i, uid in enumerate(self.user_ids)}
 
     @property
@@ -133,9 +142,16 @@ class SoftPromptBank:
             if name not in tensors:
                 raise ValidationError(f"{path}, field '{name}': tensor missing")
         try:
-            user_ids = tuple(json.loads(meta.get("user_ids", "[]")))
+            user_ids = json.loads(meta.get("user_ids", "[]"))
         except json.JSONDecodeError:
             raise ValidationError(f"{path}, field 'user_ids': metadata is not a JSON list") from None
+        if not isinstance(user_ids, list):
+            raise ValidationError(f"{path}, field 'user_ids': metadata is not a JSON list")
+        user_ids = tuple(user_ids)
+        stated = meta.get("hidden_size")
+        if stated is not None and tensors["basis"].ndim == 3 and stated != str(tensors["basis"].shape[2]):
+            raise ValidationError(f"{path}, field 'hidden_size': metadata says {stated} but basis is "
+                                  f"{tuple(tensors['basis'].shape)}")
         try:
             return cls(tensors["basis"], tensors["alpha"], user_ids, meta.get("backbone", ""), meta.get("config_hash", ""),
                        meta.get("template", "fixate-rt"))

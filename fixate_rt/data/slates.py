@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import InputError, ValidationError
 from ..io import atomic_path
+from .images import image_size, load_rgb
+from .text import check_path_id, check_prompt_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # The answer is one token, so a slate has at most as many slots as single-token labels can name: A–Z plus
@@ -73,14 +75,14 @@ class Layout:
                 raise ValidationError(f"layout, slot {i}, field 'box': {box.tolist()} lies outside the {w}x{h} image")
             if not isinstance(label, str) or not label.strip():
                 raise ValidationError(f"layout, slot {i}, field 'label': expected a non-empty string, got {label!r}")
+            check_prompt_text(label, f"layout, slot {i}, field 'label'")
         if len(set(labels)) != len(labels):
             dup = next(lab for lab in labels if labels.count(lab) > 1)
             raise ValidationError(f"layout, field 'labels': duplicate label '{dup}'")
         items = tuple(self.items)
         if items and (len(items) != len(labels) or not all(isinstance(it, dict) for it in items)):
             raise ValidationError(f"layout, field 'items': expected one dict per slot ({len(labels)}), got {len(items)}")
-        if not isinstance(self.context, str):
-            raise ValidationError(f"layout, field 'context': expected a string, got {type(self.context).__name__}")
+        check_prompt_text(self.context, "layout, field 'context'")
         for name, value in (("image_size", (int(w), int(h))), ("boxes", boxes), ("labels", labels), ("items", items)):
             object.__setattr__(self, name, value)
 
@@ -139,8 +141,7 @@ class Slate:
 
     def load_image(self) -> Image.Image:
         """Decode the slate image as RGB (validated already, so this only fails on a race)."""
-        with Image.open(self.image_path) as img:
-            return img.convert("RGB")
+        return load_rgb(self.image_path)
 
 
 def parse_layout(payload: object, source: Path) -> Layout:
@@ -160,8 +161,11 @@ def parse_layout(payload: object, source: Path) -> Layout:
         if not isinstance(slot, dict):
             raise ValidationError(f"{loc}: expected an object with 'box' and 'label'")
         box = slot.get("box")
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+        if not (isinstance(box, list) and len(box) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
             raise ValidationError(f"{loc}, field 'box': expected [x0, y0, x1, y1], got {box!r}")
+        if not all(np.isfinite(box)):
+            raise ValidationError(f"{loc}, field 'box': non-finite coordinate in {box}")
         x0, y0, x1, y1 = (float(v) for v in box)
         if not (x1 > x0 and y1 > y0):
             raise ValidationError(f"{loc}, field 'box': empty box {box}")
@@ -170,6 +174,7 @@ def parse_layout(payload: object, source: Path) -> Layout:
         label = slot.get("label")
         if not isinstance(label, str) or not label.strip():
             raise ValidationError(f"{loc}, field 'label': expected a non-empty string")
+        check_prompt_text(label, f"{loc}, field 'label'")
         if label in labels:
             raise ValidationError(f"{loc}, field 'label': duplicate label '{label}'")
         boxes.append([x0, y0, x1, y1])
@@ -178,8 +183,7 @@ def parse_layout(payload: object, source: Path) -> Layout:
     if len(labels) > MAX_SLOTS:
         raise ValidationError(f"{source}, field 'slots': {len(labels)} slots, more than the supported {MAX_SLOTS}")
     context = payload.get("context", "")
-    if not isinstance(context, str):
-        raise ValidationError(f"{source}, field 'context': expected a string, got {type(context).__name__}")
+    check_prompt_text(context, f"{source}, field 'context'")
     has_items = any(items)
     return Layout((w, h), np.asarray(boxes, dtype=np.float32), tuple(labels), tuple(items) if has_items else (),
                   context)
@@ -187,27 +191,25 @@ def parse_layout(payload: object, source: Path) -> Layout:
 
 def read_layout(path: Path) -> Layout:
     try:
-        payload = json.loads(Path(path).read_text())
+        payload = json.loads(Path(path).read_bytes().decode("utf-8"), parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{path}: invalid JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except ValueError as exc:
+        raise ValidationError(f"{path}: {exc}") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read layout ({exc.strerror or exc})") from None
     return parse_layout(payload, Path(path))
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"invalid JSON number {name} (NaN and Infinity are not JSON)")
+
+
 def write_layout(path: Path, layout: Layout) -> None:
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(json.dumps(layout.to_json(), indent=1) + "\n")
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            size = img.size
-            img.load()  # decodes fully: truncated files fail here, not mid-run
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"{path}: corrupt or unreadable image ({type(exc).__name__})") from None
-    return size
 
 
 def read_slates(folder: Path) -> dict[str, Slate]:
@@ -218,6 +220,7 @@ def read_slates(folder: Path) -> dict[str, Slate]:
     images: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES:
+            check_path_id(path.stem, f"{path}: slate id")
             if path.stem in images:
                 raise ValidationError(f"{path}: two images for slate '{path.stem}'")
             images[path.stem] = path
@@ -237,7 +240,7 @@ def read_slates(folder: Path) -> dict[str, Slate]:
             layout, layout_path = shared, shared_path
         else:
             raise ValidationError(f"{image_path}: image has no layout ({slate_id}.json or {SHARED_LAYOUT})")
-        size = _image_size(image_path)
+        size = image_size(image_path)
         if size != layout.image_size:
             raise ValidationError(
                 f"{image_path}: image is {size[0]}x{size[1]} but {layout_path.name} says "

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError, ValidationError, where
 from ..io import atomic_path
+from .text import check_id, check_prompt_text
 
 SPLITS = ("train", "val", "test")
 
@@ -99,8 +100,7 @@ def read_users(path: Path) -> Users:
         raise ValidationError(f"{path}: users file has no rows")
     seen: dict[str, int] = {}
     for row, uid in enumerate(ids):
-        if not uid.strip():
-            raise ValidationError(f"{where(path, row, 'user_id')}: empty user id")
+        check_id(uid, where(path, row, 'user_id'))
         if uid in seen:
             raise ValidationError(f"{where(path, row, 'user_id')}: duplicate user id '{uid}' (first at row {seen[uid]})")
         seen[uid] = row
@@ -108,7 +108,7 @@ def read_users(path: Path) -> Users:
         col = table.column("profile")
         if _kind(col.type) != "string":
             raise ValidationError(f"{where(path, field='profile')}: expected string, got {col.type}")
-        profiles = [p or "" for p in col.to_pylist()]
+        profiles = [check_prompt_text(p or "", where(path, row, "profile")) for row, p in enumerate(col.to_pylist())]
     else:
         profiles = [""] * len(ids)
     return Users(tuple(ids), tuple(profiles))
@@ -211,4 +211,10 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
     slates = [str(x) for x in require_column(table, path, "slate_id", ("string",)).to_pylist()]
     if not users:
         raise ValidationError(f"{path}: pairs file has no rows")
+    seen: dict[tuple[str, str], int] = {}
+    for row, key in enumerate(zip(users, slates)):
+        if key in seen:  # a repeated pair would simulate (and write) the same rows twice
+            raise ValidationError(f"{where(path, row)}: duplicate pair (user_id, slate_id) = {key} "
+                                  f"(first at row {seen[key]})")
+        seen[key] = row
     return list(zip(users, slates))
