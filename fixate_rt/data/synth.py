@@ -22,12 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, ensure_writable_dir, write_json
+from ..errors import ValidationError
+from ..io import write_json
 from . import layout as geo
 from .render import render_slate
 from .slates import write_layout
+from .staging import check_dataset_target, staged_dataset
 from .synth_vocab import GENRES, TITLE_WORDS
 from .tables import Sessions, Users, write_sessions, write_users
+
+
+MAX_USERS = 100_000
+MAX_SLATES = 100_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,13 @@ class SynthConfig:
     click_sharpness: float = 3.0
     total_fixation_ms: float = 4000.0
     total_cursor_ms: float = 1500.0
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("n_users", 2, MAX_USERS), ("n_slates", 3, MAX_SLATES), ("seed", 0, 2**63 - 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                option = {"n_users": "--users", "n_slates": "--slates", "seed": "--seed"}[name]
+                raise ValidationError(f"{option} must be an integer in {low}..{high}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -180,28 +193,31 @@ def statistics(data: SynthData) -> dict:
 
 
 def write_synth(out: Path, cfg: SynthConfig, progress=None) -> dict:
-    """Generate and write users.parquet, slates/ (PNG + layout.json), sessions.parquet, truth.json."""
-    out = ensure_writable_dir(Path(out))
+    """Generate and write users.parquet, slates/ (PNG + layout.json), sessions.parquet, truth.json.
+
+    Built in a staging folder, validated, then swapped onto ``out`` (`staging.staged_dataset`): a rerun replaces
+    the previous synthetic data whole, and a folder holding anything else is refused."""
+    check_dataset_target(Path(out))
     data, row_genres = generate(cfg)
-    slates_dir = out / "slates"
-    slates_dir.mkdir(exist_ok=True)
-    write_layout(slates_dir / "layout.json", geo.recgaze_layout())
-    for s, slate_id in enumerate(data.slate_ids):
-        img = render_slate(data.slate_items[s], row_genres[s], np.random.default_rng([cfg.seed, s]))
-        with atomic_path(slates_dir / f"{slate_id}.png") as tmp:
-            img.save(tmp, format="PNG")
-        if progress is not None:
-            progress(s + 1, len(data.slate_ids))
-    write_users(out / "users.parquet", data.users)
-    write_sessions(out / "sessions.parquet", data.sessions)
-    stats = statistics(data)
-    write_json(out / "truth.json", {
-        "config": asdict(cfg), "statistics": stats, "users": data.user_params,
-        "slates": {sid: {"row_genres": row_genres[s], "items": data.slate_items[s]}
-                   for s, sid in enumerate(data.slate_ids)},
-    })
-    with atomic_path(out / "true_attention.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, data.true_attention.astype(np.float32))
+    with staged_dataset(Path(out)) as stage:
+        slates_dir = stage / "slates"
+        slates_dir.mkdir()
+        write_layout(slates_dir / "layout.json", geo.recgaze_layout())
+        for s, slate_id in enumerate(data.slate_ids):
+            img = render_slate(data.slate_items[s], row_genres[s], np.random.default_rng([cfg.seed, s]))
+            img.save(slates_dir / f"{slate_id}.png", format="PNG")  # the stage is atomic as a whole
+            if progress is not None:
+                progress(s + 1, len(data.slate_ids))
+        write_users(stage / "users.parquet", data.users)
+        write_sessions(stage / "sessions.parquet", data.sessions)
+        stats = statistics(data)
+        write_json(stage / "truth.json", {
+            "config": asdict(cfg), "statistics": stats, "users": data.user_params,
+            "slates": {sid: {"row_genres": row_genres[s], "items": data.slate_items[s]}
+                       for s, sid in enumerate(data.slate_ids)},
+        })
+        with open(stage / "true_attention.npy", "wb") as fh:
+            np.save(fh, data.true_attention.astype(np.float32))
     return stats
 
 

@@ -10,10 +10,9 @@ reported with the reason (``import_report.json``), never silently.
 from __future__ import annotations
 
 import csv
-import os
+import io
+import math
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,11 @@ from PIL import Image
 from ...errors import InputError, ValidationError
 from ...io import cache_root, write_json
 from ..badges import draw_badges
+from ..images import load_rgb
 from ..slates import MAX_SLOTS, Layout, default_labels, write_layout
+from ..staging import check_dataset_target, staged_dataset
 from ..tables import Sessions, Users, write_sessions, write_users
+from ..text import check_id, check_path_id, check_prompt_text
 from . import geometry as geo
 from .organic import OrganicBoxes
 from .trial import Trial, list_trials, read_trial
@@ -91,11 +93,7 @@ def resolve_click(click: tuple[float, float, float, str], meta: list[dict], page
 def crop_viewport(screenshot: Path, offset: float, viewport: tuple[int, int]) -> Image.Image:
     """The viewport at scroll ``offset`` cut from the full-page screenshot (white below the page's end)."""
     w, h = viewport
-    try:
-        with Image.open(screenshot) as img:
-            page = img.convert("RGB")
-    except OSError as exc:
-        raise ValidationError(f"{screenshot}: corrupt or unreadable image ({type(exc).__name__})") from None
+    page = load_rgb(screenshot)
     if page.width != geo.SCREENSHOT_WIDTH:
         raise ValidationError(f"{screenshot}: screenshot is {page.width} px wide, expected {geo.SCREENSHOT_WIDTH}")
     top = int(round(offset))
@@ -162,10 +160,11 @@ def split_sessions(samples: list[Sample], seed: int) -> list[str]:
 
 def read_participants(path: Path) -> dict[str, str]:
     """participant_id → profile text ("column: value, ..." over the demographic columns, as given)."""
-    if not path.exists():
+    if not path.is_file():
         raise InputError(f"{path}: participants file not found")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if "participant_id" not in (reader.fieldnames or []):
             raise ValidationError(f"{path}: missing column 'participant_id'")
         out = {}
@@ -173,7 +172,14 @@ def read_participants(path: Path) -> dict[str, str]:
             pid = (row.pop("participant_id") or "").strip()
             if not pid:
                 raise ValidationError(f"{path}, row {i}, field 'participant_id': empty")
-            out[pid] = ", ".join(f"{k}: {v.strip()}" for k, v in row.items() if k and v and v.strip())
+            check_id(pid, f"{path}, row {i}, field 'participant_id'")
+            profile = ", ".join(f"{k}: {v.strip()}" for k, v in row.items() if isinstance(k, str) and k
+                                and isinstance(v, str) and v.strip())
+            out[pid] = check_prompt_text(profile, f"{path}, row {i}")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ValidationError(f"{path}: not a CSV file ({exc})") from None
     return out
 
 
@@ -188,11 +194,19 @@ def import_adserp(data_dir: Path, out: Path, *, seed: int = 0, cache_dir: Path |
     data_dir, out = Path(data_dir), Path(out)
     if not data_dir.is_dir():
         raise InputError(f"{data_dir}: AdSERP folder not found")
-    _check_target(out)
+    if not (math.isfinite(gap_ms) and gap_ms > 0):
+        raise ValidationError(f"--stop-gap-ms must be > 0, got {gap_ms}")
+    if not (100 <= viewport[1] <= 20_000 and 100 <= viewport[0] <= geo.SCREENSHOT_WIDTH):
+        raise ValidationError(f"--viewport-height must be in 100..20000, got {viewport[1]}")
+    check_dataset_target(out)
     profiles = read_participants(data_dir / "participants.csv")
     names = list_trials(data_dir)
+    for name in names:
+        check_path_id(name, f"{data_dir / 'fixation-data' / name}.csv (the trial name)")
     trials = [read_trial(data_dir, name) for name in names]  # every file validated before any work
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "adserp-organic"
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise InputError(f"{cache_dir}: the organic-box cache must be a folder")
     samples, entries = [], []
     with OrganicBoxes(cache_dir) as organic:
         for trial in trials:
@@ -225,15 +239,9 @@ def import_adserp(data_dir: Path, out: Path, *, seed: int = 0, cache_dir: Path |
     return report
 
 
-def _check_target(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT).exists())):
-        raise InputError(f"{out}: exists and is not empty (nor a previous AdSERP import); choose another --out")
-
-
 def _write(out: Path, samples: list[Sample], splits: list[str], users: Users, report: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
+    """Stage, validate and swap the whole output into place (`staging.staged_dataset`)."""
+    with staged_dataset(out) as stage:
         slates = stage / "slates"
         slates.mkdir()
         for s in samples:  # the staging folder makes the whole output atomic; files need no temp names of their own
@@ -245,13 +253,3 @@ def _write(out: Path, samples: list[Sample], splits: list[str], users: Users, re
             tuple(s.fixation_ms for s in samples), tuple(s.cursor_ms for s in samples),
             np.array([s.clicked for s in samples], dtype=np.int64)))
         write_json(stage / REPORT, report)
-        if out.exists():  # a previous import: swap it out, then delete it
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / "import")
-            os.replace(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
