@@ -71,7 +71,15 @@ def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int 
         raise ValidationError(f"--peak-tflops must be a positive number, got {peak_tflops}")
     given = users is not None and images is not None
     n_timed = pairs if pairs is not None else (None if given else 64)
-    sim = Simulator(model, device=device, batch_size=batch_size, probe=probe_name, backend=backend, kernel=kernel)
+    tmp_dir = tempfile.TemporaryDirectory()
+    tmp = Path(tmp_dir.name)
+    n_batches = -(-(n_timed or 64) // batch_size)
+    try:  # the inputs are read and checked before the model loads
+        data = _profile_data(tmp / "data", users, images, batch_size, n_batches + warmup)
+        sim = Simulator(model, device=device, batch_size=batch_size, probe=probe_name, backend=backend, kernel=kernel)
+    except BaseException:
+        tmp_dir.cleanup()
+        raise
     bb, dev = sim.backend, sim.backend.device
     decoder_only: list[float] = []
     seq_len = 0
@@ -88,10 +96,7 @@ def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int 
         decoder_only.append(time.perf_counter() - t0)
 
     sim.pipeline.on_inputs = time_plain_decoder
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        n_batches = -(-(n_timed or 64) // batch_size)
-        data = _profile_data(tmp / "data", users, images, batch_size, n_batches + warmup)
+    with tmp_dir:
         all_pairs = data.all_pairs()
         n_warm = min(len(all_pairs) - 1, warmup * batch_size)
         warm, timed = all_pairs[:n_warm], all_pairs[n_warm:]

@@ -15,10 +15,12 @@ from . import ops
 from .config import TieRule, parse_choice
 from .data.join import dwell_of
 from .data.tables import SIMULATIONS_SCHEMA, read_parquet, read_sessions, require_column
-from .errors import ValidationError
+from .data.text import check_id
+from .errors import ValidationError, where
 from .io import atomic_path, ensure_writable_dir, write_json
 
 PER_SAMPLE_COLUMNS = ("user_id", "slate_id", *M.METRIC_NAMES)
+SUM_TOLERANCE = 1e-3  # simulations store float32 distributions
 
 
 @dataclass(frozen=True)
@@ -38,16 +40,40 @@ def read_simulations(path: Path) -> dict[tuple[str, str], Simulated]:
         kind = SIMULATIONS_SCHEMA.field(name).type
         cols[name] = require_column(table, path, name, ("string",) if kind == "string" else ("list<float>",)).to_pylist()
     out: dict[tuple[str, str], Simulated] = {}
+    first_row: dict[tuple[str, str], int] = {}
     for row, (u, s, p, a) in enumerate(zip(cols["user_id"], cols["slate_id"], cols["p_click"], cols["slot_relevance"])):
-        if (u, s) in out:
+        check_id(u, where(path, row, "user_id"))
+        check_id(s, where(path, row, "slate_id"))
+        sim = _simulated_row(path, row, p, a)
+        if (u, s) in out:  # the samples of one pair repeat its p_click and relevance; anything else is two runs mixed
+            seen = out[(u, s)]
+            if not (np.array_equal(seen.p_click, sim.p_click) and np.array_equal(seen.relevance, sim.relevance)):
+                raise ValidationError(f"{where(path, row)}: ({u}, {s}) repeats row {first_row[(u, s)]} with other "
+                                      "p_click or slot_relevance (two simulations mixed?)")
             continue
-        p, a = np.asarray(p, np.float64), np.asarray(a, np.float64)
-        if p.shape != a.shape:
-            raise ValidationError(f"{path}, row {row}: p_click has {p.size} slots but slot_relevance has {a.size}")
-        if not (np.isfinite(p).all() and np.isfinite(a).all()):
-            raise ValidationError(f"{path}, row {row}: non-finite p_click or slot_relevance")
-        out[(u, s)] = Simulated(a, p)
+        out[(u, s)] = sim
+        first_row[(u, s)] = row
     return out
+
+
+def _simulated_row(path: Path, row: int, p, a) -> Simulated:
+    """One row's p_click and slot_relevance: the same slot count, finite, ≥ 0, each summing to 1."""
+    if p is None or a is None:
+        raise ValidationError(f"{where(path, row)}: missing p_click or slot_relevance")
+    p, a = np.asarray(p, np.float64), np.asarray(a, np.float64)
+    if p.size == 0:
+        raise ValidationError(f"{where(path, row, 'p_click')}: empty list")
+    if p.shape != a.shape:
+        raise ValidationError(f"{path}, row {row}: p_click has {p.size} slots but slot_relevance has {a.size}")
+    for name, values in (("p_click", p), ("slot_relevance", a)):
+        if not np.isfinite(values).all():
+            raise ValidationError(f"{where(path, row, name)}: non-finite value")
+        if (values < 0).any():
+            raise ValidationError(f"{where(path, row, name)}: negative value {values.min():g}")
+        if abs(values.sum() - 1.0) > SUM_TOLERANCE:
+            raise ValidationError(f"{where(path, row, name)}: sums to {values.sum():.6g}, not 1 (a distribution "
+                                  "over the slots)")
+    return Simulated(a, p)
 
 
 def _metrics_table(picked, users, slates, sims, dwell_lists, clicked, tau: float, kernel: str, tie_rule: TieRule,
@@ -83,7 +109,6 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
     sims = read_simulations(sim_path)
     sessions = read_sessions(sessions_path)
     dwell_lists = dwell_of(sessions, sessions_path, signal)
-    out = ensure_writable_dir(Path(out))
     picked, skipped_no_mass, unmatched = [], [], 0
     for i, (u, s, split_i) in enumerate(zip(sessions.user_ids, sessions.slate_ids, sessions.splits)):
         if split != "all" and split_i != split:
@@ -105,6 +130,7 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
                               f"(split '{split}', {unmatched} unmatched, {len(skipped_no_mass)} without {signal} mass)")
     users = [sessions.user_ids[i] for i in picked]
     slates = [sessions.slate_ids[i] for i in picked]
+    out = ensure_writable_dir(Path(out))  # only once every input has passed
     rows, impl_used = _metrics_table(picked, users, slates, sims, dwell_lists, sessions.clicked_slot, tau, kernel,
                                      tie_rule, topk_js_k)
     with atomic_path(out / "per_sample.csv") as tmp, open(tmp, "w", newline="") as fh:
@@ -126,17 +152,35 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
 
 
 def read_per_sample(folder: Path) -> tuple[list[dict], list[str]]:
-    """A score output folder's per_sample.csv -> (rows of metric values, user ids)."""
+    """A score output folder's per_sample.csv -> (rows of metric values, user ids); every value finite."""
     path = Path(folder) / "per_sample.csv"
     if not path.is_file():
         raise ValidationError(f"{path}: not found (pass a folder written by `fixate-rt score`)")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(PER_SAMPLE_COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise ValidationError(f"{path}: missing columns {sorted(missing)}")
-        data = list(reader)
-    return [{k: float(r[k]) for k in M.METRIC_NAMES} for r in data], [r["user_id"] for r in data]
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = set(PER_SAMPLE_COLUMNS) - set(reader.fieldnames or ())
+            if missing:
+                raise ValidationError(f"{path}: missing columns {sorted(missing)}")
+            data = list(reader)
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise ValidationError(f"{path}: not a CSV file ({exc})") from None
+    rows = []
+    for row, record in enumerate(data):
+        values = {}
+        for name in M.METRIC_NAMES:
+            try:
+                values[name] = float(record[name])
+            except (TypeError, ValueError):
+                raise ValidationError(f"{where(path, row, name)}: not a number: {record[name]!r}") from None
+            if math.isnan(values[name]) or math.isinf(values[name]):
+                raise ValidationError(f"{where(path, row, name)}: non-finite value {values[name]}")
+        rows.append(values)
+    if not rows:
+        raise ValidationError(f"{path}: no rows")
+    return rows, [r["user_id"] for r in data]
 
 
 def compare(this: Path, other: Path) -> dict[str, dict]:

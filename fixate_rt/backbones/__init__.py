@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from ..errors import InputError, ValidationError
 from .base import DecoderInputs, DecoderOutput, SlateFeatures
@@ -42,12 +43,9 @@ def _quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
-         dtype: torch.dtype | None = None) -> SplicedVLM:
-    """Load a backbone from a local checkpoint folder, or the embedded ``tiny-qwen3vl``. Never downloads."""
-    dev = resolve_device(device) if isinstance(device, str) else device
-    if dtype is None:
-        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+def model_folder(name_or_path: str | Path) -> tuple[Path, str, str]:
+    """(folder, name, model_type) of ``--model``, checked without loading any weights: the folder has a readable
+    config.json (UTF-8 JSON object) whose model_type is supported. Commands call this before writing anything."""
     if str(name_or_path) in SHAPES:
         name = str(name_or_path)
         path = ensure_model(name)
@@ -55,26 +53,50 @@ def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
         path, name = Path(name_or_path), str(name_or_path)
         if not (path / "config.json").is_file():
             raise InputError(f"{path}: not a model folder (no config.json); use a local checkpoint or one of {', '.join(SHAPES)}")
+    config = path / "config.json"
     try:
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        payload = json.loads(config.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{config}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path / 'config.json'}: invalid JSON (line {exc.lineno})") from None
-    if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
-        from .qwen_vl import QwenVLBackbone
-
-        with _quiet_loading():
-            return QwenVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name, model_type=model_type)
-    if model_type == "internvl":
-        from .internvl import InternVLBackbone
-
-        with _quiet_loading():
-            return InternVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name)
+        raise InputError(f"{config}: invalid JSON (line {exc.lineno})") from None
+    except OSError as exc:
+        raise InputError(f"{config}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(payload, dict):
+        raise ValidationError(f"{config}: expected a JSON object, got {type(payload).__name__}")
+    model_type = payload.get("model_type")
     if model_type in REMOTE_CODE_ONLY:
         raise ValidationError(
-            f"{path / 'config.json'}, field 'model_type': '{model_type}' is the original remote-code InternVL "
+            f"{config}, field 'model_type': '{model_type}' is the original remote-code InternVL "
             f"release, which would need trust_remote_code (never enabled here); use its transformers-native "
             f"'-HF' conversion (model_type 'internvl')"
         )
-    raise ValidationError(
-        f"{path / 'config.json'}, field 'model_type': '{model_type}' is not supported (supported: {', '.join(SUPPORTED)})"
-    )
+    if model_type not in SUPPORTED:
+        raise ValidationError(f"{config}, field 'model_type': '{model_type}' is not supported (supported: "
+                              f"{', '.join(SUPPORTED)})")
+    return path, name, model_type
+
+
+def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
+         dtype: torch.dtype | None = None) -> SplicedVLM:
+    """Load a backbone from a local checkpoint folder, or the embedded ``tiny-qwen3vl``. Never downloads."""
+    dev = resolve_device(device) if isinstance(device, str) else device
+    if dtype is None:
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    path, name, model_type = model_folder(name_or_path)
+    try:
+        if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+            from .qwen_vl import QwenVLBackbone
+
+            with _quiet_loading():
+                return QwenVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name, model_type=model_type)
+        if model_type == "internvl":
+            from .internvl import InternVLBackbone
+
+            with _quiet_loading():
+                return InternVLBackbone.from_pretrained(path, device=dev, dtype=dtype, name=name)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
+        # corrupt or mismatched weights, a config transformers rejects: one line naming the folder
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InputError(f"{path}: cannot load this checkpoint ({type(exc).__name__}: {first})") from None
+    raise AssertionError(model_type)  # model_folder admits only the families above

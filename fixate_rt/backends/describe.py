@@ -72,12 +72,14 @@ def _torch_hidden_size(model: str) -> tuple[str, int]:
         raise InputError(f"{model}: not a model folder (no config.json); use a local checkpoint or one of "
                          f"{', '.join(SHAPES)}")
     try:
-        payload = json.loads(config.read_text())
+        payload = json.loads(config.read_bytes().decode("utf-8"))
         text = payload.get("text_config") or payload.get("llm_config") or payload
         return model, int(text["hidden_size"])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise InputError(f"{config}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
         raise InputError(f"{config}: invalid JSON ({exc})") from None
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise ValidationError(f"{config}, field 'text_config.hidden_size': missing or not an integer") from None
 
 

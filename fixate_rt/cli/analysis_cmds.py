@@ -31,8 +31,11 @@ def score(
     """Attention alignment (KL, JS, cosine, CSH@k, TGO@k, top-k JS, CC, SIM, NSS) and click metrics."""
     from ..io import write_json
     from ..score import compare as compare_runs
+    from ..score import read_per_sample
     from ..score import score as run_score
 
+    if compare is not None:
+        read_per_sample(compare)  # checked before anything is written
     payload = run_score(sim, sessions, out, signal=signal.value, tau=tau, split=split.value, kernel=kernel.value,
                         tie_rule=tie_rule, topk_js_k=topk_js_k)
     print_score(payload, signal.value, split.value, out)
@@ -59,22 +62,35 @@ def show(
 ) -> None:
     """PNG per (user, slate): model slot relevance beside the fixation distribution, click and top slot marked."""
     from ..data.join import load_inputs
-    from ..errors import ValidationError
+    from ..data.text import file_safe
+    from ..errors import ValidationError, where
     from ..io import ensure_writable_dir
     from ..score import read_simulations
     from ..viz import render_pair
 
+    if tau <= 0:
+        raise ValidationError(f"--tau must be > 0, got {tau}")
     sims = read_simulations(sim)
     data = load_inputs(images=images, sessions=sessions, signal=signal.value)
-    chosen = [i for i, (u, s) in enumerate(zip(data.sessions.user_ids, data.sessions.slate_ids))
-              if (user is None or u == user) and (slate is None or s == slate) and (u, s) in sims
-              and data.dwell[i].sum() > 0][:limit]
+    for name, wanted, known in (("--user", user, data.sessions.user_ids), ("--slate", slate, data.sessions.slate_ids)):
+        if wanted is not None and wanted not in known:
+            raise ValidationError(f"{name} '{wanted}': no session in {sessions} has it")
+    chosen = []
+    for i, (u, s) in enumerate(zip(data.sessions.user_ids, data.sessions.slate_ids)):
+        if (user is not None and u != user) or (slate is not None and s != slate) or (u, s) not in sims:
+            continue
+        if sims[(u, s)].relevance.size != data.slates[s].layout.n_slots:  # the same check as `score`, before drawing
+            raise ValidationError(f"{where(sim)}: ({u}, {s}) has {sims[(u, s)].relevance.size} slots but slate "
+                                  f"'{s}' in {images} has {data.slates[s].layout.n_slots}")
+        if data.dwell[i].sum() > 0:
+            chosen.append(i)
+    chosen = chosen[:limit]
     if not chosen:
         raise ValidationError(f"{sessions}: no session with a simulation matches user={user} slate={slate}")
     out = ensure_writable_dir(out)
     for i in chosen:
         u, s = data.sessions.user_ids[i], data.sessions.slate_ids[i]
-        path = out / f"{u}__{s}.png"
+        path = out / f"{file_safe(u)}__{file_safe(s)}.png"  # ids are data: encoded, never a path
         scores = render_pair(path, data.slates[s], u, sims[(u, s)].relevance, sims[(u, s)].p_click, data.dwell[i],
                              int(data.sessions.clicked_slot[i]), tau)
         print(f"{path}  KL {scores['kl']:.3f}  CSH@1 {scores['csh@1']:.0f}  TGO@3 {scores['tgo@3']:.2f}")

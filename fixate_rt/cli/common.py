@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -53,12 +54,21 @@ console = Console(stderr=True)  # progress and notes
 out_console = Console()  # results
 
 
+def reject_non_finite(options: dict) -> None:
+    """A NaN or infinite number given for any float option is refused before the command starts (Click's
+    FloatRange lets NaN through, and a NaN learning rate or temperature would silently spread into results)."""
+    for name, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FixateError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+
+
 def fail_cleanly(fn: Callable) -> Callable:
     """One line and exit code 2 for every expected error; no traceback."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            reject_non_finite(kwargs)
             return fn(*args, **kwargs)
         except FixateError as exc:
             print(f"fixate-rt: error: {exc}", file=sys.stderr)

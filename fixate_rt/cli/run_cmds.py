@@ -98,6 +98,9 @@ def profile(
 
     if (users is None) != (images is None):
         raise ValidationError("--users and --images go together (or neither: synthetic data)")
+    for option, path in (("--out", out), ("--trace", trace)):  # checked now, not after the timing
+        if path is not None and (path.is_dir() or (path.parent.exists() and not path.parent.is_dir())):
+            raise ValidationError(f"{option} {path}: must be a file name in an existing folder or a new one")
     report = run_profile(model, batch_size=batch_size, pairs=pairs, backend=backend.value, probe_name=probe.value,
                          device=device.value, warmup=warmup, trace=trace, peak_tflops=peak_tflops, kernel=kernel.value,
                          users=users, images=images)

@@ -11,11 +11,16 @@ import torch
 
 from .. import losses
 from .. import metrics as M
+from ..errors import FixateError
 from . import checkpoint
 from .config import TrainConfig
 from .data import Sample, batches
 from .evaluate import evaluate, selection_score
 from .step import Pipelines, batch_loss, run_batch
+
+
+class TrainingDiverged(FixateError):
+    """The training loss became NaN or infinite."""
 
 
 @dataclass
@@ -103,6 +108,10 @@ def train_seed(pipes: Pipelines, train: list[Sample], val: list[Sample], cfg: Tr
             out = run_batch(pipes.train, pipes.cache, batch, prompts, teacher_forced=True, profiles=profiles)
             lam = losses.lambda_schedule(step, cfg.lambda_attn, cfg.warmup_steps, cfg.uses_choice)
             loss, parts = batch_loss(out, batch, alpha_rows, cfg, lam)
+            if not torch.isfinite(loss):  # stop before a NaN reaches the prompts (and then the saved bank)
+                raise TrainingDiverged(f"training stopped at seed {seed}, epoch {epoch + 1}, batch {i + 1}: the loss is "
+                                       f"non-finite ({', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); lower "
+                                       "--lr-basis/--lr-alpha or check the inputs")
             (loss / cfg.grad_accum).backward()
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v / len(micro)

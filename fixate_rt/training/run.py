@@ -106,13 +106,16 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
                                   f"but this run asks for --basis {cfg.basis} --soft-tokens {cfg.soft_tokens}")
         describe_model(cfg.model, "torch").check_bank(bank, cfg.init_from)
         bank.check_template(cfg.template, cfg.init_from)
-    out = ensure_writable_dir(Path(cfg.out))
+    splits = {seed: corpus.resplit(seed) if cfg.split_mode == "per-seed" else corpus for seed in cfg.seeds}
+    for seed, seed_corpus in splits.items():
+        if not seed_corpus.split("train"):
+            raise ValidationError(f"{cfg.sessions}: seed {seed} has no train-split session with {cfg.signal} mass")
     backbone = load(cfg.model, device=cfg.device)
+    out = ensure_writable_dir(Path(cfg.out))  # after the model loaded: a checkpoint that fails leaves no folder
     backbone.use_template(cfg.template)
     tiles = backbone.set_max_tiles(cfg.max_tiles) if cfg.max_tiles is not None else None
     pipes = Pipelines.build(backbone, SlateCache(backbone, corpus.slates), cfg)
     profiles = dict(zip(corpus.users.ids, corpus.users.profiles))
-    splits = {seed: corpus.resplit(seed) if cfg.split_mode == "per-seed" else corpus for seed in cfg.seeds}
     if on_start is not None:
         per_epoch = [-(-len(c.split("train")) // (cfg.batch_size * cfg.grad_accum)) for c in splits.values()]
         on_start(sum(per_epoch) * cfg.epochs)
