@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from .config import SimulateConfig
 from .errors import InputError, UnavailableError, ValidationError
 from .io import ensure_writable_dir, write_json
+from .locking import output_lock
 from .shards import check_fingerprint
 
 FAULT_HOOK = "FIXATE_RT_TEST_ACTOR_EXIT_ONCE"  # tests: the first actor call that finds no marker file exits
@@ -214,65 +215,66 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
     data, info, bank, prompts = checked.data, checked.info, checked.bank, checked.bank_source
     pairs = data.all_pairs()
     out = ensure_writable_dir(Path(config.out))
-    digests = run_digests(config.model, data.users, data.slates, pairs, prompts)
-    fingerprint = {**{f"{k}_sha256": v for k, v in digests.items()}, "engine": "ray", "n_pairs": len(pairs),
-                   "chunk_pairs": config.shard_pairs, "seed": config.seed, "samples": config.samples,
-                   "probe": config.probe.value, "pool_mode": config.pool_mode.value, "backend": info.kind.value,
-                   "template": config.template.value}
-    store = ChunkStore(out, fingerprint, resume=config.resume)
-    connect(address)
-    import ray
+    with output_lock(out, "fixate-rt simulate --engine ray"):  # one run per --out
+        digests = run_digests(config.model, data.users, data.slates, pairs, prompts)
+        fingerprint = {**{f"{k}_sha256": v for k, v in digests.items()}, "engine": "ray", "n_pairs": len(pairs),
+                       "chunk_pairs": config.shard_pairs, "seed": config.seed, "samples": config.samples,
+                       "probe": config.probe.value, "pool_mode": config.pool_mode.value, "backend": info.kind.value,
+                       "template": config.template.value}
+        store = ChunkStore(out, fingerprint, resume=config.resume)
+        connect(address)
+        import ray
 
-    chunks = [range(i, min(i + config.shard_pairs, len(pairs))) for i in range(0, len(pairs), config.shard_pairs)]
-    if on_start is not None:
-        on_start(len(pairs))
-    pending = [i for i, chunk in enumerate(chunks) if not store.complete(i, chunk, config.samples)]
-    resumed = len(pairs) - sum(len(chunks[i]) for i in pending)
-    t_run = time.perf_counter()
-    if pending:  # one Ray execution for every missing chunk: the actors load the model once
-        index = [j for i in pending for j in chunks[i]]
-        table = pa.table({"pair": pa.array(index, pa.int64()), "user_id": [pairs[j][0] for j in index],
-                          "slate_id": [pairs[j][1] for j in index]})
-        result = simulate_dataset(
-            ray.data.from_arrow(table), images=config.images, model=str(config.model), users=config.users,
-            prompts=bank, samples=config.samples, seed=config.seed, batch_size=config.batch_size,
-            rows_per_call=rows_per_call, workers=workers, gpus_per_worker=gpus_per_worker,
-            cpus_per_worker=cpus_per_worker, device=config.device.value, probe=config.probe.value,
-            kernel=config.kernel.value, pool_mode=config.pool_mode.value, backend=info.kind.value,
-            trust_export=config.trust_export, template=config.template.value,
-            allow_template_mismatch=config.allow_template_mismatch)
-        shard = config.shard_pairs
-        result = result.map_batches(lambda b: {**b, "chunk": b["pair"] // shard}, batch_format="numpy")
-        result.write_parquet(str(store.dir), partition_cols=["chunk"])
-        for i in pending:  # the chunks kept were checked by `store.complete`
-            _check_chunk(store.folder(i), chunks[i], config.samples)
-    summary, rows, cold_rows = SlotSummary(data.slates), 0, 0
-    for i in range(len(chunks)):
-        written = pq.read_table(store.folder(i), columns=["slate_id", "click_slot", "p_click", "slot_relevance",
-                                                          "cold_start"])
-        summary.add(written)
-        rows += written.num_rows
-        cold_rows += int(np.sum(written.column("cold_start").to_numpy(zero_copy_only=False)))
-    if on_pairs is not None:
-        on_pairs(len(pairs))
-    run_s = time.perf_counter() - t_run
-    cold = cold_rows // config.samples
-    payload = {
-        "command": "simulate", "engine": "ray", "started_at": started, "finished_at": utc_now(),
-        "config": config.to_json(), "digests_sha256": digests, "versions": versions(),
-        "ray": {"version": ray.__version__, "address": address or "local", "workers": workers,
-                "gpus_per_worker": gpus_per_worker, "cluster_resources": ray.cluster_resources()},
-        "device": f"ray workers ({config.device.value})", "backend": info.kind.value,
-        "implementations": {"per_worker": "decided by each worker's plan (see a local run's run.json)"},
-        "pairs": len(pairs), "resumed_pairs": resumed, "rows": rows, "cold_start_pairs": cold,
-        "timings_s": {"total": round(time.perf_counter() - t0, 4), "run_total": round(run_s, 4)},
-        "pairs_per_s": round((len(pairs) - resumed) / run_s, 3) if run_s > 0 else None,
-        "summary": summary.result(),
-        "outputs": {"simulations": str(store.dir), "note": "Parquet partitioned by chunk, with a 'pair' column: "
-                                                          "sort by (pair, sample) for the local engine's row order"},
-    }
-    write_json(out / "run.json", payload)
-    return payload
+        chunks = [range(i, min(i + config.shard_pairs, len(pairs))) for i in range(0, len(pairs), config.shard_pairs)]
+        if on_start is not None:
+            on_start(len(pairs))
+        pending = [i for i, chunk in enumerate(chunks) if not store.complete(i, chunk, config.samples)]
+        resumed = len(pairs) - sum(len(chunks[i]) for i in pending)
+        t_run = time.perf_counter()
+        if pending:  # one Ray execution for every missing chunk: the actors load the model once
+            index = [j for i in pending for j in chunks[i]]
+            table = pa.table({"pair": pa.array(index, pa.int64()), "user_id": [pairs[j][0] for j in index],
+                              "slate_id": [pairs[j][1] for j in index]})
+            result = simulate_dataset(
+                ray.data.from_arrow(table), images=config.images, model=str(config.model), users=config.users,
+                prompts=bank, samples=config.samples, seed=config.seed, batch_size=config.batch_size,
+                rows_per_call=rows_per_call, workers=workers, gpus_per_worker=gpus_per_worker,
+                cpus_per_worker=cpus_per_worker, device=config.device.value, probe=config.probe.value,
+                kernel=config.kernel.value, pool_mode=config.pool_mode.value, backend=info.kind.value,
+                trust_export=config.trust_export, template=config.template.value,
+                allow_template_mismatch=config.allow_template_mismatch)
+            shard = config.shard_pairs
+            result = result.map_batches(lambda b: {**b, "chunk": b["pair"] // shard}, batch_format="numpy")
+            result.write_parquet(str(store.dir), partition_cols=["chunk"])
+            for i in pending:  # the chunks kept were checked by `store.complete`
+                _check_chunk(store.folder(i), chunks[i], config.samples)
+        summary, rows, cold_rows = SlotSummary(data.slates), 0, 0
+        for i in range(len(chunks)):
+            written = pq.read_table(store.folder(i), columns=["slate_id", "click_slot", "p_click", "slot_relevance",
+                                                              "cold_start"])
+            summary.add(written)
+            rows += written.num_rows
+            cold_rows += int(np.sum(written.column("cold_start").to_numpy(zero_copy_only=False)))
+        if on_pairs is not None:
+            on_pairs(len(pairs))
+        run_s = time.perf_counter() - t_run
+        cold = cold_rows // config.samples
+        payload = {
+            "command": "simulate", "engine": "ray", "started_at": started, "finished_at": utc_now(),
+            "config": config.to_json(), "digests_sha256": digests, "versions": versions(),
+            "ray": {"version": ray.__version__, "address": address or "local", "workers": workers,
+                    "gpus_per_worker": gpus_per_worker, "cluster_resources": ray.cluster_resources()},
+            "device": f"ray workers ({config.device.value})", "backend": info.kind.value,
+            "implementations": {"per_worker": "decided by each worker's plan (see a local run's run.json)"},
+            "pairs": len(pairs), "resumed_pairs": resumed, "rows": rows, "cold_start_pairs": cold,
+            "timings_s": {"total": round(time.perf_counter() - t0, 4), "run_total": round(run_s, 4)},
+            "pairs_per_s": round((len(pairs) - resumed) / run_s, 3) if run_s > 0 else None,
+            "summary": summary.result(),
+            "outputs": {"simulations": str(store.dir), "note": "Parquet partitioned by chunk, with a 'pair' column: "
+                                                              "sort by (pair, sample) for the local engine's row order"},
+        }
+        write_json(out / "run.json", payload)
+        return payload
 
 
 def _check_chunk(folder: Path, chunk: range, samples: int) -> None:

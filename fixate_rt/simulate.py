@@ -27,8 +27,9 @@ from .data.join import Inputs, load_inputs
 from .digests import run_digests
 from .data.slates import Layout, Slate, read_slates
 from .data.tables import SIMULATIONS_SCHEMA, Users, read_users
-from .errors import ValidationError
+from .errors import FixateError, ValidationError
 from .io import atomic_path, ensure_writable_dir, write_json
+from .locking import interruptible, output_lock
 from .pipeline import Batch, BatchPipeline
 from .plan import plan_ops
 from .prompts import SoftPromptBank
@@ -238,6 +239,7 @@ class Simulator:
                 part = idx[start:start + step] if step else idx
                 uids = [pairs[i][0] for i in part]
                 res = self.simulate_slate(feats, slate.layout, uids, [profile[u] for u in uids])
+                _require_finite(res, uids, sid)
                 pending.extend(zip(part, res.p_click, res.slot_relevance, res.cold_start))
                 if on_pairs is not None:
                     on_pairs(len(part))
@@ -264,6 +266,19 @@ class Simulator:
                         cols[name].append(value)
             return pa.table({name: pa.array(cols[name], SHARD_SCHEMA.field(name).type) for name in SHARD_SCHEMA.names},
                             schema=SHARD_SCHEMA)
+
+
+class NonFiniteOutput(FixateError):
+    """The model produced NaN or Inf (a corrupt checkpoint, an overflow); never written as a result."""
+
+
+def _require_finite(res: SlateResult, uids: list[str], slate_id: str) -> None:
+    for name, values in (("p_click", res.p_click), ("slot_relevance", res.slot_relevance)):
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            raise NonFiniteOutput(f"simulation stopped: the model produced non-finite {name} for user "
+                                  f"'{uids[int(np.flatnonzero(bad)[0])]}' on slate '{slate_id}' (stage: "
+                                  f"{'decoder' if name == 'p_click' else 'probe'}); check the model's weights")
 
 
 SHARD_SCHEMA = SIMULATIONS_SCHEMA.append(pa.field("pair", pa.int64()))
@@ -296,6 +311,7 @@ def preflight(config: SimulateConfig) -> Preflight:
         raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
     data = load_inputs(users=config.users, images=config.images, pairs=config.pairs)
     info = describe_model(config.model, config.backend)
+    info.check_labels(data.slates, config.images)
     unserved = info.unserved_sizes({slate.layout.image_size for slate in data.slates.values()})
     if unserved:
         sid = next(s for s, slate in data.slates.items() if slate.layout.image_size in set(unserved))
@@ -320,62 +336,69 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
     data = checked.data
     users, slates, pairs = data.users, data.slates, data.all_pairs()
     out = ensure_writable_dir(Path(config.out))
-    t_read = time.perf_counter() - t0
-    sim = Simulator(config.model, prompts=checked.bank, device=config.device.value, probe_layers=None,
-                    residual=config.residual, pool_mode=config.pool_mode, kernel=config.kernel,
-                    batch_size=config.batch_size, probe=config.probe, backend=config.backend,
-                    trust_export=config.trust_export, template=config.template,
-                    allow_template_mismatch=config.allow_template_mismatch)
-    t_load = time.perf_counter() - t0 - t_read
-    n_pairs = len(pairs)
-    digests = run_digests(config.model, users, slates, pairs, checked.bank_source)
-    store = ShardStore(out, _fingerprint(config, sim, digests, len(pairs)), resume=config.resume)
-    resumed = len(store.done)
-    if on_start is not None:
-        on_start(n_pairs)
-    if resumed and on_pairs is not None:
-        on_pairs(resumed)
-    t_run = time.perf_counter()
-    for chunk in sim.iter_chunks(users, slates, pairs, samples=config.samples, seed=config.seed,
-                                 skip=frozenset(store.done), chunk_pairs=config.shard_pairs, on_pairs=on_pairs):
+    with output_lock(out, "fixate-rt simulate"):  # one run per --out: shards are never interleaved
+        t_read = time.perf_counter() - t0
+        sim = Simulator(config.model, prompts=checked.bank, device=config.device.value, probe_layers=None,
+                        residual=config.residual, pool_mode=config.pool_mode, kernel=config.kernel,
+                        batch_size=config.batch_size, probe=config.probe, backend=config.backend,
+                        trust_export=config.trust_export, template=config.template,
+                        allow_template_mismatch=config.allow_template_mismatch)
+        t_load = time.perf_counter() - t0 - t_read
+        n_pairs = len(pairs)
+        digests = run_digests(config.model, users, slates, pairs, checked.bank_source)
+        store = ShardStore(out, _fingerprint(config, sim, digests, len(pairs)), resume=config.resume)
+        resumed = len(store.done)
+        if on_start is not None:
+            on_start(n_pairs)
+        if resumed and on_pairs is not None:
+            on_pairs(resumed)
+        t_run = time.perf_counter()
+        def kept() -> str:
+            return (f"{len(store.done)} of {n_pairs} pairs are kept in {store.dir}; rerun the same command with "
+                    "--resume to continue")
+
+        with interruptible(kept):
+            for chunk in sim.iter_chunks(users, slates, pairs, samples=config.samples, seed=config.seed,
+                                         skip=frozenset(store.done), chunk_pairs=config.shard_pairs,
+                                         on_pairs=on_pairs):
+                with sim.timer.stage("write"):
+                    store.write(chunk)
         with sim.timer.stage("write"):
-            store.write(chunk)
-    with sim.timer.stage("write"):
-        table = assemble(store.read_all())
-        if table.num_rows != n_pairs * config.samples or len(store.done) != n_pairs:
-            raise ValidationError(f"{store.dir}: shards hold {table.num_rows} rows for {len(store.done)} pairs; "
-                                  f"expected {n_pairs * config.samples} rows for {n_pairs} pairs")
-        with atomic_path(out / "simulations.parquet") as tmp:
-            pq.write_table(table, tmp)
-    run_s = time.perf_counter() - t_run
-    info = {
-        "command": "simulate",
-        "started_at": started,
-        "finished_at": utc_now(),
-        "config": config.to_json(),
-        "digests_sha256": digests,
-        "versions": versions(),
-        "device": sim.backend.device_label(),
-        "backend": sim.backend.kind.value,
-        "backbone": {"name": sim.backend.name, "family": sim.backend.family,
-                     "hidden_size": sim.backend.hidden_size, "num_layers": sim.backend.num_layers,
-                     "probe_layers": list(sim.probe_layers)},
-        "probe": sim.probe,
-        "template": sim.template.value,
-        "implementations": sim.plan.record(),
-        "pairs": n_pairs,
-        "resumed_pairs": resumed,
-        "rows": table.num_rows,
-        "cold_start_pairs": int(np.sum(table.column("cold_start").to_numpy())) // config.samples,
-        "timings_s": {"read_inputs": round(t_read, 4), "load_model": round(t_load, 4), **sim.timer.rounded(),
-                      "run_total": round(run_s, 4)},
-        "pairs_per_s": round((n_pairs - resumed) / run_s, 3) if run_s > 0 else None,
-        "summary": _summary(table, slates),
-        "outputs": {"simulations": str(out / "simulations.parquet")},
-    }
-    write_json(out / "run.json", info)
-    store.remove()
-    return info
+            table = assemble(store.read_all())
+            if table.num_rows != n_pairs * config.samples or len(store.done) != n_pairs:
+                raise ValidationError(f"{store.dir}: shards hold {table.num_rows} rows for {len(store.done)} pairs; "
+                                      f"expected {n_pairs * config.samples} rows for {n_pairs} pairs")
+            with atomic_path(out / "simulations.parquet") as tmp:
+                pq.write_table(table, tmp)
+        run_s = time.perf_counter() - t_run
+        info = {
+            "command": "simulate",
+            "started_at": started,
+            "finished_at": utc_now(),
+            "config": config.to_json(),
+            "digests_sha256": digests,
+            "versions": versions(),
+            "device": sim.backend.device_label(),
+            "backend": sim.backend.kind.value,
+            "backbone": {"name": sim.backend.name, "family": sim.backend.family,
+                         "hidden_size": sim.backend.hidden_size, "num_layers": sim.backend.num_layers,
+                         "probe_layers": list(sim.probe_layers)},
+            "probe": sim.probe,
+            "template": sim.template.value,
+            "implementations": sim.plan.record(),
+            "pairs": n_pairs,
+            "resumed_pairs": resumed,
+            "rows": table.num_rows,
+            "cold_start_pairs": int(np.sum(table.column("cold_start").to_numpy())) // config.samples,
+            "timings_s": {"read_inputs": round(t_read, 4), "load_model": round(t_load, 4), **sim.timer.rounded(),
+                          "run_total": round(run_s, 4)},
+            "pairs_per_s": round((n_pairs - resumed) / run_s, 3) if run_s > 0 else None,
+            "summary": _summary(table, slates),
+            "outputs": {"simulations": str(out / "simulations.parquet")},
+        }
+        write_json(out / "run.json", info)
+        store.remove()
+        return info
 
 
 def _fingerprint(config: SimulateConfig, sim: Simulator, digests: dict, n_pairs: int) -> dict:

@@ -172,6 +172,8 @@ case("simulate", "layout box with NaN", "NaN")(
                 sim_args(ws))[1])
 case("simulate", "special token in a label", "label")(
     lambda ws: (edit_layout(ws, lambda p: p["slots"][0].__setitem__("label", "<|image_pad|>")), sim_args(ws))[1])
+case("simulate", "label that is not one token", "slate", "labels")(
+    lambda ws: (edit_layout(ws, lambda p: p["slots"][3].__setitem__("label", "zebra crossing")), sim_args(ws))[1])
 case("simulate", "decompression bomb", "pixels")(
     lambda ws: (bomb(ws / "data" / "slates" / f"{first_slate(ws)}.png"), sim_args(ws))[1])
 case("simulate", "a FIFO named like a slate", "not a regular file")(
@@ -325,6 +327,10 @@ case("validate", "control character in a profile", "profile")(
     lambda ws: (edit_parquet(ws / "data" / "users.parquet", "profile", ["a\x07b", "a", "b", "c"]), val_args(ws))[1])
 case("validate", "special token in a label", "label")(
     lambda ws: (edit_layout(ws, lambda p: p["slots"][1].__setitem__("label", "<|im_start|>")), val_args(ws))[1])
+case("validate", "label that is not one token", "slate", "labels", "zebra crossing")(
+    lambda ws: (edit_layout(ws, lambda p: p["slots"][0].__setitem__("label", "zebra crossing")), val_args(ws))[1])
+case("validate", "prompt bank of another hidden size", "hidden size")(
+    lambda ws: val_args(ws)[:-2] + ["--prompts", bank(ws, basis=__import__("torch").zeros(2, 2, 32), hidden_size="32")])
 case("validate", "Infinity in a layout", "Infinity")(
     lambda ws: ((f := layout_file(ws)).write_text(f.read_text().replace('"box": [', '"box": [Infinity, ', 1)),
                 val_args(ws))[1])
@@ -548,6 +554,13 @@ case("train", "model config not JSON", "config.json")(
     lambda ws: train_args(ws, "--model", model_config(ws, b"{oops")))
 case("train", "corrupt model weights", "cannot load")(
     lambda ws: (garbage(next((ws / "model").glob("*.safetensors"))), train_args(ws, "--model", ws / "model"))[1])
+case("train", "label that is not one token", "slate", "labels")(
+    lambda ws: (edit_layout(ws, lambda p: p["slots"][3].__setitem__("label", "zebra crossing")), train_args(ws))[1])
+case("train", "rerun into a previous run", "previous training run")(
+    lambda ws: ((ws / "trained" / "checkpoints").mkdir(parents=True), train_args(ws))[1])
+case("train", "resume with nothing to resume", "no training run to resume")(lambda ws: train_args(ws, "--resume"))
+case("train", "resume from an unreadable config", "train_config.json")(
+    lambda ws: ((ws / "trained").mkdir(), garbage(ws / "trained" / "train_config.json"), train_args(ws, "--resume"))[2])
 case("train", "out is a file", "outfile")(
     lambda ws: (garbage(ws / "outfile"), [a if a != ws / "trained" else ws / "outfile" for a in train_args(ws)])[1])
 
@@ -656,3 +669,50 @@ def test_every_command_has_fifteen_cases():
 
     counts = {name: sum(c.command == name for c in CASES) for name in get_command(app).commands}
     assert all(n >= 15 for n in counts.values()), counts
+
+
+def test_show_names_files_from_encoded_ids_inside_out(ws):
+    """A user id with path separators and dots becomes one percent-encoded file name inside --out."""
+    from bad_inputs import tree
+
+    evil = "../../escaped/x"
+    for path in (sim_file(ws), sessions_file(ws)):
+        t = pq.read_table(path)
+        ids = [evil if u == "u000" else u for u in t.column("user_id").to_pylist()]
+        edit_parquet(path, "user_id", pa.array(ids, pa.string()))
+    before = set(tree(ws.root))
+    code, lines, output = ws.run(show_args(ws, "--user", evil, "--limit", "1"))
+    assert code == 0, output
+    created = set(tree(ws.root)) - before
+    pngs = [c for c in created if c.endswith(".png")]
+    assert len(pngs) == 1 and all(c.startswith("pics") for c in created), created
+    assert pngs[0].startswith("pics/%2E.%2F..%2Fescaped%2Fx__"), pngs  # one component; a leading '.' encoded too
+
+
+def test_documented_limits_are_the_enforced_ones():
+    from fixate_rt.data.images import MAX_PIXELS
+    from fixate_rt.data.slates import MAX_SLOTS
+    from fixate_rt.data.text import MAX_ID_CHARS, MAX_TEXT_CHARS
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text()
+    section = docs[docs.index("## Limits and rules every command enforces"):]
+    for figure in (f"{MAX_PIXELS:,}".replace(",", " "), f"**{MAX_SLOTS}**", f"**{MAX_TEXT_CHARS} characters**",
+                   f"**{MAX_ID_CHARS} characters**"):
+        assert figure in section, figure
+
+
+def test_a_model_that_outputs_nan_stops_naming_the_stage(ws):
+    """Weights that pass every check but compute NaN: the run stops at the first such pair, naming it and the
+    stage; no simulations.parquet is written."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = next((ws / "model").glob("*.safetensors"))
+    tensors = load_file(str(weights))
+    name = next(k for k in tensors if k.endswith("norm.weight") and "visual" not in k and "layers" not in k)
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    code, lines, output = ws.run(sim_args(ws, "--model", ws / "model"))
+    assert code == 2 and "Traceback" not in output, output[-1500:]
+    assert len(lines) == 1 and "non-finite p_click" in lines[0] and "stage: decoder" in lines[0], lines
+    assert not (ws / "out" / "simulations.parquet").exists()

@@ -75,6 +75,42 @@ def test_killed_run_resumes_to_the_same_rows(data, reference, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)  # other batch sizes: padding changes only rounding
 
 
+def test_sigterm_says_what_was_kept_and_how_to_resume(data, reference, tmp_path):
+    """A batch scheduler's SIGTERM (or Ctrl-C) ends the run with exit 130 and one line: the pairs kept and the
+    command to continue; the resumed run then completes with the reference rows."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fixate_rt", *_args(data, out, "--batch-size", "1", "--shard-pairs", "2")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list((out / "shards").glob("part-*.parquet"))) < 2:
+        assert proc.poll() is None, f"run ended before it could be stopped: {proc.stderr.read().decode()[-500:]}"
+        assert time.monotonic() < deadline, "no shard appeared in 120 s"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    lines = [line for line in proc.stderr.read().decode().splitlines() if line.strip()]
+    assert "Traceback" not in "\n".join(lines)
+    assert "pairs are kept in" in lines[-1] and "--resume" in lines[-1], lines[-3:]
+    resumed = runner.invoke(app, _args(data, out, "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    keys = ["user_id", "slate_id", "sample", "click_slot"]
+    assert pq.read_table(out / "simulations.parquet").select(keys).equals(reference.select(keys))
+
+
+def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(data, tmp_path):
+    from fixate_rt.locking import output_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with output_lock(out, "fixate-rt simulate (the first run)"):
+        result = runner.invoke(app, _args(data, out))
+        assert result.exit_code == 2
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "in use by fixate-rt simulate (the first run)" in lines[0], lines
+        assert not (out / "shards").exists() and not (out / "simulations.parquet").exists()
+    assert runner.invoke(app, _args(data, out)).exit_code == 0  # released at the end of the block
+
+
 def test_corrupt_shard_is_named(data, tmp_path, tiny):
     out = tmp_path / "run"
     (out / "shards").mkdir(parents=True)

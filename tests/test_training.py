@@ -72,6 +72,30 @@ def test_resume_reaches_the_same_prompt_bank(tmp_path, synth_dir):
     assert full["per_seed"]["7"]["history"] == resumed["per_seed"]["7"]["history"]
 
 
+def test_resume_refuses_a_changed_run_and_reruns_are_not_mixed(tmp_path, synth_dir):
+    """--resume continues only the same run: another K, or other profile text, is named; a rerun without --resume
+    into a folder holding a run is refused, and the folder is left as it was."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    train(_cfg(data, tmp_path / "run", epochs=1))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*"))
+    for over, needle in ((dict(resume=False), "holds a previous training run"), (dict(basis=2, resume=True), "'basis'")):
+        with pytest.raises(Exception, match=needle):
+            train(_cfg(data, tmp_path / "run", epochs=1, **over))
+    users = pq.read_table(data / "users.parquet")
+    changed = users.set_column(users.column_names.index("profile"), "profile",
+                               pa.array(["Top_genre: Horror"] * users.num_rows))
+    pq.write_table(changed, data / "users.parquet")
+    with pytest.raises(Exception, match="content of --users"):
+        train(_cfg(data, tmp_path / "run", epochs=1, resume=True))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*")) == before
+
+
 def test_cold_start_trains_alpha_only(tmp_path, synth_dir):
     train(_cfg(synth_dir, tmp_path / "base", epochs=1))
     base = load_file(str(tmp_path / "base" / "prompts.safetensors"))

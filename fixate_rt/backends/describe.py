@@ -57,6 +57,35 @@ class ModelInfo:
         processor = Qwen2VLImageProcessorPil.from_pretrained(self.source)
         return sorted(s for s in sizes if s not in served and tuple(map(tuple, qwen_grid(processor, s))) not in grids)
 
+    def check_labels(self, slates: dict, images: object) -> None:
+        """Every slate's answer labels are single tokens of this model's tokenizer (read from its files alone, no
+        weights), so a bad label is named with its slate before any model loads."""
+        from ..backbones.processor import single_token_ids
+
+        tokenizer = self._tokenizer()
+        checked: set[tuple[str, ...]] = set()
+        for slate_id, slate in slates.items():
+            labels = slate.layout.labels
+            if labels in checked:
+                continue
+            try:
+                single_token_ids(tokenizer, labels)
+            except ValidationError as exc:
+                raise ValidationError(f"{images}, slate '{slate_id}', field 'labels': {exc}") from None
+            checked.add(labels)
+
+    def _tokenizer(self):
+        from transformers import AutoTokenizer
+
+        from ..backbones import model_folder
+
+        folder = Path(self.source) if self.manifest is not None else model_folder(self.source)[0]
+        try:
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise InputError(f"{folder}: cannot read the tokenizer ({first})") from None
+
     def served_sizes_text(self) -> str:
         sizes = (self.manifest or {}).get("vision", {}).get("sizes", [])
         return ", ".join(f"{e['image_size'][0]}x{e['image_size'][1]}" for e in sizes) or "none"

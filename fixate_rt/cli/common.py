@@ -71,8 +71,9 @@ def fail_cleanly(fn: Callable) -> Callable:
             reject_non_finite(kwargs)
             return fn(*args, **kwargs)
         except FixateError as exc:
-            print(f"fixate-rt: error: {exc}", file=sys.stderr)
-            raise typer.Exit(2) from None
+            code = getattr(exc, "exit_code", 2)  # 130 for an interrupted run, as a shell reports Ctrl-C
+            print(f"fixate-rt: {'error: ' if code == 2 else ''}{exc}", file=sys.stderr)
+            raise typer.Exit(code) from None
 
     return wrapper
 

@@ -74,8 +74,11 @@ def validate(
     images: Annotated[Optional[Path], typer.Option(help="slates folder to check")] = None,
     sessions: Annotated[Optional[Path], typer.Option(help="sessions.parquet to check (against --users and --images if given)")] = None,
     prompts: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to check")] = None,
+    model: Annotated[str, typer.Option(help="the model the files are for: slate labels must be single tokens of "
+                                            "its tokenizer, a prompt bank must match its hidden size")] = "tiny-qwen3vl",
 ) -> None:
-    """Check input files against the documented formats without running a model."""
+    """Check input files against the documented formats without running a model (no weights are loaded)."""
+    from ..backends.describe import describe_model
     from ..data.join import load_inputs
     from ..errors import ValidationError
     from ..prompts import SoftPromptBank
@@ -83,6 +86,9 @@ def validate(
     if not any((users, images, sessions, prompts)):
         raise ValidationError("nothing to validate: pass --users, --images, --sessions and/or --prompts")
     data = load_inputs(users=users, images=images, sessions=sessions)
+    info = describe_model(model)
+    if data.slates is not None:
+        info.check_labels(data.slates, images)
     report = []
     if data.users is not None:
         report.append(f"{users}: {len(data.users)} users")
@@ -92,6 +98,7 @@ def validate(
         report.append(f"{sessions}: {len(data.sessions)} sessions")
     if prompts is not None:
         bank = SoftPromptBank.load(prompts)
+        info.check_bank(bank, prompts)
         report.append(f"{prompts}: {len(bank.user_ids)} users, K={bank.n_basis}, N={bank.n_tokens}, D={bank.hidden_size}")
     for line in report:
         print(f"ok  {line}")

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError, ValidationError, where
 from ..io import atomic_path
+from .images import require_regular_file
 from .text import check_id, check_prompt_text
 
 SPLITS = ("train", "val", "test")
@@ -46,9 +47,12 @@ def read_parquet(path: Path, what: str) -> pa.Table:
         raise InputError(f"{path}: {what} file not found")
     if path.is_dir():
         raise InputError(f"{path}: expected a {what} Parquet file, got a folder")
+    require_regular_file(path, f"{what} file")
     try:
-        return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+        table = pq.read_table(path)
+        table.validate(full=True)  # catches e.g. invalid UTF-8 in string columns before any value is read
+        return table
+    except (pa.ArrowInvalid, OSError, pa.ArrowException) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: not a readable Parquet file ({first_line})") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from ..backbones import load
 from ..backends.describe import describe_model
 from ..errors import ValidationError
 from ..io import atomic_path, ensure_writable_dir, write_json
+from ..locking import interruptible, output_lock
 from ..prompts import SoftPromptBank, config_hash
 from .config import TrainConfig
 from .data import SlateCache, load_corpus
@@ -94,11 +96,57 @@ def learning_curve(path: Path, results: list[SeedResult], selection: str = "comp
     plt.close(fig)
 
 
+# Options a resumed run may change: where files are (their content is compared by digest), how it runs.
+RESUME_MAY_CHANGE = frozenset({"resume", "device", "kernel", "sessions", "images", "users", "out", "init_from"})
+
+
+def _input_digests(cfg: TrainConfig, corpus) -> dict[str, str | None]:
+    from ..backends.safe_load import sha256_file
+    from ..digests import model_digest, slates_digest, users_digest
+
+    return {"users": users_digest(corpus.users), "slates": slates_digest(corpus.slates),
+            "sessions": sha256_file(Path(cfg.sessions)), "model": model_digest(cfg.model),
+            "init_from": sha256_file(Path(cfg.init_from)) if cfg.init_from is not None else None}
+
+
+def check_output_folder(cfg: TrainConfig, digests: dict) -> None:
+    """``--resume`` continues only the same run (every option that shapes it and every input's content equal);
+    without it, a folder holding a previous run is refused rather than mixed with this one's files."""
+    out = Path(cfg.out)
+    saved_path = out / "train_config.json"
+    if not cfg.resume:
+        if saved_path.exists() or (out / "checkpoints").exists() or (out / "prompts.safetensors").exists():
+            raise ValidationError(f"{out}: holds a previous training run; pass --resume to continue it, or choose "
+                                  "another --out")
+        return
+    if not saved_path.is_file():
+        raise ValidationError(f"{out}: no training run to resume here (no train_config.json)")
+    try:
+        saved = json.loads(saved_path.read_bytes().decode("utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"{saved_path}: unreadable ({exc}); cannot resume") from None
+    current = {**cfg.to_json(), "inputs_sha256": digests}
+    for key, value in current.items():
+        if key in RESUME_MAY_CHANGE:
+            continue
+        if key == "inputs_sha256":
+            changed = [k for k, v in value.items() if (saved.get(key) or {}).get(k) != v]
+            if changed:
+                raise ValidationError(f"cannot resume {out}: the content of --{changed[0].replace('_', '-')} "
+                                      "differs from the interrupted run")
+        elif saved.get(key) != value:
+            raise ValidationError(f"cannot resume {out}: '{key}' is {value!r} now but {saved.get(key)!r} in the "
+                                  "interrupted run")
+
+
 def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
           on_epoch_end: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> dict:
     """Train every seed, evaluate on the test split, write the output folder. Returns metrics.json."""
     t0 = time.perf_counter()
     corpus = load_corpus(cfg)
+    describe_model(cfg.model, "torch").check_labels(corpus.slates, cfg.images)
     if cfg.init_from is not None:  # the bank to start from must fit this run, checked before the model loads
         bank = SoftPromptBank.load(cfg.init_from)
         if (bank.n_basis, bank.n_tokens) != (cfg.basis, cfg.soft_tokens):
@@ -110,61 +158,66 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
     for seed, seed_corpus in splits.items():
         if not seed_corpus.split("train"):
             raise ValidationError(f"{cfg.sessions}: seed {seed} has no train-split session with {cfg.signal} mass")
+    digests = _input_digests(cfg, corpus)
+    check_output_folder(cfg, digests)
     backbone = load(cfg.model, device=cfg.device)
     out = ensure_writable_dir(Path(cfg.out))  # after the model loaded: a checkpoint that fails leaves no folder
-    backbone.use_template(cfg.template)
-    tiles = backbone.set_max_tiles(cfg.max_tiles) if cfg.max_tiles is not None else None
-    pipes = Pipelines.build(backbone, SlateCache(backbone, corpus.slates), cfg)
-    profiles = dict(zip(corpus.users.ids, corpus.users.profiles))
-    if on_start is not None:
-        per_epoch = [-(-len(c.split("train")) // (cfg.batch_size * cfg.grad_accum)) for c in splits.values()]
-        on_start(sum(per_epoch) * cfg.epochs)
-    write_json(out / "train_config.json", {**cfg.to_json(), "config_hash": config_hash(cfg.to_json())})
-    results, per_seed_cols, seeds_json = [], [], {}
-    for seed in cfg.seeds:
-        seed_corpus = splits[seed]
-        train_s = seed_corpus.split("train")
-        val_s, test_s, tested = _held_out(seed_corpus)
-        if not train_s:
-            raise ValidationError(f"{cfg.sessions}: seed {seed} has no train-split session with {cfg.signal} mass")
-        res = train_seed(pipes, train_s, val_s, cfg, seed, corpus.users.ids, profiles,
-                         out / "checkpoints" / f"seed{seed}", on_step=on_step, on_epoch_end=on_epoch_end)
-        cols = evaluate_columns(pipes, test_s, lambda u, p=res.params: p.mix(u)[0], cfg, profiles)
-        for column, rows in cols.items():
-            _write_rows(out / f"per_sample_seed{seed}_{column}.csv", rows, test_s)
-        test_users = [s.user_id for s in test_s]
-        seeds_json[str(seed)] = {
-            "best_epoch": res.best_epoch, "best_val_score": res.best_val, "selection": cfg.selection,
-            "stopped_early": res.stopped_early, "tested_on": tested,
-            "samples": {"train": len(train_s), "val": len(val_s), "test": len(test_s)},
-            "test": {c: M.aggregate(rows, test_users) for c, rows in cols.items()},
-            "wilcoxon_fixate_tf_vs_backbone_tf": _wilcoxon(cols["fixate_tf"], cols["backbone_tf"], test_users),
-            "history": res.history,
+    kept = f"the checkpoints of finished epochs are kept in {out / 'checkpoints'}; rerun the same command with --resume"
+    with output_lock(out, "fixate-rt train"), interruptible(lambda: kept):  # one run per --out
+        backbone.use_template(cfg.template)
+        tiles = backbone.set_max_tiles(cfg.max_tiles) if cfg.max_tiles is not None else None
+        pipes = Pipelines.build(backbone, SlateCache(backbone, corpus.slates), cfg)
+        profiles = dict(zip(corpus.users.ids, corpus.users.profiles))
+        if on_start is not None:
+            per_epoch = [-(-len(c.split("train")) // (cfg.batch_size * cfg.grad_accum)) for c in splits.values()]
+            on_start(sum(per_epoch) * cfg.epochs)
+        write_json(out / "train_config.json", {**cfg.to_json(), "config_hash": config_hash(cfg.to_json()),
+                                               "inputs_sha256": digests})
+        results, per_seed_cols, seeds_json = [], [], {}
+        for seed in cfg.seeds:
+            seed_corpus = splits[seed]
+            train_s = seed_corpus.split("train")
+            val_s, test_s, tested = _held_out(seed_corpus)
+            if not train_s:
+                raise ValidationError(f"{cfg.sessions}: seed {seed} has no train-split session with {cfg.signal} mass")
+            res = train_seed(pipes, train_s, val_s, cfg, seed, corpus.users.ids, profiles,
+                             out / "checkpoints" / f"seed{seed}", on_step=on_step, on_epoch_end=on_epoch_end)
+            cols = evaluate_columns(pipes, test_s, lambda u, p=res.params: p.mix(u)[0], cfg, profiles)
+            for column, rows in cols.items():
+                _write_rows(out / f"per_sample_seed{seed}_{column}.csv", rows, test_s)
+            test_users = [s.user_id for s in test_s]
+            seeds_json[str(seed)] = {
+                "best_epoch": res.best_epoch, "best_val_score": res.best_val, "selection": cfg.selection,
+                "stopped_early": res.stopped_early, "tested_on": tested,
+                "samples": {"train": len(train_s), "val": len(val_s), "test": len(test_s)},
+                "test": {c: M.aggregate(rows, test_users) for c, rows in cols.items()},
+                "wilcoxon_fixate_tf_vs_backbone_tf": _wilcoxon(cols["fixate_tf"], cols["backbone_tf"], test_users),
+                "history": res.history,
+            }
+            results.append(res)
+            per_seed_cols.append((cols, test_users))
+        best = max(results, key=lambda r: (r.best_val if r.best_val is not None else -np.inf))
+        bank = SoftPromptBank(best.params.basis.detach().cpu().float(), best.params.alpha.detach().cpu().float(),
+                              corpus.users.ids, backbone.name, config_hash(cfg.to_json()), cfg.template)
+        bank.save(out / "prompts.safetensors")
+        summary = {}
+        for column in COLUMNS:
+            micro = [seeds_json[str(s)]["test"][column]["micro"] for s in cfg.seeds]
+            summary[column] = {n: {"mean": float(np.mean([m[n] for m in micro])), "std": float(np.std([m[n] for m in micro]))}
+                               for n in M.METRIC_NAMES}
+        first = seeds_json[str(cfg.seeds[0])]
+        payload = {
+            "command": "train", "model": backbone.name, "probe": cfg.probe, "seeds": list(cfg.seeds),
+            "protocol": {**cfg.protocol(), "max_tiles_applied": tiles},
+            "samples": {**first["samples"], "dropped_no_signal": corpus.dropped_no_mass},
+            "test_split": first["tested_on"],
+            "prompt_bank_seed": best.seed,
+            "implementations": {"training": pipes.train.plan.record(), "evaluation": pipes.evaluate.plan.record()},
+            "summary_micro_mean_std": summary,
+            "wilcoxon_pooled_over_seeds": _pooled_wilcoxon(per_seed_cols),
+            "per_seed": seeds_json,
+            "seconds": round(time.perf_counter() - t0, 2),
         }
-        results.append(res)
-        per_seed_cols.append((cols, test_users))
-    best = max(results, key=lambda r: (r.best_val if r.best_val is not None else -np.inf))
-    bank = SoftPromptBank(best.params.basis.detach().cpu().float(), best.params.alpha.detach().cpu().float(),
-                          corpus.users.ids, backbone.name, config_hash(cfg.to_json()), cfg.template)
-    bank.save(out / "prompts.safetensors")
-    summary = {}
-    for column in COLUMNS:
-        micro = [seeds_json[str(s)]["test"][column]["micro"] for s in cfg.seeds]
-        summary[column] = {n: {"mean": float(np.mean([m[n] for m in micro])), "std": float(np.std([m[n] for m in micro]))}
-                           for n in M.METRIC_NAMES}
-    first = seeds_json[str(cfg.seeds[0])]
-    payload = {
-        "command": "train", "model": backbone.name, "probe": cfg.probe, "seeds": list(cfg.seeds),
-        "protocol": {**cfg.protocol(), "max_tiles_applied": tiles},
-        "samples": {**first["samples"], "dropped_no_signal": corpus.dropped_no_mass},
-        "test_split": first["tested_on"],
-        "prompt_bank_seed": best.seed,
-        "implementations": {"training": pipes.train.plan.record(), "evaluation": pipes.evaluate.plan.record()},
-        "summary_micro_mean_std": summary,
-        "wilcoxon_pooled_over_seeds": _pooled_wilcoxon(per_seed_cols),
-        "per_seed": seeds_json,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    write_json(out / "metrics.json", payload)
-    learning_curve(out / "learning_curve.png", results, cfg.selection)
-    return payload
+        write_json(out / "metrics.json", payload)
+        learning_curve(out / "learning_curve.png", results, cfg.selection)
+        return payload
