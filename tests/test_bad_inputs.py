@@ -327,6 +327,16 @@ case("validate", "control character in a profile", "profile")(
     lambda ws: (edit_parquet(ws / "data" / "users.parquet", "profile", ["a\x07b", "a", "b", "c"]), val_args(ws))[1])
 case("validate", "special token in a label", "label")(
     lambda ws: (edit_layout(ws, lambda p: p["slots"][1].__setitem__("label", "<|im_start|>")), val_args(ws))[1])
+def undecodable_name(ws: Workspace) -> None:
+    """A copy of the first slate under a file name whose bytes are not UTF-8."""
+    folder = ws / "data" / "slates"
+    data = (folder / f"{first_slate(ws)}.png").read_bytes()
+    with open(os.path.join(os.fsencode(folder), b"x\xff.png"), "wb") as fh:
+        fh.write(data)
+
+
+case("validate", "slate file name not UTF-8", "not valid UTF-8")(lambda ws: (undecodable_name(ws), val_args(ws))[1])
+case("simulate", "slate file name not UTF-8", "not valid UTF-8")(lambda ws: (undecodable_name(ws), sim_args(ws))[1])
 case("validate", "label that is not one token", "slate", "labels", "zebra crossing")(
     lambda ws: (edit_layout(ws, lambda p: p["slots"][0].__setitem__("label", "zebra crossing")), val_args(ws))[1])
 case("validate", "prompt bank of another hidden size", "hidden size")(

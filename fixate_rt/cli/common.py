@@ -72,7 +72,9 @@ def fail_cleanly(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except FixateError as exc:
             code = getattr(exc, "exit_code", 2)  # 130 for an interrupted run, as a shell reports Ctrl-C
-            print(f"fixate-rt: {'error: ' if code == 2 else ''}{exc}", file=sys.stderr)
+            # a path with undecodable bytes (kept as surrogates) must not break the one line that names it
+            message = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+            print(f"fixate-rt: {'error: ' if code == 2 else ''}{message}", file=sys.stderr)
             raise typer.Exit(code) from None
 
     return wrapper

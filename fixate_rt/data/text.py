@@ -48,6 +48,10 @@ def check_id(value: object, loc: str) -> str:
         raise ValidationError(f"{loc}: empty id")
     if len(value) > MAX_ID_CHARS:
         raise ValidationError(f"{loc}: id of {len(value)} characters, more than the {MAX_ID_CHARS} allowed")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a file name with bytes that are not UTF-8 (Python keeps them as surrogates)
+        raise ValidationError(f"{loc}: id {value!r} is not valid UTF-8 text") from None
     bad = _control_chars(value) + [c for c in value if c in "\n\t"]
     if bad:
         raise ValidationError(f"{loc}: id contains the control character {bad[0]!r}")
