@@ -666,6 +666,186 @@ case("info", "truncated weights", "cannot load")(
 case("info", "unknown option", "--colour")(lambda ws: ["info", "--colour", "red"])
 
 
+# -------------------------------------------------------------------------- permute and the experiments
+def permute_args(ws: Workspace, *extra, policy="reverse") -> list:
+    return ["permute", "--images", ws / "data" / "slates", "--out", ws / "variant", "--policy", policy, *extra]
+
+
+def order_file(ws: Workspace, **columns) -> Path:
+    return table(ws / "order.parquet", **columns)
+
+
+case("permute", "missing slates folder", "not found")(
+    lambda ws: [a if a != ws / "data" / "slates" else ws / "nope" for a in permute_args(ws)])
+case("permute", "unknown policy", "--policy", "sideways")(lambda ws: permute_args(ws, policy="sideways"))
+case("permute", "swap with an unknown label", "ZZ")(lambda ws: permute_args(ws, policy="swap:A,ZZ"))
+case("permute", "swap of a label with itself", "itself")(lambda ws: permute_args(ws, policy="swap:A,A"))
+case("permute", "order file not parquet", "order.parquet")(
+    lambda ws: permute_args(ws, policy=garbage(ws / "order.parquet")))
+case("permute", "order file without order", "order")(
+    lambda ws: permute_args(ws, policy=order_file(ws, slate_id=[first_slate(ws)])))
+case("permute", "order file naming an unknown slate", "ghost")(
+    lambda ws: permute_args(ws, policy=order_file(ws, slate_id=["ghost"], order=[list("ABCDEFGHIJKLMNO")])))
+case("permute", "order file naming an unknown label", "'Q'")(
+    lambda ws: permute_args(ws, policy=order_file(ws, slate_id=[first_slate(ws)], order=[list("QBCDEFGHIJKLMNO")])))
+case("permute", "order file repeating a label", "exactly once")(
+    lambda ws: permute_args(ws, policy=order_file(ws, slate_id=[first_slate(ws)], order=[list("AACDEFGHIJKLMNO")])))
+case("permute", "order file with a slate twice", "duplicate")(
+    lambda ws: permute_args(ws, policy=order_file(ws, slate_id=[first_slate(ws)] * 2, order=[list("ABCDEFGHIJKLMNO")] * 2)))
+case("permute", "out is the source folder", "source folder")(
+    lambda ws: [a if a != ws / "variant" else ws / "data" / "slates" for a in permute_args(ws)])
+case("permute", "out holds other files", "other files")(
+    lambda ws: [a if a != ws / "variant" else ws / "data" for a in permute_args(ws)])
+case("permute", "out is a file", "outfile")(
+    lambda ws: (garbage(ws / "outfile"), [a if a != ws / "variant" else ws / "outfile" for a in permute_args(ws)])[1])
+case("permute", "unknown label mode", "--labels")(lambda ws: permute_args(ws, "--labels", "colour"))
+case("permute", "negative seed", "--seed")(lambda ws: permute_args(ws, "--seed", "-2"))
+case("permute", "corrupt source image", ".png")(
+    lambda ws: (garbage(ws / "data" / "slates" / f"{first_slate(ws)}.png"), permute_args(ws))[1])
+case("permute", "boxes of different sizes", "equal size")(
+    lambda ws: (edit_layout(ws, lambda p: p["slots"][0].__setitem__("box", [p["slots"][0]["box"][0],
+                p["slots"][0]["box"][1], p["slots"][0]["box"][2] - 20, p["slots"][0]["box"][3]])), permute_args(ws))[1])
+
+
+def second_run(ws: Workspace) -> Path:
+    import shutil
+
+    shutil.copytree(ws / "sim", ws / "sim2")
+    return ws / "sim2"
+
+
+def cmp_args(ws: Workspace, *extra) -> list:
+    return ["compare", ws / "sim", second_run(ws) if not (ws / "sim2").exists() else ws / "sim2", "--out",
+            ws / "cmp", *extra]
+
+
+def edit_run(path: Path, column: str, fn) -> Path:
+    t = pq.read_table(path / "simulations.parquet")
+    values = [fn(v) for v in t.column(column).to_pylist()]
+    edit_parquet(path / "simulations.parquet", column, pa.array(values, t.schema.field(column).type))
+    return path
+
+
+def first_row_only(fn):
+    done = []
+
+    def edit(value):
+        if done:
+            return value
+        done.append(1)
+        return fn(value)
+    return edit
+
+
+case("compare", "missing run", "not found")(lambda ws: ["compare", ws / "nope", ws / "sim", "--out", ws / "cmp"])
+case("compare", "run not parquet", "simulations.parquet")(
+    lambda ws: (garbage(second_run(ws) / "simulations.parquet"), cmp_args(ws))[1])
+case("compare", "run without click_slot", "click_slot")(
+    lambda ws: (drop_column(second_run(ws) / "simulations.parquet", "click_slot"), cmp_args(ws))[1])
+case("compare", "unpaired users", "only in A", "--allow-unpaired")(
+    lambda ws: (edit_run(second_run(ws), "user_id", lambda u: u if u != "u000" else "someone"), cmp_args(ws))[1])
+case("compare", "runs over other slates", "different slates")(
+    lambda ws: (edit_run(second_run(ws), "slate_id", lambda s: s + "x"), cmp_args(ws))[1])
+case("compare", "level above 1", "--level")(lambda ws: cmp_args(ws, "--level", "1.5"))
+case("compare", "NaN level", "--level")(lambda ws: cmp_args(ws, "--level", "nan"))
+case("compare", "too few resamples", "--resamples")(lambda ws: cmp_args(ws, "--resamples", "10"))
+case("compare", "NaN p_click", "finite")(
+    lambda ws: (edit_run(second_run(ws), "p_click", first_row_only(lambda v: [float("nan")] * len(v))), cmp_args(ws))[1])
+case("compare", "click outside the slate", "click_slot")(
+    lambda ws: (edit_run(second_run(ws), "click_slot", first_row_only(lambda v: 99)), cmp_args(ws))[1])
+case("compare", "empty user id", "user_id", "empty")(
+    lambda ws: (edit_run(second_run(ws), "user_id", first_row_only(lambda v: "")), cmp_args(ws))[1])
+case("compare", "out holds other files", "other files")(
+    lambda ws: [a if a != ws / "cmp" else ws / "data" for a in cmp_args(ws)])
+case("compare", "out is a file", "outfile")(
+    lambda ws: (garbage(ws / "outfile"), [a if a != ws / "cmp" else ws / "outfile" for a in cmp_args(ws)])[1])
+case("compare", "slates of B missing", "not found")(
+    lambda ws: cmp_args(ws, "--images-a", ws / "data" / "slates", "--images-b", ws / "nope"))
+case("compare", "variants with other items", "different items")(
+    lambda ws: (__import__("shutil").copytree(ws / "data" / "slates", ws / "other"),
+                (lambda f: f.write_text(f.read_text().replace('"label": "A"', '"label": "Z"', 1)))(
+                    ws / "other" / "layout.json"),
+                cmp_args(ws, "--images-a", ws / "data" / "slates", "--images-b", ws / "other"))[2])
+case("compare", "unknown option", "--colour")(lambda ws: cmp_args(ws, "--colour", "red"))
+
+
+def pb_args(ws: Workspace, *runs, images=True) -> list:
+    runs = runs or (ws / "sim",)
+    return ["position-bias", *runs, "--out", ws / "pb", *(["--images", ws / "data" / "slates"] if images else [])]
+
+
+case("position-bias", "missing run", "not found")(lambda ws: pb_args(ws, ws / "nope"))
+case("position-bias", "run not parquet", "simulations.parquet")(
+    lambda ws: (garbage(ws / "sim" / "simulations.parquet"), pb_args(ws))[1])
+case("position-bias", "run without slot_relevance", "slot_relevance")(
+    lambda ws: (drop_column(ws / "sim" / "simulations.parquet", "slot_relevance"), pb_args(ws))[1])
+case("position-bias", "slates unknown", "--images")(lambda ws: pb_args(ws, images=False))
+case("position-bias", "slates folder missing", "not found")(
+    lambda ws: [a if a != ws / "data" / "slates" else ws / "nope" for a in pb_args(ws)])
+case("position-bias", "a slate the folder lacks", "is not in")(
+    lambda ws: (edit_run(ws / "sim", "slate_id", lambda s: s + "x"), pb_args(ws))[1])
+case("position-bias", "slot count of the run differs", "slots")(
+    lambda ws: (edit_run(ws / "sim", "p_click", lambda v: v + [0.0]),
+                edit_run(ws / "sim", "slot_relevance", lambda v: v + [0.0]), pb_args(ws))[2])
+case("position-bias", "NaN relevance", "finite")(
+    lambda ws: (edit_run(ws / "sim", "slot_relevance", first_row_only(lambda v: [float("nan")] * len(v))),
+                pb_args(ws))[1])
+case("position-bias", "negative click slot", "click_slot")(
+    lambda ws: (edit_run(ws / "sim", "click_slot", first_row_only(lambda v: -1)), pb_args(ws))[1])
+case("position-bias", "out is a file", "outfile")(
+    lambda ws: (garbage(ws / "outfile"), [a if a != ws / "pb" else ws / "outfile" for a in pb_args(ws)])[1])
+case("position-bias", "out holds other files", "other files")(
+    lambda ws: [a if a != ws / "pb" else ws / "data" for a in pb_args(ws)])
+case("position-bias", "too few sessions", "at least 10")(
+    lambda ws: (pq.write_table(pq.read_table(ws / "sim" / "simulations.parquet").slice(0, 5),
+                               ws / "sim" / "simulations.parquet"), pb_args(ws))[1])
+case("position-bias", "corrupt slate image", ".png")(
+    lambda ws: (garbage(ws / "data" / "slates" / f"{first_slate(ws)}.png"), pb_args(ws))[1])
+case("position-bias", "empty slate id", "slate_id", "empty")(
+    lambda ws: (edit_run(ws / "sim", "slate_id", first_row_only(lambda v: "")), pb_args(ws))[1])
+case("position-bias", "one of two runs corrupt", "sim2")(
+    lambda ws: (garbage(second_run(ws) / "simulations.parquet"), pb_args(ws, ws / "sim", ws / "sim2"))[1])
+case("position-bias", "no run given", "Missing argument")(lambda ws: ["position-bias", "--out", ws / "pb"])
+
+
+def ec_args(ws: Workspace, *extra, fmt="yandex", images=True) -> list:
+    return ["export-clicks", ws / "sim", "--format", fmt, "--out", ws / "log.tsv",
+            *(["--images", ws / "data" / "slates"] if images else []), *extra]
+
+
+case("export-clicks", "missing run", "not found")(
+    lambda ws: [a if a != ws / "sim" else ws / "nope" for a in ec_args(ws)])
+case("export-clicks", "run not parquet", "simulations.parquet")(
+    lambda ws: (garbage(ws / "sim" / "simulations.parquet"), ec_args(ws))[1])
+case("export-clicks", "unknown format", "--format")(lambda ws: ec_args(ws, fmt="csv"))
+case("export-clicks", "missing format", "--format")(
+    lambda ws: [a for a in ec_args(ws) if a not in ("--format", "yandex")])
+case("export-clicks", "out is a folder", "--out")(
+    lambda ws: [a if a != ws / "log.tsv" else ws / "data" for a in ec_args(ws)])
+case("export-clicks", "out inside a file", "--out")(
+    lambda ws: (garbage(ws / "outfile"), [a if a != ws / "log.tsv" else ws / "outfile" / "log.tsv"
+                                          for a in ec_args(ws)])[1])
+case("export-clicks", "slates unknown", "--images")(lambda ws: ec_args(ws, images=False))
+case("export-clicks", "slates folder missing", "not found")(
+    lambda ws: [a if a != ws / "data" / "slates" else ws / "nope" for a in ec_args(ws)])
+case("export-clicks", "a slate the folder lacks", "is not in")(
+    lambda ws: (edit_run(ws / "sim", "slate_id", lambda s: s + "x"), ec_args(ws))[1])
+case("export-clicks", "slot count of the run differs", "slots")(
+    lambda ws: (edit_run(ws / "sim", "p_click", lambda v: v + [0.0]),
+                edit_run(ws / "sim", "slot_relevance", lambda v: v + [0.0]), ec_args(ws, fmt="clax"))[2])
+case("export-clicks", "NaN p_click", "finite")(
+    lambda ws: (edit_run(ws / "sim", "p_click", first_row_only(lambda v: [float("nan")] * len(v))), ec_args(ws))[1])
+case("export-clicks", "click outside the slate", "click_slot")(
+    lambda ws: (edit_run(ws / "sim", "click_slot", first_row_only(lambda v: 40)), ec_args(ws))[1])
+case("export-clicks", "empty slate id", "slate_id", "empty")(
+    lambda ws: (edit_run(ws / "sim", "slate_id", first_row_only(lambda v: "")), ec_args(ws))[1])
+case("export-clicks", "run without click_label", "click_label")(
+    lambda ws: (drop_column(ws / "sim" / "simulations.parquet", "click_label"), ec_args(ws))[1])
+case("export-clicks", "corrupt layout", "layout.json")(
+    lambda ws: (garbage(ws / "data" / "slates" / "layout.json", b"{nope"), ec_args(ws))[1])
+case("export-clicks", "unknown option", "--colour")(lambda ws: ec_args(ws, "--colour", "red"))
+
+
 # --------------------------------------------------------------------------------------------- tests
 @pytest.mark.parametrize("c", CASES, ids=[f"{c.command}: {c.name}" for c in CASES])
 def test_bad_input_gets_one_clean_line(ws, c):

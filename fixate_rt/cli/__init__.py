@@ -7,7 +7,7 @@ modules by theme; importing them registers them on the one `app`.
 from __future__ import annotations
 
 # Imported in the order `--help` lists them; importing a module registers its commands.
-from . import data_cmds, run_cmds, analysis_cmds, train_cmd, model_cmds  # noqa: F401, I001
+from . import data_cmds, run_cmds, analysis_cmds, train_cmd, model_cmds, experiment_cmds  # noqa: F401, I001
 from .common import app
 
 __all__ = ["app", "main"]

@@ -227,6 +227,8 @@ def read_slates(folder: Path) -> dict[str, Slate]:
     if not images:
         raise InputError(f"{folder}: no slate images (*.png, *.jpg) found")
     for path in sorted(folder.glob("*.json")):
+        if path.name.startswith("."):  # records beside the slates (a variant folder's .permutation.json)
+            continue
         if path.name != SHARED_LAYOUT and path.stem not in images:
             raise ValidationError(f"{path}: layout has no image {path.stem}.png/.jpg beside it")
     shared_path = folder / SHARED_LAYOUT

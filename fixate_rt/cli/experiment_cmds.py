@@ -1,0 +1,95 @@
+"""Experiment commands: `permute` (counterfactual slates), `compare` (policy comparison), `position-bias`
+(examination by position and click models) and `export-clicks` (logs for click-model toolkits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import app, fail_cleanly, out_console
+
+
+@app.command()
+@fail_cleanly
+def permute(
+    images: Annotated[Path, typer.Option(help="slates folder to vary")],
+    out: Annotated[Path, typer.Option(help="new folder for the variants (same slate ids: use it as --images)")],
+    policy: Annotated[str, typer.Option(help="reverse, shuffle, swap:A,F (two labels), or an order .parquet of "
+                                             "(slate_id, order: list of labels)")],
+    seed: Annotated[int, typer.Option(min=0, help="seed of --policy shuffle")] = 0,
+    labels: Annotated[str, typer.Option(help="item: labels follow their items (redrawn on the built-in grid); "
+                                             "position: labels stay with the positions")] = "item",
+) -> None:
+    """The same items in other positions: pixels, layout labels and item metadata move with their items."""
+    from ..experiments.permute import parse_policy, permute_folder
+
+    result = permute_folder(images, out, parse_policy(policy, seed), labels)
+    out_console.print(f"{result['slates']} variant slates ({result['moved_items']} items moved) -> {out}")
+
+
+@app.command()
+@fail_cleanly
+def compare(
+    sim_a: Annotated[Path, typer.Argument(help="run A: simulations.parquet or a simulate --out folder")],
+    sim_b: Annotated[Path, typer.Argument(help="run B, over the same users on variants of the same slates")],
+    out: Annotated[Path, typer.Option(help="folder for compare.json, per_item.csv, per_position.csv, compare.png")],
+    level: Annotated[float, typer.Option(help="confidence level of the bootstrap intervals")] = 0.95,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples over users")] = 2000,
+    seed: Annotated[int, typer.Option(min=0, help="bootstrap seed")] = 0,
+    allow_unpaired: Annotated[bool, typer.Option("--allow-unpaired", help="compare only the users both runs "
+                                                                          "have")] = False,
+    images_a: Annotated[Optional[Path], typer.Option(help="A's slates [default: from A's run.json]")] = None,
+    images_b: Annotated[Optional[Path], typer.Option(help="B's slates [default: from B's run.json]")] = None,
+) -> None:
+    """Click share per item, per position and overall, B − A, with paired bootstrap intervals over users."""
+    from ..experiments.compare import compare_runs
+    from ..experiments.reports import write_compare
+
+    result = compare_runs(sim_a, sim_b, resamples=resamples, level=level, seed=seed, allow_unpaired=allow_unpaired,
+                          images_a=images_a, images_b=images_b)
+    write_compare(out, result)
+    tv = result["overall"]
+    out_console.print(f"{result['users']} paired users; total variation of item clicks {tv['total_variation']:.3f} "
+                      f"[{tv['low']:.3f}, {tv['high']:.3f}] -> {out / 'compare.png'}")
+
+
+@app.command("position-bias")
+@fail_cleanly
+def position_bias(
+    sims: Annotated[list[Path], typer.Argument(help="one or more runs (simulations.parquet or simulate --out "
+                                                    "folders), ideally on variants that move items around")],
+    out: Annotated[Path, typer.Option(help="folder for position_bias.json/.csv/.png")],
+    images: Annotated[Optional[Path], typer.Option(help="the slates of every run [default: each run's own, from "
+                                                        "its run.json]")] = None,
+) -> None:
+    """Examination by position: the model's attention, and logit, PBM and cascade click models fitted to clicks."""
+    from ..experiments.position_bias import position_bias as fit
+    from ..experiments.reports import write_position_bias
+    from ..experiments.runs import read_run, slates_of
+
+    runs = [read_run(s) for s in sims]
+    result = fit(runs, images)
+    slates = slates_of(runs[0], images)
+    write_position_bias(out, result, slates[sorted(set(runs[0].slates))[0]])
+    theta = ", ".join(f"{v:.2f}" for v in result["logit"]["theta"])
+    out_console.print(f"{result['sessions']} sessions; logit θ by position: {theta} -> {out / 'position_bias.png'}")
+
+
+@app.command("export-clicks")
+@fail_cleanly
+def export_clicks(
+    sim: Annotated[Path, typer.Argument(help="a run: simulations.parquet or a simulate --out folder")],
+    format: Annotated[str, typer.Option("--format", help="yandex (PyClick's log format) or clax (clax-models' "
+                                                         "Parquet arrays)")],
+    out: Annotated[Path, typer.Option(help="output file (yandex also writes OUT.ids.csv and OUT.examination.tsv)")],
+    images: Annotated[Optional[Path], typer.Option(help="the run's slates [default: from its run.json]")] = None,
+) -> None:
+    """Simulated sessions as click logs, with the model's per-position attention as examination."""
+    from ..experiments.click_logs import export_clicks as write
+    from ..experiments.runs import read_run
+
+    result = write(read_run(sim), out, format, images)
+    out_console.print(f"{result['sessions']} sessions over {result['queries']} slates ({result['urls']} items) "
+                      f"-> {out}")

@@ -1,0 +1,1 @@
+"""Experiments around simulated clicks: counterfactual slates, policy comparison, position bias, click logs."""

@@ -1,0 +1,156 @@
+"""Writing the experiment commands' results: JSON and CSV for machines, a PNG a person reads at a glance.
+
+Everything is written into a staging folder beside ``--out`` and swapped into place, so a failure leaves
+nothing half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import write_json
+
+ALLOWED_SUFFIXES = (".json", ".csv", ".png")
+
+
+@contextlib.contextmanager
+def report_folder(out: Path) -> Iterator[Path]:
+    """A staging folder swapped onto ``out`` when the block succeeds; ``out`` must be new or a previous report."""
+    out = Path(out).absolute()
+    if out.exists() and (not out.is_dir() or any(p.suffix not in ALLOWED_SUFFIXES for p in out.iterdir())):
+        raise InputError(f"{out}: exists and holds other files than a report; choose a new --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        yield stage
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old / "previous")
+            os.replace(stage, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_compare(path: Path, result: dict, top: int = 20) -> None:
+    """Left: the items whose share moved most, with their intervals; right: the effect per position."""
+    plt = _plt()
+    items = sorted(result["per_item"], key=lambda r: -abs(r["diff"]))[:top][::-1]
+    pos = result["per_position"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, max(4.0, 0.28 * len(items) + 1.5)), dpi=100,
+                             gridspec_kw={"width_ratios": [1.2, 1]})
+    level = int(round(100 * result["level"]))
+    for ax, rows, key, title in ((axes[0], items, "item", f"items that moved most (top {len(items)})"),
+                                 (axes[1], pos, "position", "by position (slot index)")):
+        y = np.arange(len(rows))
+        d = np.array([r["diff"] for r in rows])
+        err = np.array([[r["diff"] - r["low"] for r in rows], [r["high"] - r["diff"] for r in rows]])
+        colours = ["#b2182b" if v < 0 else "#2166ac" for v in d]
+        ax.barh(y, d, xerr=err, color=colours, alpha=0.85, error_kw={"elinewidth": 1, "capsize": 2})
+        ax.set_yticks(y, [str(r[key]) for r in rows], fontsize=8)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(f"click share B − A (mean over users, {level}% bootstrap CI)")
+        ax.set_title(title, fontsize=10)
+        if key == "position":
+            ax.invert_yaxis()
+    tv = result["overall"]
+    fig.suptitle(f"{_run_name(result['a'])} → {_run_name(result['b'])}: "
+                 f"{result['users']} users; total variation {tv['total_variation']:.3f} "
+                 f"[{tv['low']:.3f}, {tv['high']:.3f}]", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def _run_name(path: str) -> str:
+    p = Path(path)
+    return p.parent.name if p.suffix == ".parquet" else p.name
+
+
+def write_compare(out: Path, result: dict) -> None:
+    with report_folder(out) as stage:
+        write_json(stage / "compare.json", result)
+        write_csv(stage / "per_item.csv", result["per_item"])
+        write_csv(stage / "per_position.csv", result["per_position"])
+        plot_compare(stage / "compare.png", result)
+
+
+def _overlay(ax, image, boxes, values, title, cmap, vmax) -> None:
+    """The slate with each box tinted by its value (one colour scale per panel) and the value written on it."""
+    import matplotlib.patheffects as pe
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(image)
+    cm = colormaps[cmap]
+    for box, v in zip(boxes, values):
+        x0, y0, x1, y1 = (float(t) for t in box)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=cm(v / vmax if vmax > 0 else 0), alpha=0.6,
+                               edgecolor="white", lw=0.8))
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, f"{v:.2f}", ha="center", va="center", fontsize=9, color="white",
+                path_effects=[pe.withStroke(linewidth=2.5, foreground="black")])
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+
+
+def plot_position_bias(path: Path, result: dict, slate) -> None:
+    """Three panels over one slate's positions: the logit model's θ = exp(β) (max 1), PBM's relative θ, and the
+    model's mean attention; a colour bar per panel."""
+    plt = _plt()
+    from matplotlib import cm as mcm
+    from matplotlib.colors import Normalize
+
+    image = slate.load_image()
+    boxes = slate.layout.boxes
+    n = len(boxes)
+    panels = [("click model (logit): θ = exp(β), largest = 1", result["logit"]["theta"][:n], "viridis"),
+              ("PBM examination θ (relative)", result["pbm"]["theta_relative"][:n], "viridis"),
+              ("model attention (mean slot relevance)", result["attention"][:n], "magma")]
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.6), dpi=100)
+    for ax, (title, values, cmap) in zip(axes, panels):
+        vmax = max(values) if values else 1.0
+        _overlay(ax, image, boxes, values, title, cmap, vmax)
+        fig.colorbar(mcm.ScalarMappable(norm=Normalize(0, vmax), cmap=cmap), ax=ax, fraction=0.03, pad=0.01)
+    fig.suptitle(f"position effects from {result['sessions']} simulated sessions over {result['configurations']} "
+                 f"slate configurations (shown on slate '{slate.slate_id}')", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def write_position_bias(out: Path, result: dict, slate) -> None:
+    with report_folder(out) as stage:
+        write_json(stage / "position_bias.json", result)
+        rows = [{"position": k, "attention": result["attention"][k], "click_share": result["click_share"][k],
+                 "logit_beta": result["logit"]["beta"][k], "logit_theta": result["logit"]["theta"][k],
+                 "pbm_theta": result["pbm"]["theta"][k], "cascade_examination": result["cascade"]["examination"][k]}
+                for k in range(result["positions"])]
+        write_csv(stage / "position_bias.csv", rows)
+        plot_position_bias(stage / "position_bias.png", result, slate)

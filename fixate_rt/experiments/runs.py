@@ -1,0 +1,112 @@
+"""Reading finished simulations for the experiment commands: the local engine's ``simulations.parquet``, a run
+folder holding it, or the Ray engine's partitioned Parquet folder, with the slates each run was made on."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..data.slates import Slate, read_slates
+from ..data.text import check_id
+from ..errors import InputError, ValidationError, where
+
+COLUMNS = ("user_id", "slate_id", "click_slot", "click_label", "p_click", "slot_relevance")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One simulation: R rows with user/slate ids, the clicked position and item key, p_click and relevance
+    per row (lists of S floats), and the slates folder it ran on when known (from its run.json)."""
+
+    source: Path
+    users: np.ndarray  # [R] str
+    slates: np.ndarray  # [R] str
+    click_slot: np.ndarray  # [R] int
+    item: np.ndarray  # [R] str: the clicked item's id, else its label (a variant's ids are its source labels)
+    p_click: list
+    relevance: list
+    images: Path | None
+
+
+def _table(path: Path) -> tuple[pa.Table, Path | None]:
+    run_json = None
+    if path.is_dir():
+        if (path / "simulations.parquet").is_file():
+            run_json = path / "run.json"
+            path = path / "simulations.parquet"
+        elif (path / "run.json").is_file():  # the Ray engine: run.json names the partitioned folder
+            run_json = path / "run.json"
+            try:
+                path = Path(json.loads(run_json.read_text(encoding="utf-8"))["outputs"]["simulations"])
+            except (ValueError, KeyError, TypeError):
+                raise ValidationError(f"{run_json}: no outputs.simulations entry") from None
+    elif (path.parent / "run.json").is_file():
+        run_json = path.parent / "run.json"
+    if not path.exists():
+        raise InputError(f"{path}: simulation not found (a simulations.parquet or a simulate --out folder)")
+    try:
+        table = pq.read_table(path)
+        table.validate(full=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable simulation ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+    images = None
+    if run_json is not None and run_json.is_file():
+        try:
+            folder = json.loads(run_json.read_text(encoding="utf-8")).get("config", {}).get("images")
+            images = Path(folder) if folder and Path(folder).is_dir() else None
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            images = None
+    return table, images
+
+
+def read_run(path: Path) -> Run:
+    """Read and check a simulation (ids, click positions, finite probabilities)."""
+    path = Path(path)
+    table, images = _table(path)
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValidationError(f"{where(path, field=missing[0])}: required column is missing")
+    if table.num_rows == 0:
+        raise ValidationError(f"{path}: no rows")
+    users = table.column("user_id").to_pylist()
+    slates = table.column("slate_id").to_pylist()
+    for row, (u, s) in enumerate(zip(users, slates)):
+        check_id(u, where(path, row, "user_id"))
+        check_id(s, where(path, row, "slate_id"))
+    slot = np.asarray(table.column("click_slot").to_pylist(), dtype=object)
+    labels = table.column("click_label").to_pylist()
+    ids = table.column("click_item_id").to_pylist() if "click_item_id" in table.column_names else [None] * len(labels)
+    p = table.column("p_click").to_pylist()
+    rel = table.column("slot_relevance").to_pylist()
+    for row, (k, pr, r) in enumerate(zip(slot, p, rel)):
+        if not isinstance(k, int) or pr is None or not 0 <= k < len(pr):
+            raise ValidationError(f"{where(path, row, 'click_slot')}: {k!r} is not a slot of the row's p_click")
+        if r is None or len(r) != len(pr) or not (np.isfinite(pr).all() and np.isfinite(r).all()):
+            raise ValidationError(f"{where(path, row)}: p_click and slot_relevance must be finite and of one length")
+    item = np.array([str(i) if i is not None else str(lab) for i, lab in zip(ids, labels)], dtype=object)
+    return Run(path, np.array(users, dtype=object), np.array(slates, dtype=object), slot.astype(np.int64), item, p,
+               rel, images)
+
+
+def slates_of(run: Run, images: Path | None) -> dict[str, Slate]:
+    """The slates a run was made on: ``images`` if given, else the folder its run.json names."""
+    folder = images if images is not None else run.images
+    if folder is None:
+        raise ValidationError(f"{run.source}: its slates folder is unknown (no run.json naming an existing "
+                              "folder); pass --images")
+    slates = read_slates(folder)
+    unknown = sorted(set(run.slates) - set(slates))
+    if unknown:
+        raise ValidationError(f"{run.source}: slate '{unknown[0]}' is not in {folder}")
+    return slates
+
+
+def item_keys(slate: Slate) -> list[str]:
+    """Per position, the key a click on it is counted under: the item's id, else its label."""
+    items = slate.layout.items or tuple({} for _ in slate.layout.labels)
+    return [str(it.get("id", it.get("item_id", lab))) for it, lab in zip(items, slate.layout.labels)]
