@@ -11,6 +11,7 @@ computes only the missing chunks. Ray is an optional extra (``pip install 'fixat
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -244,7 +245,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
                 trust_export=config.trust_export, template=config.template.value,
                 allow_template_mismatch=config.allow_template_mismatch)
             shard = config.shard_pairs
-            result = result.map_batches(lambda b: {**b, "chunk": b["pair"] // shard}, batch_format="numpy")
+            result = result.map_batches(lambda t: _with_chunk(t, shard), batch_format="pyarrow")
             result.write_parquet(str(store.dir), partition_cols=["chunk"])
             for i in pending:  # the chunks kept were checked by `store.complete`
                 _check_chunk(store.folder(i), chunks[i], config.samples)
@@ -275,6 +276,26 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
         }
         write_json(out / "run.json", payload)
         return payload
+
+
+NULLABLE = ("click_item_id", "click_item_kind", "click_item_rank", "click_row", "click_col")
+
+
+def _with_chunk(table: pa.Table, shard: int) -> pa.Table:
+    """Add the chunk column, and give the nullable click metadata its simulations.parquet type: numpy batches
+    turn an all-null column into float NaN, which would write ``click_item_id`` as a float column."""
+    from .data.tables import SIMULATIONS_SCHEMA
+
+    for name in NULLABLE:
+        if name in table.column_names:
+            kind = SIMULATIONS_SCHEMA.field(name).type
+            col = table.column(name)
+            if col.type != kind:
+                values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in col.to_pylist()]
+                if pa.types.is_integer(kind):
+                    values = [None if v is None else int(v) for v in values]
+                table = table.set_column(table.column_names.index(name), name, pa.array(values, kind))
+    return table.append_column("chunk", pa.array(table.column("pair").to_numpy() // shard, pa.int64()))
 
 
 def _check_chunk(folder: Path, chunk: range, samples: int) -> None:

@@ -119,6 +119,17 @@ def test_cli_engine_ray_writes_parquet_and_resumes(cluster, synth_dir, local, tm
     run = json.loads((tmp_path / "ray" / "run.json").read_text())
     assert run["resumed_pairs"] == 24 - 7
     _same_rows(_in_local_order(pq.read_table(tmp_path / "ray" / "simulations").drop_columns(["chunk"])), local)
+    written = pq.read_table(tmp_path / "ray" / "simulations").schema
+    assert written.field("click_item_id").type == pa.string() and written.field("click_row").type == pa.int32()
+    # the experiment commands read the Ray engine's folder as they read a local run: same clicks, zero effects
+    local_args = [a if a != str(tmp_path / "ray") else str(tmp_path / "local") for a in args[:-6]]
+    assert runner.invoke(app, local_args).exit_code == 0
+    result = runner.invoke(app, ["compare", str(tmp_path / "local"), str(tmp_path / "ray"), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    compared = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert compared["overall"]["total_variation"] == 0 and all(r["diff"] == 0 for r in compared["per_position"])
+    result = runner.invoke(app, ["position-bias", str(tmp_path / "ray"), "--out", str(tmp_path / "pb")])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
 
 
 def test_unknown_address_is_one_line(synth_dir, tmp_path):

@@ -88,7 +88,8 @@ def read_run(path: Path) -> Run:
             raise ValidationError(f"{where(path, row, 'click_slot')}: {k!r} is not a slot of the row's p_click")
         if r is None or len(r) != len(pr) or not (np.isfinite(pr).all() and np.isfinite(r).all()):
             raise ValidationError(f"{where(path, row)}: p_click and slot_relevance must be finite and of one length")
-    item = np.array([str(i) if i is not None else str(lab) for i, lab in zip(ids, labels)], dtype=object)
+    # an all-null id column written by an older Ray run reads as float NaN: treated as null, like any missing id
+    item = np.array([str(i) if isinstance(i, str) else str(lab) for i, lab in zip(ids, labels)], dtype=object)
     return Run(path, np.array(users, dtype=object), np.array(slates, dtype=object), slot.astype(np.int64), item, p,
                rel, images)
 
