@@ -28,7 +28,8 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 
     _C = None
     if importlib.util.find_spec("fixate_rt._C") is None:
-        _CPP_ERROR = "C++ module fixate_rt._C not built (installed with FIXATE_RT_BUILD_CPP=OFF?); reinstall to build it"
+        _CPP_ERROR = ("C++ module fixate_rt._C not built (installed with FIXATE_RT_BUILD_CPP=OFF, or where no C++ "
+                      "compiler was found); reinstall with a compiler to build it")
     else:
         _CPP_ERROR = f"C++ module fixate_rt._C failed to import: {exc}"
 
