@@ -19,11 +19,37 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+# The built-in models (fixate_rt/backbones/tiny.py builds them offline); listed here so --help can name them
+# without importing torch. tests/test_cli.py checks the two agree.
+BUILTIN_MODELS = ("tiny-qwen3vl", "tiny-qwen2vl", "tiny-qwen25vl", "tiny-internvl", "mid-qwen3vl", "qwen3vl-4b-shape")
+MODEL_HELP = ("a local checkpoint folder, an export folder, or a built-in model: " + ", ".join(BUILTIN_MODELS))
+
+
+def parse_device(value: object) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (a `Device` or its value); anything else is one clear error."""
+    import re
+
+    from .errors import ValidationError
+
+    text = value.value if isinstance(value, Enum) else str(value)
+    if text in {d.value for d in Device} or re.fullmatch(r"cuda:\d{1,3}", text):
+        return text
+    raise ValidationError(f"--device must be auto, cpu, cuda or cuda:N (a GPU index), got '{text}'")
+
+
 class Kernel(str, Enum):
     auto = "auto"
     torch = "torch"
     cpp = "cpp"
     triton = "triton"
+
+
+class MetricKernel(str, Enum):
+    """`score --kernel`: the implementations the batched metrics have (no Triton kernel for them)."""
+
+    auto = "auto"
+    torch = "torch"
+    cpp = "cpp"
 
 
 class Backend(str, Enum):
@@ -45,6 +71,20 @@ class Engine(str, Enum):
 
     local = "local"
     ray = "ray"
+
+
+class LabelMode(str, Enum):
+    """`permute --labels`: labels follow their items, or stay with the positions."""
+
+    item = "item"
+    position = "position"
+
+
+class ClickLogFormat(str, Enum):
+    """`export-clicks --format`: PyClick's Yandex log, or clax-models' Parquet arrays."""
+
+    yandex = "yandex"
+    clax = "clax"
 
 
 class ExportFormat(str, Enum):
@@ -141,7 +181,7 @@ class SimulateConfig:
     samples: int = 1
     seed: int = 0
     batch_size: int = 8
-    device: Device = Device.auto
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (`parse_device`)
     probe: Probe = Probe.rollout
     kernel: Kernel = Kernel.auto
     pool_mode: PoolMode = PoolMode.auto
@@ -155,9 +195,10 @@ class SimulateConfig:
 
     def __post_init__(self) -> None:
         # Python callers may pass plain strings; the fields hold the Enums the CLI passes.
-        for name, kind in (("device", Device), ("probe", Probe), ("kernel", Kernel), ("pool_mode", PoolMode),
+        for name, kind in (("probe", Probe), ("kernel", Kernel), ("pool_mode", PoolMode),
                            ("backend", Backend), ("template", Template)):
             object.__setattr__(self, name, parse_choice(kind, getattr(self, name), name))
+        object.__setattr__(self, "device", parse_device(self.device))
 
     def to_json(self) -> dict:
         return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)

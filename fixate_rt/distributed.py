@@ -240,7 +240,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
                 ray.data.from_arrow(table), images=config.images, model=str(config.model), users=config.users,
                 prompts=bank, samples=config.samples, seed=config.seed, batch_size=config.batch_size,
                 rows_per_call=rows_per_call, workers=workers, gpus_per_worker=gpus_per_worker,
-                cpus_per_worker=cpus_per_worker, device=config.device.value, probe=config.probe.value,
+                cpus_per_worker=cpus_per_worker, device=config.device, probe=config.probe.value,
                 kernel=config.kernel.value, pool_mode=config.pool_mode.value, backend=info.kind.value,
                 trust_export=config.trust_export, template=config.template.value,
                 allow_template_mismatch=config.allow_template_mismatch)
@@ -265,7 +265,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
             "config": config.to_json(), "digests_sha256": digests, "versions": versions(),
             "ray": {"version": ray.__version__, "address": address or "local", "workers": workers,
                     "gpus_per_worker": gpus_per_worker, "cluster_resources": ray.cluster_resources()},
-            "device": f"ray workers ({config.device.value})", "backend": info.kind.value,
+            "device": f"ray workers ({config.device})", "backend": info.kind.value,
             "implementations": {"per_worker": "decided by each worker's plan (see a local run's run.json)"},
             "pairs": len(pairs), "resumed_pairs": resumed, "rows": rows, "cold_start_pairs": cold,
             "timings_s": {"total": round(time.perf_counter() - t0, 4), "run_total": round(run_s, 4)},

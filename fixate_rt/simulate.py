@@ -338,7 +338,7 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
     out = ensure_writable_dir(Path(config.out))
     with output_lock(out, "fixate-rt simulate"):  # one run per --out: shards are never interleaved
         t_read = time.perf_counter() - t0
-        sim = Simulator(config.model, prompts=checked.bank, device=config.device.value, probe_layers=None,
+        sim = Simulator(config.model, prompts=checked.bank, device=config.device, probe_layers=None,
                         residual=config.residual, pool_mode=config.pool_mode, kernel=config.kernel,
                         batch_size=config.batch_size, probe=config.probe, backend=config.backend,
                         trust_export=config.trust_export, template=config.template,

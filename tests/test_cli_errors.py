@@ -152,3 +152,35 @@ def test_validate_accepts_good_inputs(case):
                                  "--sessions", str(case / "sessions.parquet")])
     assert result.exit_code == 0, result.output
     assert "6 users" in result.output and "4 slates" in result.output and "24 sessions" in result.output
+
+
+def test_version_help_panels_and_builtin_models():
+    from typer.main import get_command
+
+    from fixate_rt import __version__
+    from fixate_rt.backbones.tiny import SHAPES
+    from fixate_rt.config import BUILTIN_MODELS
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"fixate-rt {__version__}"
+    text = runner.invoke(app, ["--help"]).output
+    assert all(name in text for name in get_command(app).commands)  # every command is listed
+    assert tuple(SHAPES) == BUILTIN_MODELS  # the help's list of built-in models is the real one
+    assert "qwen3vl-4b-shape" in " ".join(runner.invoke(app, ["simulate", "--help"]).output.split())
+
+
+def test_device_accepts_a_gpu_index_and_names_bad_values(tmp_path):
+    from fixate_rt.config import parse_device
+
+    assert parse_device("cuda:1") == "cuda:1" and parse_device("cpu") == "cpu"
+    result = runner.invoke(app, ["profile", "--device", "gpu0", "--pairs", "1"])
+    assert result.exit_code == 2 and "--device must be auto, cpu, cuda or cuda:N" in result.stderr
+
+
+def test_score_kernel_offers_only_what_exists():
+    import fixate_rt.ops as ops
+    from fixate_rt.config import MetricKernel
+
+    assert {k.value for k in MetricKernel} - {"auto"} == set(ops.REGISTRY["batch_metrics"])
+    result = runner.invoke(app, ["score", "--sim", "a", "--sessions", "b", "--out", "c", "--kernel", "triton"])
+    assert result.exit_code == 2 and "--kernel" in result.stderr

@@ -25,7 +25,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+        raise InputError(f"--device {device}: no CUDA device is available (torch.cuda.is_available() is False)")
+    if device.startswith("cuda:") and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
     return torch.device(device)
 
 
@@ -48,7 +50,8 @@ def model_folder(name_or_path: str | Path) -> tuple[Path, str, str]:
     config.json (UTF-8 JSON object) whose model_type is supported. Commands call this before writing anything."""
     if str(name_or_path) in SHAPES:
         name = str(name_or_path)
-        path = ensure_model(name)
+        with _quiet_loading():  # the first use writes the built-in model (no progress bars on stderr)
+            path = ensure_model(name)
     else:
         path, name = Path(name_or_path), str(name_or_path)
         if not (path / "config.json").is_file():

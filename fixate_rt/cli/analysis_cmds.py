@@ -7,12 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import Kernel, Signal, Split, TieRule
+from ..config import MetricKernel, Signal, Split, TieRule
 from .common import app, fail_cleanly, out_console
 from .display import print_comparison, print_score
 
 
-@app.command()
+@app.command(rich_help_panel="Analysis")
 @fail_cleanly
 def score(
     sim: Annotated[Path, typer.Option(help="simulations.parquet from `fixate-rt simulate`")],
@@ -22,7 +22,8 @@ def score(
     tau: Annotated[float, typer.Option(help="Gaze-target temperature τ (1 = dwell shares)")] = 1.0,
     split: Annotated[Split, typer.Option(help="Score only this split")] = Split.all,
     compare: Annotated[Optional[Path], typer.Option(help="Another score folder: per-user paired Wilcoxon")] = None,
-    kernel: Annotated[Kernel, typer.Option(help="Metric implementation (auto picks the fastest available)")] = Kernel.auto,
+    kernel: Annotated[MetricKernel, typer.Option(help="Metric implementation (auto picks the fastest available)")]
+    = MetricKernel.auto,
     tie_rule: Annotated[TieRule, typer.Option(help="Ranking ties: expected value under random tie-breaking (average), "
                                                    "lower slot first, or the reference code's higher slot first")]
     = TieRule.average,
@@ -47,7 +48,7 @@ def score(
     out_console.print(f"metrics: {out / 'metrics.json'}  per sample: {out / 'per_sample.csv'}")
 
 
-@app.command()
+@app.command(rich_help_panel="Analysis")
 @fail_cleanly
 def show(
     sim: Annotated[Path, typer.Option(help="simulations.parquet")],

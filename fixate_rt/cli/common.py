@@ -6,6 +6,7 @@ import math
 import sys
 from collections.abc import Callable
 from functools import wraps
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -49,7 +50,22 @@ class OneLineErrors(TyperGroup):
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="FixATE user simulation: synth, simulate, score, show, train, export, profile, validate, info.")
+                  help="FixATE user simulation that looks at the page: simulated clicks and where the model looked, "
+                       "scored against eye tracking, trained per user, exported, and put to experiments.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"fixate-rt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Global options (the app's help text describes the tool)."""
 console = Console(stderr=True)  # progress and notes
 out_console = Console()  # results
 

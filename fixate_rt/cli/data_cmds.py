@@ -12,7 +12,7 @@ from .common import app, console, fail_cleanly
 from .display import print_adserp_report, print_stats
 
 
-@app.command()
+@app.command(rich_help_panel="Data")
 @fail_cleanly
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (users.parquet, slates/, sessions.parquet, truth.json)")],
@@ -31,7 +31,7 @@ def synth(
     print_stats(f"synthetic data in {out}", stats)
 
 
-@app.command("import-recgaze")
+@app.command("import-recgaze", rich_help_panel="Data")
 @fail_cleanly
 def import_recgaze(
     records: Annotated[Path, typer.Argument(help="FixATE's fixate_dataset.jsonl")],
@@ -47,7 +47,7 @@ def import_recgaze(
           f"{counts['slates']} slates -> {out}")
 
 
-@app.command("import-adserp")
+@app.command("import-adserp", rich_help_panel="Data")
 @fail_cleanly
 def import_adserp(
     data_dir: Annotated[Path, typer.Argument(help="AdSERP folder (fixation-data/, mouse-movement-data/, serps/, ...)")],
@@ -67,7 +67,7 @@ def import_adserp(
     print_adserp_report(report, out)
 
 
-@app.command()
+@app.command(rich_help_panel="Data")
 @fail_cleanly
 def validate(
     users: Annotated[Optional[Path], typer.Option(help="users.parquet to check")] = None,

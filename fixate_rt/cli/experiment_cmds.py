@@ -8,10 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..config import ClickLogFormat, LabelMode
 from .common import app, fail_cleanly, out_console
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 @fail_cleanly
 def permute(
     images: Annotated[Path, typer.Option(help="slates folder to vary")],
@@ -19,17 +20,17 @@ def permute(
     policy: Annotated[str, typer.Option(help="reverse, shuffle, swap:A,F (two labels), or an order .parquet of "
                                              "(slate_id, order: list of labels)")],
     seed: Annotated[int, typer.Option(min=0, help="seed of --policy shuffle")] = 0,
-    labels: Annotated[str, typer.Option(help="item: labels follow their items (redrawn on the built-in grid); "
-                                             "position: labels stay with the positions")] = "item",
+    labels: Annotated[LabelMode, typer.Option(help="item: labels follow their items (redrawn on the built-in grid); "
+                                                   "position: labels stay with the positions")] = LabelMode.item,
 ) -> None:
     """The same items in other positions: pixels, layout labels and item metadata move with their items."""
     from ..experiments.permute import parse_policy, permute_folder
 
-    result = permute_folder(images, out, parse_policy(policy, seed), labels)
+    result = permute_folder(images, out, parse_policy(policy, seed), labels.value)
     out_console.print(f"{result['slates']} variant slates ({result['moved_items']} items moved) -> {out}")
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 @fail_cleanly
 def compare(
     sim_a: Annotated[Path, typer.Argument(help="run A: simulations.parquet or a simulate --out folder")],
@@ -55,7 +56,7 @@ def compare(
                       f"[{tv['low']:.3f}, {tv['high']:.3f}] -> {out / 'compare.png'}")
 
 
-@app.command("position-bias")
+@app.command("position-bias", rich_help_panel="Experiments")
 @fail_cleanly
 def position_bias(
     sims: Annotated[list[Path], typer.Argument(help="one or more runs (simulations.parquet or simulate --out "
@@ -77,12 +78,12 @@ def position_bias(
     out_console.print(f"{result['sessions']} sessions; logit θ by position: {theta} -> {out / 'position_bias.png'}")
 
 
-@app.command("export-clicks")
+@app.command("export-clicks", rich_help_panel="Experiments")
 @fail_cleanly
 def export_clicks(
     sim: Annotated[Path, typer.Argument(help="a run: simulations.parquet or a simulate --out folder")],
-    format: Annotated[str, typer.Option("--format", help="yandex (PyClick's log format) or clax (clax-models' "
-                                                         "Parquet arrays)")],
+    format: Annotated[ClickLogFormat, typer.Option("--format", help="yandex (PyClick's log format) or clax "
+                                                                    "(clax-models' Parquet arrays)")],
     out: Annotated[Path, typer.Option(help="output file (yandex also writes OUT.ids.csv and OUT.examination.tsv)")],
     images: Annotated[Optional[Path], typer.Option(help="the run's slates [default: from its run.json]")] = None,
 ) -> None:
@@ -90,6 +91,6 @@ def export_clicks(
     from ..experiments.click_logs import export_clicks as write
     from ..experiments.runs import read_run
 
-    result = write(read_run(sim), out, format, images)
+    result = write(read_run(sim), out, format.value, images)
     out_console.print(f"{result['sessions']} sessions over {result['queries']} slates ({result['urls']} items) "
                       f"-> {out}")

@@ -9,15 +9,15 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..config import ExportFormat
+from ..config import MODEL_HELP, ExportFormat
 from .common import app, fail_cleanly, out_console
 
 
-@app.command()
+@app.command(rich_help_panel="Models")
 @fail_cleanly
 def export(
     out: Annotated[Path, typer.Option(help="Output folder for the graphs, manifest.json and preprocessing files")],
-    model: Annotated[str, typer.Option(help="Local checkpoint folder or an embedded model name")] = "tiny-qwen3vl",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank to ship with the export")] = None,
     format: Annotated[ExportFormat, typer.Option("--format", help="onnx (ONNX Runtime), export (torch.export .pt2) "
                                                                    "or torchscript (legacy .pt)")] = ExportFormat.onnx,
@@ -51,9 +51,9 @@ def export(
           f"validated against PyTorch on fresh inputs: max |diff| {worst:.2e}")
 
 
-@app.command()
+@app.command(rich_help_panel="Models")
 @fail_cleanly
-def info(model: Annotated[str, typer.Option(help="Model to describe")] = "tiny-qwen3vl") -> None:
+def info(model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl") -> None:
     """Versions, available implementations and the model's shape."""
     from .. import ops
     from ..backbones import load

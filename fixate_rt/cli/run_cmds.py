@@ -9,24 +9,24 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..config import Backend, Device, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template
+from ..config import MODEL_HELP, Backend, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template, parse_device
 from .common import PairsPerSecond, app, console, fail_cleanly, out_console
 from .display import print_profile, print_simulation_summary
 
 
-@app.command()
+@app.command(rich_help_panel="Simulation")
 @fail_cleanly
 def simulate(
     users: Annotated[Path, typer.Option(help="users.parquet (user_id, optional profile)")],
     images: Annotated[Path, typer.Option(help="slates folder: <slate_id>.png|.jpg + layout.json or <slate_id>.json")],
     out: Annotated[Path, typer.Option(help="Output folder for simulations.parquet and run.json")],
-    model: Annotated[str, typer.Option(help="Local checkpoint folder, or the embedded 'tiny-qwen3vl'")] = "tiny-qwen3vl",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank prompts.safetensors")] = None,
     pairs: Annotated[Optional[Path], typer.Option(help="Parquet of (user_id, slate_id) to simulate; default all")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Clicks drawn per (user, slate)")] = 1,
     seed: Annotated[int, typer.Option(help="Click sampling seed")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
-    device: Annotated[Device, typer.Option(help="auto, cpu or cuda")] = Device.auto,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
     pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode (auto: overlap for layouts with overlapping boxes, else exclusive)")] = PoolMode.auto,
@@ -71,10 +71,10 @@ def simulate(
     print_simulation_summary(Path(out), info, time.perf_counter() - t0)
 
 
-@app.command()
+@app.command(rich_help_panel="Simulation")
 @fail_cleanly
 def profile(
-    model: Annotated[str, typer.Option(help="Model name or folder (an export folder with --backend onnx)")] = "tiny-qwen3vl",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
     batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
     pairs: Annotated[Optional[int], typer.Option(min=1, help="Pairs to time after warm-up [default: 64 synthetic, "
                                                             "or every pair of --users × --images]")] = None,
@@ -84,7 +84,7 @@ def profile(
     backend: Annotated[Backend, typer.Option(help="auto: an export folder in its own format, else torch; or name "
                                                   "one (torch, onnx, export, torchscript)")] = Backend.auto,
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
-    device: Annotated[Device, typer.Option()] = Device.auto,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     kernel: Annotated[Kernel, typer.Option()] = Kernel.auto,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed batches first")] = 1,
     out: Annotated[Optional[Path], typer.Option(help="Write the JSON report here")] = None,
@@ -102,7 +102,7 @@ def profile(
         if path is not None and (path.is_dir() or (path.parent.exists() and not path.parent.is_dir())):
             raise ValidationError(f"{option} {path}: must be a file name in an existing folder or a new one")
     report = run_profile(model, batch_size=batch_size, pairs=pairs, backend=backend.value, probe_name=probe.value,
-                         device=device.value, warmup=warmup, trace=trace, peak_tflops=peak_tflops, kernel=kernel.value,
+                         device=parse_device(device), warmup=warmup, trace=trace, peak_tflops=peak_tflops, kernel=kernel.value,
                          users=users, images=images)
     print_profile(report, STAGES)
     if out is not None:

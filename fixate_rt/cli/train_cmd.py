@@ -8,19 +8,20 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..config import AttnLoss, Device, Kernel, Preset, Probe, Selection, Signal, SplitMode, Template, TieRule
+from ..config import (MODEL_HELP, AttnLoss, Kernel, Preset, Probe, Selection, Signal, SplitMode, Template, TieRule,
+                      parse_device)
 from .common import app, console, fail_cleanly
 from .display import print_protocol, print_training
 
 
-@app.command()
+@app.command(rich_help_panel="Training")
 @fail_cleanly
 def train(
     sessions: Annotated[Path, typer.Option(help="sessions.parquet (train/val/test splits)")],
     images: Annotated[Path, typer.Option(help="slates folder")],
     users: Annotated[Path, typer.Option(help="users.parquet")],
     out: Annotated[Path, typer.Option(help="Output folder (prompts.safetensors, metrics.json, ...)")],
-    model: Annotated[str, typer.Option(help="Local checkpoint folder or an embedded model name")] = "tiny-qwen3vl",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
     probe: Annotated[Probe, typer.Option(help="Probing operator for the alignment loss")] = Probe.rollout,
     signal: Annotated[Signal, typer.Option(help="Gaze target from fixation or cursor dwell; intersect: fixation, "
                                                 "only sessions that also have cursor dwell")] = Signal.fixation,
@@ -44,7 +45,7 @@ def train(
                                                                  "[default: preset's, else 5]")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds [default: the preset's five, else "
                                                       "42,123,456,789,2024]")] = None,
-    device: Annotated[Device, typer.Option()] = Device.auto,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     kernel: Annotated[Kernel, typer.Option(help="evaluation op implementation (training always uses torch)")] = Kernel.auto,
     freeze_basis: Annotated[bool, typer.Option(help="cold start: train alpha only (needs --init-from)")] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to start from")] = None,
@@ -85,7 +86,7 @@ def train(
                       batch_size=batch_size, grad_accum=grad_accum, lr_basis=lr_basis, lr_alpha=lr_alpha,
                       lambda_attn=lambda_attn, warmup_steps=warmup_steps, choice_weight=choice_weight, beta=beta,
                       gamma=gamma, attn_loss=attn_loss.value, eval_every=eval_every, patience=patience,
-                      seeds=seed_list, device=device.value, kernel=kernel.value, freeze_basis=freeze_basis,
+                      seeds=seed_list, device=parse_device(device), kernel=kernel.value, freeze_basis=freeze_basis,
                       init_from=init_from,
                       random_prompt=random_prompt, no_user_alpha=no_user_alpha, no_ntp=no_ntp, resume=resume)
     print_protocol(cfg)
