@@ -28,6 +28,6 @@ step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@"
 step pytest_gpu 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests_triton
 step bench_rollout 180 python3 benchmarks/bench_rollout_gpu.py
 step bench_simulate 180 python3 benchmarks/bench_simulate_gpu.py
-step profile_4b 90 fixate-rt profile --model qwen3vl-4b-shape --device cuda --batch-size 32 --pairs 64 --out "$OUT/profile_4b.json"
+step profile_4b 90 fixate-rt profile --model qwen3vl-4b-shape --device cuda --batch-size 32 --n-pairs 64 --out "$OUT/profile_4b"
 cp benchmarks/results/rollout_gpu.json benchmarks/results/simulate_gpu.json "$OUT/" 2>/dev/null
 exit 0

@@ -606,12 +606,12 @@ case("export", "out is a file", "outfile")(
 
 # -------------------------------------------------------------------------------------------- profile
 def profile_args(ws: Workspace, *extra) -> list:
-    return ["profile", "--device", "cpu", "--pairs", "2", "--batch-size", "2", *extra]
+    return ["profile", "--device", "cpu", "--n-pairs", "2", "--batch-size", "2", *extra]
 
 
 case("profile", "negative peak TFLOP/s", "--peak-tflops")(lambda ws: profile_args(ws, "--peak-tflops", "-1"))
 case("profile", "NaN peak TFLOP/s", "--peak-tflops")(lambda ws: profile_args(ws, "--peak-tflops", "nan"))
-case("profile", "zero pairs", "--pairs")(lambda ws: profile_args(ws, "--pairs", "0"))
+case("profile", "zero pairs", "--n-pairs")(lambda ws: profile_args(ws, "--n-pairs", "0"))
 case("profile", "zero batch size", "--batch-size")(lambda ws: profile_args(ws, "--batch-size", "0"))
 case("profile", "negative warm-up", "--warmup")(lambda ws: profile_args(ws, "--warmup", "-1"))
 case("profile", "users without images", "--images")(
@@ -630,9 +630,9 @@ case("profile", "model config not UTF-8", "UTF-8")(
     lambda ws: profile_args(ws, "--model", model_config(ws, b'{"model_type": "\xff"}')))
 case("profile", "corrupt model weights", "cannot load")(
     lambda ws: (garbage(next((ws / "model").glob("*.safetensors"))), profile_args(ws, "--model", ws / "model"))[1])
-case("profile", "report path is a folder", "--out")(lambda ws: profile_args(ws, "--out", ws / "data"))
-case("profile", "trace path inside a file", "--trace")(
-    lambda ws: profile_args(ws, "--trace", garbage(ws / "outfile") / "trace.json"))
+case("profile", "out is a file", "--out")(lambda ws: profile_args(ws, "--out", garbage(ws / "outfile")))
+case("profile", "out inside a file", "--out")(lambda ws: profile_args(ws, "--out", garbage(ws / "outfile") / "p"))
+case("profile", "trace without a folder", "--trace")(lambda ws: profile_args(ws, "--trace"))
 
 
 # ----------------------------------------------------------------------------------------------- info

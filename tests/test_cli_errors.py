@@ -173,7 +173,7 @@ def test_device_accepts_a_gpu_index_and_names_bad_values(tmp_path):
     from fixate_rt.config import parse_device
 
     assert parse_device("cuda:1") == "cuda:1" and parse_device("cpu") == "cpu"
-    result = runner.invoke(app, ["profile", "--device", "gpu0", "--pairs", "1"])
+    result = runner.invoke(app, ["profile", "--device", "gpu0", "--n-pairs", "1"])
     assert result.exit_code == 2 and "--device must be auto, cpu, cuda or cuda:N" in result.stderr
 
 

@@ -11,10 +11,10 @@ from fixate_rt.profile import STAGES, decoder_flops
 
 
 def test_profile_reports_every_stage_and_writes_a_trace(tmp_path):
-    result = CliRunner().invoke(app, ["profile", "--pairs", "4", "--batch-size", "2", "--warmup", "0", "--device", "cpu",
-                                      "--out", str(tmp_path / "p.json"), "--trace", str(tmp_path / "trace.json")])
+    result = CliRunner().invoke(app, ["profile", "--n-pairs", "4", "--batch-size", "2", "--warmup", "0", "--device",
+                                      "cpu", "--out", str(tmp_path / "p"), "--trace"])
     assert result.exit_code == 0, result.output + (result.stderr or "")
-    report = json.loads((tmp_path / "p.json").read_text())
+    report = json.loads((tmp_path / "p" / "profile.json").read_text())
     assert set(report["stages_ms"]) == {*STAGES, "decoder", "probe"} and report["pairs"] == 4
     # simulate's own pipeline ran: two slates of two users, one batch each, vision once per slate
     assert report["stages_ms"]["decoder_and_probe"]["calls"] == 2 and report["stages_ms"]["vision"]["calls"] == 2
@@ -23,16 +23,16 @@ def test_profile_reports_every_stage_and_writes_a_trace(tmp_path):
     assert report["ms_per_pair"] == pytest.approx(sum(report["stages_ms"][s]["per_pair"] for s in STAGES))
     assert report["implementations"]["slot_pool"]["device"] == "cpu"
     assert report["mfu"] is None and report["decoder_tflops_achieved"] > 0  # no known CPU peak
-    assert "traceEvents" in json.loads((tmp_path / "trace.json").read_text())
+    assert "traceEvents" in json.loads((tmp_path / "p" / "trace.json").read_text())
 
 
 def test_profile_on_given_data_times_every_pair(synth_dir, tmp_path):
     """With --users/--images the profile runs simulate's pipeline over exactly those pairs (after warm-up)."""
     result = CliRunner().invoke(app, ["profile", "--users", str(synth_dir / "users.parquet"), "--images",
                                       str(synth_dir / "slates"), "--batch-size", "4", "--device", "cpu",
-                                      "--out", str(tmp_path / "p.json")])
+                                      "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output + (result.stderr or "")
-    report = json.loads((tmp_path / "p.json").read_text())
+    report = json.loads((tmp_path / "p" / "profile.json").read_text())
     assert report["warmup_pairs"] == 4 and report["pairs"] == 6 * 4 - 4
     assert report["data"]["users"].endswith("users.parquet")
 

@@ -10,11 +10,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import MODEL_HELP, Backend, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template, parse_device
-from .common import PairsPerSecond, app, console, fail_cleanly, out_console
+from .common import PairsPerSecond, app, console, fail_cleanly, option_panels, out_console
 from .display import print_profile, print_simulation_summary
 
 
 @app.command(rich_help_panel="Simulation")
+@option_panels({
+    "Inputs and output": ("users", "images", "pairs", "prompts", "out"),
+    "Model and probe": ("model", "backend", "trust_export", "template", "allow_template_mismatch", "device", "probe",
+                        "kernel", "pool"),
+    "Clicks": ("samples", "seed", "batch_size"),
+    "Long and distributed runs": ("shard_pairs", "resume", "engine", "address", "workers", "gpus_per_worker"),
+})
 @fail_cleanly
 def simulate(
     users: Annotated[Path, typer.Option(help="users.parquet (user_id, optional profile)")],
@@ -76,8 +83,8 @@ def simulate(
 def profile(
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
     batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
-    pairs: Annotated[Optional[int], typer.Option(min=1, help="Pairs to time after warm-up [default: 64 synthetic, "
-                                                            "or every pair of --users × --images]")] = None,
+    n_pairs: Annotated[Optional[int], typer.Option(min=1, help="How many pairs to time after warm-up [default: 64 "
+                                                              "synthetic, or every pair of --users × --images]")] = None,
     users: Annotated[Optional[Path], typer.Option(help="Profile on these users (with --images) instead of synthetic "
                                                        "data: the figures then compare with `simulate` on them")] = None,
     images: Annotated[Optional[Path], typer.Option(help="slates folder (with --users)")] = None,
@@ -87,24 +94,27 @@ def profile(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     kernel: Annotated[Kernel, typer.Option()] = Kernel.auto,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed batches first")] = 1,
-    out: Annotated[Optional[Path], typer.Option(help="Write the JSON report here")] = None,
-    trace: Annotated[Optional[Path], typer.Option(help="Write a PyTorch profiler (Chrome) trace here")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for profile.json (and trace.json with --trace)")] = None,
+    trace: Annotated[bool, typer.Option("--trace", help="Also record a PyTorch profiler (Chrome) trace: "
+                                                         "OUT/trace.json")] = False,
     peak_tflops: Annotated[Optional[float], typer.Option(help="Device peak for utilisation (else a known table)")] = None,
 ) -> None:
     """Latency per stage (p50/p90), pairs/s, peak memory and decoder FLOP utilisation."""
     from ..errors import ValidationError
-    from ..io import write_json
+    from ..io import ensure_writable_dir, write_json
     from ..profile import STAGES, run_profile
 
     if (users is None) != (images is None):
         raise ValidationError("--users and --images go together (or neither: synthetic data)")
-    for option, path in (("--out", out), ("--trace", trace)):  # checked now, not after the timing
-        if path is not None and (path.is_dir() or (path.parent.exists() and not path.parent.is_dir())):
-            raise ValidationError(f"{option} {path}: must be a file name in an existing folder or a new one")
-    report = run_profile(model, batch_size=batch_size, pairs=pairs, backend=backend.value, probe_name=probe.value,
-                         device=parse_device(device), warmup=warmup, trace=trace, peak_tflops=peak_tflops, kernel=kernel.value,
-                         users=users, images=images)
+    if trace and out is None:
+        raise ValidationError("--trace writes OUT/trace.json: give --out")
+    if out is not None and ((out.exists() and not out.is_dir()) or any(p.exists() and not p.is_dir()
+                                                                        for p in out.parents)):
+        raise ValidationError(f"--out {out}: not a folder path (profile.json is written into the folder)")
+    report = run_profile(model, batch_size=batch_size, pairs=n_pairs, backend=backend.value, probe_name=probe.value,
+                         device=parse_device(device), warmup=warmup, trace=out / "trace.json" if trace else None,
+                         peak_tflops=peak_tflops, kernel=kernel.value, users=users, images=images)
     print_profile(report, STAGES)
     if out is not None:
-        write_json(out, report)
-        out_console.print(f"report: {out}" + (f"; trace: {trace}" if trace else ""))
+        write_json(ensure_writable_dir(out) / "profile.json", report)
+        out_console.print(f"report: {out / 'profile.json'}" + (f"; trace: {out / 'trace.json'}" if trace else ""))

@@ -10,11 +10,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import (MODEL_HELP, AttnLoss, Kernel, Preset, Probe, Selection, Signal, SplitMode, Template, TieRule,
                       parse_device)
-from .common import app, console, fail_cleanly
+from .common import app, console, fail_cleanly, option_panels
 from .display import print_protocol, print_training
 
 
 @app.command(rich_help_panel="Training")
+@option_panels({
+    "Data": ("sessions", "images", "users", "out", "signal", "tau", "split_mode"),
+    "Model and probe": ("model", "probe", "template", "max_tiles", "device", "kernel"),
+    "Prompts": ("basis", "soft_tokens", "freeze_basis", "init_from"),
+    "Optimisation": ("epochs", "batch_size", "grad_accum", "lr_basis", "lr_alpha", "lambda_attn", "warmup_steps",
+                     "choice_weight", "beta", "gamma", "attn_loss"),
+    "Evaluation and selection": ("preset", "eval_every", "patience", "seeds", "selection", "tie_rule", "topk_js_k"),
+    "Ablations": ("random_prompt", "no_user_alpha", "no_ntp"),
+    "Run": ("resume",),
+})
 @fail_cleanly
 def train(
     sessions: Annotated[Path, typer.Option(help="sessions.parquet (train/val/test splits)")],
@@ -47,12 +57,12 @@ def train(
                                                       "42,123,456,789,2024]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     kernel: Annotated[Kernel, typer.Option(help="evaluation op implementation (training always uses torch)")] = Kernel.auto,
-    freeze_basis: Annotated[bool, typer.Option(help="cold start: train alpha only (needs --init-from)")] = False,
+    freeze_basis: Annotated[bool, typer.Option("--freeze-basis", help="cold start: train alpha only (needs --init-from)")] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to start from")] = None,
-    random_prompt: Annotated[bool, typer.Option(help="ablation: untrained random soft prompt")] = False,
-    no_user_alpha: Annotated[bool, typer.Option(help="ablation: uniform mixture (one shared prompt)")] = False,
-    no_ntp: Annotated[bool, typer.Option(help="ablation: no next-token loss (λ* from step 0)")] = False,
-    resume: Annotated[bool, typer.Option(help="continue an interrupted run from its checkpoints")] = False,
+    random_prompt: Annotated[bool, typer.Option("--random-prompt", help="ablation: untrained random soft prompt")] = False,
+    no_user_alpha: Annotated[bool, typer.Option("--no-user-alpha", help="ablation: uniform mixture (one shared prompt)")] = False,
+    no_ntp: Annotated[bool, typer.Option("--no-ntp", help="ablation: no next-token loss (λ* from step 0)")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its checkpoints")] = False,
     preset: Annotated[Preset, typer.Option(help="the paper's protocol per data set (top-k JS k, warm-up, selection, "
                                                 "early stopping, InternVL tiles, split, seeds, template); options "
                                                 "given explicitly win")] = Preset.none,
