@@ -6,7 +6,7 @@ import math
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import typer
 from rich.console import Console
@@ -115,6 +115,35 @@ def option_panels(groups: dict[str, tuple[str, ...]]) -> Callable[[Callable], Ca
         return fn
 
     return apply
+
+
+class ImageSize(NamedTuple):
+    width: int
+    height: int
+
+
+def image_size_option(text: object) -> ImageSize:
+    """``WxH`` (e.g. ``1100x619``) as parsed by Typer: a bad value is a usage error naming the option."""
+    if isinstance(text, ImageSize):
+        return text
+    try:
+        width, height = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected WxH like 1100x619, got '{text}'") from None
+    return ImageSize(width, height)
+
+
+def seeds_option(text: object) -> tuple[int, ...]:
+    """Comma-separated integer seeds (``1,2,3``) as parsed by Typer."""
+    if isinstance(text, tuple):
+        return text
+    try:
+        seeds = tuple(int(s) for s in str(text).split(",") if s.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got '{text}'") from None
+    if not seeds:
+        raise typer.BadParameter("expected at least one seed")
+    return seeds
 
 
 class PairsPerSecond(TextColumn):

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..config import MODEL_HELP, ExportFormat
-from .common import app, fail_cleanly, out_console
+from .common import ImageSize, app, fail_cleanly, image_size_option, out_console
 
 
 @app.command(rich_help_panel="Models")
@@ -21,21 +21,16 @@ def export(
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank to ship with the export")] = None,
     format: Annotated[ExportFormat, typer.Option("--format", help="onnx (ONNX Runtime), export (torch.export .pt2) "
                                                                    "or torchscript (legacy .pt)")] = ExportFormat.onnx,
-    image_size: Annotated[list[str], typer.Option(help="WxH of the slates the vision graph must serve; repeat for "
-                                                       "several sizes (Qwen-VL: one graph per patch grid)")] = ["1100x619"],
+    image_size: Annotated[list[ImageSize], typer.Option(
+        parser=image_size_option, metavar="WxH",
+        help="WxH of the slates the vision graph must serve; repeat for several sizes (Qwen-VL: one graph per "
+             "patch grid)")] = ["1100x619"],
 ) -> None:
     """Export the frozen VLM (vision, embedding, decoder with in-graph rollout) and validate it against PyTorch."""
     import warnings
 
-    from ..errors import ValidationError
 
-    sizes = []
-    for text in image_size:
-        try:
-            w, h = (int(v) for v in text.lower().split("x"))
-        except ValueError:
-            raise ValidationError(f"--image-size must look like 1100x619, got '{text}'") from None
-        sizes.append((w, h))
+    sizes = [tuple(image_size_option(size)) for size in image_size]
     from ..exporters.export import export_model
 
     if format is ExportFormat.torchscript:

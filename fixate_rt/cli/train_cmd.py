@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import (MODEL_HELP, AttnLoss, Kernel, Preset, Probe, Selection, Signal, SplitMode, Template, TieRule,
                       parse_device)
-from .common import app, console, fail_cleanly, option_panels
+from .common import app, console, fail_cleanly, option_panels, seeds_option
 from .display import print_protocol, print_training
 
 
@@ -53,8 +53,9 @@ def train(
     eval_every: Annotated[int, typer.Option(min=1, help="validate every this many epochs")] = 2,
     patience: Annotated[Optional[int], typer.Option(min=1, help="early stopping after this many evaluations "
                                                                  "[default: preset's, else 5]")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds [default: the preset's five, else "
-                                                      "42,123,456,789,2024]")] = None,
+    seeds: Annotated[Optional[tuple], typer.Option(
+        parser=seeds_option, metavar="S1,S2,...",
+        help="comma-separated seeds [default: the preset's five, else 42,123,456,789,2024]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     kernel: Annotated[Kernel, typer.Option(help="evaluation op implementation (training always uses torch)")] = Kernel.auto,
     freeze_basis: Annotated[bool, typer.Option("--freeze-basis", help="cold start: train alpha only (needs --init-from)")] = False,
@@ -79,14 +80,10 @@ def train(
                                                            "per seed and user [default: preset's, else data]")] = None,
 ) -> None:
     """Fit per-user soft prompts with FixATE's joint alignment + next-token loss; evaluate 4-way on test."""
-    from ..errors import ValidationError
     from ..training import TrainConfig
     from ..training import train as run_train
 
-    try:
-        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip()) if seeds is not None else None
-    except ValueError:
-        raise ValidationError(f"--seeds must be comma-separated integers, got '{seeds}'") from None
+    seed_list = seeds
     cfg = TrainConfig.from_preset(
                       preset, template=template.value if template is not None else None, tie_rule=tie_rule.value,
                       topk_js_k=topk_js_k, selection=selection.value if selection is not None else None,
