@@ -6,7 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/adserp}"
 . .venv/bin/activate
-rm -rf "$OUT"
+# Never delete a folder this script did not make: a rerun replaces only a previous demo's output (it carries
+# the marker below); anything else at OUT is refused.
+MARKER="$OUT/.fixate-rt-adserp-demo"
+if [ -e "$OUT" ]; then
+  if [ -f "$MARKER" ]; then rm -rf "$OUT/data" "$OUT/sim" "$OUT/score" "$OUT/show";
+  else echo "adserp_demo: $OUT exists and was not made by this script; pass another folder" >&2; exit 2; fi
+fi
+mkdir -p "$OUT" && touch "$MARKER"
 fixate-rt import-adserp data/adserp-sample --out "$OUT/data"
 # Each trial is one (participant, page) session: simulate exactly those pairs.
 fixate-rt simulate --users "$OUT/data/users.parquet" --images "$OUT/data/slates" --pairs "$OUT/data/sessions.parquet" \

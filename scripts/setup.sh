@@ -12,5 +12,8 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q "torch==2.13.0" numpy 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch" || { echo "torch failed to install" >&2; exit 1; }
-pip install -q -e ".[test,onnx,gpu,clickmodels]" 2>&1 | grep -v "^WARNING: Location" || true
+# Triton (the `gpu` extra) only where a GPU is; scripts/test.sh adds it for the interpreter tests on CPU.
+EXTRAS="test,onnx,clickmodels"
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then EXTRAS="$EXTRAS,gpu"; fi
+pip install -q -e ".[$EXTRAS]" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import fixate_rt, fixate_rt.ops as o; print(f'fixate-rt {fixate_rt.__version__} installed (C++ module: {o.cpp_available()})')"

@@ -18,6 +18,7 @@ fi
 # The Triton kernels on CPU: the interpreter must be switched on before triton is imported, so this is a
 # separate pytest process over tests_triton/ (GPU checks are marked `gpu` and run on a lent GPU machine).
 # The registry's parity cases for the triton implementations run here too (skipped in the run above).
+pip install -q "triton>=3.8" 2>&1 | grep -v "^WARNING: Location" || true
 TRITON_INTERPRET=1 pytest -q -m "not gpu" -p no:cacheprovider tests_triton tests/test_ops_parity.py -k "triton"
 status=$?
 [ "$status" -eq 5 ] && { echo "no Triton tests collected: failing" >&2; exit 1; }
