@@ -7,5 +7,6 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1
 OUT=${OUT:-demo-output}
-fixate-rt synth "$OUT/data"
-fixate-rt simulate --users "$OUT/data/users.parquet" --images "$OUT/data/slates" --out "$OUT/sim"
+# --overwrite: a rerun of the demo replaces the demo's own previous output (demo-output/ is this script's)
+fixate-rt synth "$OUT/data" --overwrite
+fixate-rt simulate --users "$OUT/data/users.parquet" --images "$OUT/data/slates" --out "$OUT/sim" --overwrite

@@ -21,9 +21,8 @@ TRIALS = sorted(p.stem for p in (SAMPLE / "fixation-data").glob("*.csv"))
 runner = CliRunner()
 
 
-def _import(out: Path, cache: Path, env: dict | None = None):
-    result = runner.invoke(app, ["import-adserp", str(SAMPLE), "--out", str(out), "--cache", str(cache)], env=env)
-    return result
+def _import(out: Path, cache: Path, *extra: str, env: dict | None = None):
+    return runner.invoke(app, ["import-adserp", str(SAMPLE), "--out", str(out), "--cache", str(cache), *extra], env=env)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +128,9 @@ def test_reimport_replaces_a_previous_import_in_place(imported, tmp_path):
     out = tmp_path / "again"
     shutil.copytree(imported / "first", out)
     (out / "slates" / "stale.png").write_bytes(b"x")
-    assert _import(out, imported / "cache").exit_code == 0
+    refused = _import(out, imported / "cache")  # a finished import is never replaced silently
+    assert refused.exit_code == 2 and "--overwrite" in refused.output and (out / "slates" / "stale.png").exists()
+    assert _import(out, imported / "cache", "--overwrite").exit_code == 0
     assert not (out / "slates" / "stale.png").exists() and (out / "sessions.parquet").exists()
 
 

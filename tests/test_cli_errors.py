@@ -184,3 +184,28 @@ def test_score_kernel_offers_only_what_exists():
     assert {k.value for k in MetricKernel} - {"auto"} == set(ops.REGISTRY["batch_metrics"])
     result = runner.invoke(app, ["score", "--sim", "a", "--sessions", "b", "--out", "c", "--kernel", "triton"])
     assert result.exit_code == 2 and "--kernel" in result.stderr
+
+
+def test_a_finished_output_is_never_replaced_silently(tmp_path, synth_dir):
+    """synth, simulate and score refuse a folder holding their finished output (nothing changes) unless
+    --overwrite; export-clicks likewise for its file."""
+    import hashlib
+
+    def digest(folder):
+        return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    sim_args = ["simulate", "--users", synth_dir / "users.parquet", "--images", synth_dir / "slates", "--out",
+                tmp_path / "sim", "--device", "cpu"]
+    runs = [["synth", tmp_path / "data", "--users", "2", "--slates", "3"], sim_args,
+            ["score", "--sim", tmp_path / "sim" / "simulations.parquet", "--sessions", synth_dir / "sessions.parquet",
+             "--out", tmp_path / "score"],
+            ["export-clicks", tmp_path / "sim", "--format", "yandex", "--out", tmp_path / "log.tsv"]]
+    for args in runs:
+        args = [str(a) for a in args]
+        assert runner.invoke(app, args).exit_code == 0
+        before = digest(tmp_path)
+        again = runner.invoke(app, args)
+        assert again.exit_code == 2 and "--overwrite" in again.stderr, (args[0], again.output)
+        assert digest(tmp_path) == before
+        assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0, args[0]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import MetricKernel, Signal, Split, TieRule
-from .common import app, fail_cleanly, out_console
+from .common import OVERWRITE_HELP, app, fail_cleanly, out_console, refuse_finished
 from .display import print_comparison, print_score
 
 
@@ -28,8 +28,10 @@ def score(
                                                    "lower slot first, or the reference code's higher slot first")]
     = TieRule.average,
     topk_js_k: Annotated[int, typer.Option(min=1, max=64, help="k of top-k JS (the reference: 5 RecGaze, 3 AdSERP)")] = 5,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Attention alignment (KL, JS, cosine, CSH@k, TGO@k, top-k JS, CC, SIM, NSS) and click metrics."""
+    refuse_finished(out, ("metrics.json", "per_sample.csv"), overwrite)
     from ..io import write_json
     from ..score import compare as compare_runs
     from ..score import read_per_sample
@@ -60,8 +62,10 @@ def show(
     limit: Annotated[int, typer.Option(min=1, help="At most this many PNGs")] = 12,
     signal: Annotated[Signal, typer.Option(help="fixation or cursor dwell on the right")] = Signal.fixation,
     tau: Annotated[float, typer.Option(help="Gaze-target temperature")] = 1.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """PNG per (user, slate): model slot relevance beside the fixation distribution, click and top slot marked."""
+    refuse_finished(out, ("*.png",), overwrite)
     from ..data.join import load_inputs
     from ..data.text import file_safe
     from ..errors import ValidationError, where

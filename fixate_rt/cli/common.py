@@ -6,6 +6,7 @@ import math
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, NamedTuple
 
 import typer
@@ -94,6 +95,21 @@ def fail_cleanly(fn: Callable) -> Callable:
             raise typer.Exit(code) from None
 
     return wrapper
+
+
+OVERWRITE_HELP = "Replace the finished output already in --out (without it, such a folder is refused)"
+
+
+def refuse_finished(out: Path | None, names: tuple[str, ...], overwrite: bool) -> None:
+    """A finished output is never replaced silently: refuse ``out`` if it holds any of ``names`` (files or folders
+    a previous run of this command wrote; ``*.png`` style patterns allowed) unless ``--overwrite`` was given."""
+    if out is None or overwrite or not Path(out).is_dir():
+        return
+    for name in names:
+        found = sorted(Path(out).glob(name)) if "*" in name else ([Path(out) / name] if (Path(out) / name).exists() else [])
+        if found:
+            raise FixateError(f"{out}: holds a finished run ({found[0].name}); pass --overwrite to replace it, or choose "
+                              "another --out")
 
 
 def option_panels(groups: dict[str, tuple[str, ...]]) -> Callable[[Callable], Callable]:

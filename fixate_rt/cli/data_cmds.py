@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from .common import app, console, fail_cleanly
+from .common import OVERWRITE_HELP, app, console, fail_cleanly, refuse_finished
 from .display import print_adserp_report, print_stats
 
 
@@ -19,8 +19,10 @@ def synth(
     users: Annotated[int, typer.Option(min=2, help="Number of users")] = 30,
     slates: Annotated[int, typer.Option(min=3, help="Number of slates")] = 40,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data)")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Generate a synthetic RecGaze-like dataset with a known generative model."""
+    refuse_finished(out, ("users.parquet", "sessions.parquet", "slates"), overwrite)
     from ..data.synth import SynthConfig, write_synth
 
     with Progress(TextColumn("rendering slates"), BarColumn(), MofNCompleteColumn(), console=console,
@@ -38,8 +40,10 @@ def import_recgaze(
     images_root: Annotated[Path, typer.Option(help="folder that image_index_path is relative to")],
     out: Annotated[Path, typer.Option(help="output folder (users.parquet, slates/, sessions.parquet)")],
     user_features: Annotated[Optional[Path], typer.Option(help="RecGaze user_features.csv for profiles")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Convert FixATE-processed RecGaze records (+ lettered viewport images) into fixate-rt's formats."""
+    refuse_finished(out, ("users.parquet", "sessions.parquet", "slates"), overwrite)
     from ..data.recgaze import import_recgaze as run_import
 
     counts = run_import(records, images_root, out, user_features)
@@ -56,8 +60,10 @@ def import_adserp(
     cache: Annotated[Optional[Path], typer.Option(help="organic-box cache folder [default: $FIXATE_RT_CACHE/adserp-organic]")] = None,
     stop_gap_ms: Annotated[float, typer.Option(help="a gap of at least this many ms between scroll events is a stop")] = 400.0,
     viewport_height: Annotated[int, typer.Option(min=100, help="viewport height in screenshot px (docs/method.md: 922)")] = 922,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Turn AdSERP trials into slates (viewport at the last scroll stop before the click, labelled slots) and sessions."""
+    refuse_finished(out, ("users.parquet", "sessions.parquet", "slates", "import_report.json"), overwrite)
     from ..data.adserp import import_adserp as run_import
 
     with Progress(transient=True, console=console) as bar:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import ClickLogFormat, LabelMode
-from .common import app, fail_cleanly, out_console
+from .common import OVERWRITE_HELP, app, fail_cleanly, out_console, refuse_finished
 
 
 @app.command(rich_help_panel="Experiments")
@@ -22,8 +22,10 @@ def permute(
     seed: Annotated[int, typer.Option(min=0, help="seed of --policy shuffle")] = 0,
     labels: Annotated[LabelMode, typer.Option(help="item: labels follow their items (redrawn on the built-in grid); "
                                                    "position: labels stay with the positions")] = LabelMode.item,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """The same items in other positions: pixels, layout labels and item metadata move with their items."""
+    refuse_finished(out, (".permutation.json",), overwrite)
     from ..experiments.permute import parse_policy, permute_folder
 
     result = permute_folder(images, out, parse_policy(policy, seed), labels.value)
@@ -43,8 +45,10 @@ def compare(
                                                                           "have")] = False,
     images_a: Annotated[Optional[Path], typer.Option(help="A's slates [default: from A's run.json]")] = None,
     images_b: Annotated[Optional[Path], typer.Option(help="B's slates [default: from B's run.json]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Click share per item, per position and overall, B − A, with paired bootstrap intervals over users."""
+    refuse_finished(out, ("compare.json", "compare.png"), overwrite)
     from ..experiments.compare import compare_runs
     from ..experiments.reports import write_compare
 
@@ -64,8 +68,10 @@ def position_bias(
     out: Annotated[Path, typer.Option(help="folder for position_bias.json/.csv/.png")],
     images: Annotated[Optional[Path], typer.Option(help="the slates of every run [default: each run's own, from "
                                                         "its run.json]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Examination by position: the model's attention, and logit, PBM and cascade click models fitted to clicks."""
+    refuse_finished(out, ("position_bias.json", "position_bias.png"), overwrite)
     from ..experiments.position_bias import position_bias as fit
     from ..experiments.reports import write_position_bias
     from ..experiments.runs import read_run, slates_of
@@ -86,11 +92,15 @@ def export_clicks(
                                                                     "(clax-models' Parquet arrays)")],
     out: Annotated[Path, typer.Option(help="output file (yandex also writes OUT.ids.csv and OUT.examination.tsv)")],
     images: Annotated[Optional[Path], typer.Option(help="the run's slates [default: from its run.json]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file")] = False,
 ) -> None:
     """Simulated sessions as click logs, with the model's per-position attention as examination."""
+    from ..errors import ValidationError
     from ..experiments.click_logs import export_clicks as write
     from ..experiments.runs import read_run
 
+    if out.exists() and not overwrite:
+        raise ValidationError(f"--out {out}: exists; pass --overwrite to replace it, or choose another file")
     result = write(read_run(sim), out, format.value, images)
     out_console.print(f"{result['sessions']} sessions over {result['queries']} slates ({result['urls']} items) "
                       f"-> {out}")

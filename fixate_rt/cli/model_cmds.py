@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from ..config import MODEL_HELP, ExportFormat
-from .common import ImageSize, app, fail_cleanly, image_size_option, out_console
+from .common import (ImageSize, OVERWRITE_HELP, app, fail_cleanly,
+                     image_size_option, out_console, refuse_finished)
 
 
 @app.command(rich_help_panel="Models")
@@ -25,8 +26,10 @@ def export(
         parser=image_size_option, metavar="WxH",
         help="WxH of the slates the vision graph must serve; repeat for several sizes (Qwen-VL: one graph per "
              "patch grid)")] = ["1100x619"],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Export the frozen VLM (vision, embedding, decoder with in-graph rollout) and validate it against PyTorch."""
+    refuse_finished(out, ("manifest.json",), overwrite)
     import warnings
 
 

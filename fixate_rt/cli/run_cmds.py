@@ -10,7 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import MODEL_HELP, Backend, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template, parse_device
-from .common import PairsPerSecond, app, console, fail_cleanly, option_panels, out_console
+from .common import (OVERWRITE_HELP, PairsPerSecond, app, console,
+                     fail_cleanly, option_panels, out_console, refuse_finished)
 from .display import print_profile, print_simulation_summary
 
 
@@ -20,7 +21,8 @@ from .display import print_profile, print_simulation_summary
     "Model and probe": ("model", "backend", "trust_export", "template", "allow_template_mismatch", "device", "probe",
                         "kernel", "pool"),
     "Clicks": ("samples", "seed", "batch_size"),
-    "Long and distributed runs": ("shard_pairs", "resume", "engine", "address", "workers", "gpus_per_worker"),
+    "Long and distributed runs": ("shard_pairs", "resume", "overwrite", "engine", "address", "workers",
+                                  "gpus_per_worker"),
 })
 @fail_cleanly
 def simulate(
@@ -54,8 +56,10 @@ def simulate(
                                                     "RecGaze / AdSERP prompt (docs/method.md)")] = Template.fixate_rt,
     allow_template_mismatch: Annotated[bool, typer.Option("--allow-template-mismatch", help="Run a prompt bank "
                                                           "trained under another template")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Simulate clicks of every user on every slate; report click probability and slot relevance."""
+    refuse_finished(out, (() if resume else ("simulations.parquet", "run.json")), overwrite)
     from ..simulate import run_simulation
 
     config = SimulateConfig(users=users, images=images, out=out, model=model, prompts=prompts, pairs=pairs,
@@ -98,8 +102,10 @@ def profile(
     trace: Annotated[bool, typer.Option("--trace", help="Also record a PyTorch profiler (Chrome) trace: "
                                                          "OUT/trace.json")] = False,
     peak_tflops: Annotated[Optional[float], typer.Option(help="Device peak for utilisation (else a known table)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Latency per stage (p50/p90), pairs/s, peak memory and decoder FLOP utilisation."""
+    refuse_finished(out, ("profile.json", "trace.json"), overwrite)
     from ..errors import ValidationError
     from ..io import ensure_writable_dir, write_json
     from ..profile import STAGES, run_profile

@@ -23,7 +23,7 @@ from .display import print_protocol, print_training
                      "choice_weight", "beta", "gamma", "attn_loss"),
     "Evaluation and selection": ("preset", "eval_every", "patience", "seeds", "selection", "tie_rule", "topk_js_k"),
     "Ablations": ("random_prompt", "no_user_alpha", "no_ntp"),
-    "Run": ("resume",),
+    "Run": ("resume", "overwrite"),
 })
 @fail_cleanly
 def train(
@@ -64,6 +64,8 @@ def train(
     no_user_alpha: Annotated[bool, typer.Option("--no-user-alpha", help="ablation: uniform mixture (one shared prompt)")] = False,
     no_ntp: Annotated[bool, typer.Option("--no-ntp", help="ablation: no next-token loss (λ* from step 0)")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its checkpoints")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a previous run in --out (its checkpoints, "
+                                                                "bank, metrics and CSVs are deleted first)")] = False,
     preset: Annotated[Preset, typer.Option(help="the paper's protocol per data set (top-k JS k, warm-up, selection, "
                                                 "early stopping, InternVL tiles, split, seeds, template); options "
                                                 "given explicitly win")] = Preset.none,
@@ -95,7 +97,8 @@ def train(
                       gamma=gamma, attn_loss=attn_loss.value, eval_every=eval_every, patience=patience,
                       seeds=seed_list, device=parse_device(device), kernel=kernel.value, freeze_basis=freeze_basis,
                       init_from=init_from,
-                      random_prompt=random_prompt, no_user_alpha=no_user_alpha, no_ntp=no_ntp, resume=resume)
+                      random_prompt=random_prompt, no_user_alpha=no_user_alpha, no_ntp=no_ntp, resume=resume,
+                      overwrite=overwrite)
     print_protocol(cfg)
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:

@@ -57,6 +57,7 @@ class TrainConfig:
     no_user_alpha: bool = False
     no_ntp: bool = False
     resume: bool = False
+    overwrite: bool = False  # replace a previous run's outputs in `out` (else such a folder is refused)
     eval_batch_size: int = field(default=8)
     # The paper's protocols (presets.py): set per data set by --preset, each overridable.
     preset: str = "none"

@@ -97,7 +97,11 @@ def learning_curve(path: Path, results: list[SeedResult], selection: str = "comp
 
 
 # Options a resumed run may change: where files are (their content is compared by digest), how it runs.
-RESUME_MAY_CHANGE = frozenset({"resume", "device", "kernel", "sessions", "images", "users", "out", "init_from"})
+RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "device", "kernel", "sessions", "images", "users", "out",
+                               "init_from"})
+# What a training run writes into its folder (an --overwrite deletes these, and nothing else, first).
+RUN_OUTPUTS = ("checkpoints", "prompts.safetensors", "train_config.json", "metrics.json", "learning_curve.png",
+               "per_sample_seed*.csv")
 
 
 def _input_digests(cfg: TrainConfig, corpus) -> dict[str, str | None]:
@@ -115,9 +119,10 @@ def check_output_folder(cfg: TrainConfig, digests: dict) -> None:
     out = Path(cfg.out)
     saved_path = out / "train_config.json"
     if not cfg.resume:
-        if saved_path.exists() or (out / "checkpoints").exists() or (out / "prompts.safetensors").exists():
-            raise ValidationError(f"{out}: holds a previous training run; pass --resume to continue it, or choose "
-                                  "another --out")
+        if not cfg.overwrite and (saved_path.exists() or (out / "checkpoints").exists()
+                                  or (out / "prompts.safetensors").exists()):
+            raise ValidationError(f"{out}: holds a previous training run; pass --resume to continue it, --overwrite "
+                                  "to replace it, or choose another --out")
         return
     if not saved_path.is_file():
         raise ValidationError(f"{out}: no training run to resume here (no train_config.json)")
@@ -141,6 +146,14 @@ def check_output_folder(cfg: TrainConfig, digests: dict) -> None:
                                   "interrupted run")
 
 
+def _remove_previous_run(out: Path) -> None:
+    import shutil
+
+    for pattern in RUN_OUTPUTS:
+        for path in out.glob(pattern) if out.is_dir() else ():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
           on_epoch_end: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> dict:
     """Train every seed, evaluate on the test split, write the output folder. Returns metrics.json."""
@@ -161,6 +174,8 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
     digests = _input_digests(cfg, corpus)
     check_output_folder(cfg, digests)
     backbone = load(cfg.model, device=cfg.device)
+    if cfg.overwrite and not cfg.resume:
+        _remove_previous_run(Path(cfg.out))
     out = ensure_writable_dir(Path(cfg.out))  # after the model loaded: a checkpoint that fails leaves no folder
     kept = f"the checkpoints of finished epochs are kept in {out / 'checkpoints'}; rerun the same command with --resume"
     with output_lock(out, "fixate-rt train"), interruptible(lambda: kept):  # one run per --out
