@@ -19,48 +19,96 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UnavailableError("fixate-rt show needs matplotlib: pip install 'fixate-rt[viz]'") from None
+        raise UnavailableError("fixate-rt show needs matplotlib (a core dependency): pip install matplotlib") from None
     return plt
 
 
-def _panel(ax, image, boxes: np.ndarray, values: np.ndarray, title: str, clicked: int, top: int, cmap) -> None:
+SIGNAL_NAMES = {"fixation": "fixation", "cursor": "cursor", "intersect": "fixation (dual-signal sessions)"}
+
+
+def _outlined(ax, x, y, text, **kw) -> None:
+    """Text that reads on any colour: white with a black outline."""
+    import matplotlib.patheffects as pe
+
+    ax.text(x, y, text, color="white", path_effects=[pe.withStroke(linewidth=2.2, foreground="black")], **kw)
+
+
+def _slate_panel(ax, image, boxes: np.ndarray, values: np.ndarray, title: str, clicked: int, top: int, cmap,
+                 vmax: float) -> None:
+    """The dimmed slate, each slot tinted by its share on the shared scale [0, vmax], the share written on it."""
     from matplotlib.patches import Rectangle
 
     ax.imshow(np.asarray(image, dtype=np.float32) / 255 * 0.35)  # dimmed, so the heat reads over any artwork
-    vmax = max(float(values.max()), 1e-12)
     for k, (x0, y0, x1, y1) in enumerate(boxes):
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, color=cmap(values[k] / vmax), alpha=0.85 * values[k] / vmax))
-        ax.text(x0 + 3, y0 + 12, f"{values[k]:.2f}", color="white", fontsize=7, weight="bold")
+        level = min(values[k] / vmax, 1.0)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, color=cmap(level), alpha=0.25 + 0.65 * level))
+        _outlined(ax, x0 + 3, y0 + 3, f"{values[k]:.2f}", fontsize=8, weight="bold", va="top")
     cx0, cy0, cx1, cy1 = boxes[clicked]
     ax.add_patch(Rectangle((cx0, cy0), cx1 - cx0, cy1 - cy0, fill=False, edgecolor="lime", linewidth=2.5))
     tx0, ty0, tx1, ty1 = boxes[top]
     ax.add_patch(Rectangle((tx0 + 4, ty0 + 4), tx1 - tx0 - 8, ty1 - ty0 - 8, fill=False, edgecolor="red",
                            linewidth=1.8, linestyle="--"))
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     ax.axis("off")
 
 
+def _click_panel(ax, labels: tuple[str, ...], p_click: np.ndarray, clicked: int, top: int) -> None:
+    """p_click per slot as bars (the clicked slot green, the model's top-attention slot outlined red)."""
+    y = np.arange(len(labels))
+    colours = ["#1a9850" if k == clicked else "#4575b4" for k in range(len(labels))]
+    bars = ax.barh(y, p_click, color=colours)
+    bars[top].set_edgecolor("red")
+    bars[top].set_linestyle("--")
+    bars[top].set_linewidth(1.5)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(1e-6, float(p_click.max())) * 1.15)
+    ax.set_xlabel("p_click", fontsize=9)
+    ax.set_title("model's click probability per slot", fontsize=10)
+    for k, v in enumerate(p_click):
+        ax.text(v, k, f" {v:.2f}", va="center", fontsize=7)
+
+
 def render_pair(path: Path, slate: Slate, user_id: str, relevance: np.ndarray, p_click: np.ndarray,
-                dwell: np.ndarray, clicked: int, tau: float = 1.0) -> dict:
-    """Write one PNG: left the model's slot relevance, right the gaze target; click (green) and the model's
-    top slot (red, dashed) marked; metric values in the title. Returns the metrics."""
+                dwell: np.ndarray, clicked: int, tau: float = 1.0, signal: str = "fixation") -> dict:
+    """Write one PNG: the model's slot relevance and the user's gaze target on one colour scale (with its bar),
+    and the model's p_click per slot; the clicked slot (green) and the model's top-attention slot (red, dashed)
+    marked and explained in a legend; metric values in the title. Returns the metrics."""
     plt = _pyplot()
+    from matplotlib import cm
+    from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
+
     gaze = M.gaze_target(dwell, tau)
     scores = M.sample_metrics(relevance, gaze, p_click, clicked)
     image = slate.load_image()
     boxes = slate.layout.boxes
-    top = int(M.rank(relevance)[0])
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.6), dpi=100)
     labels = slate.layout.labels
-    _panel(axes[0], image, boxes, M.normalise(relevance),
-           f"model slot relevance (top {labels[top]}, p_click max {labels[int(M.rank(p_click)[0])]})", clicked, top,
-           plt.get_cmap("inferno"))
-    _panel(axes[1], image, boxes, M.normalise(gaze), f"fixation distribution (clicked {labels[clicked]})",
-           clicked, top, plt.get_cmap("viridis"))
-    fig.suptitle(f"user {user_id} · slate {slate.slate_id} · KL {scores['kl']:.3f} · JS {scores['js']:.3f} · "
+    top = int(M.rank(relevance)[0])
+    model, target = M.normalise(relevance), M.normalise(gaze)
+    vmax = max(float(model.max()), float(target.max()), 1e-12)  # one scale for both distributions
+    cmap = plt.get_cmap("magma")
+    width, height = slate.layout.image_size
+    panel_w = 6.4  # inches per slate panel; the height follows the slate's aspect (tall result pages stay legible)
+    fig_h = panel_w * min(max(height / width, 0.3), 2.5) + 1.4
+    fig = plt.figure(figsize=(2 * panel_w + 4.2, fig_h), dpi=100)
+    # slate, slate, colour bar, a spacer for the bar's label, p_click bars
+    grid = fig.add_gridspec(1, 5, width_ratios=[panel_w, panel_w, 0.18, 0.55, 3.0], left=0.01, right=0.96, top=0.88,
+                            bottom=0.12, wspace=0.06)
+    axes = [fig.add_subplot(grid[0, k]) for k in (0, 1, 2, 4)]
+    name = SIGNAL_NAMES.get(signal, signal)
+    _slate_panel(axes[0], image, boxes, model, f"model slot relevance (top slot {labels[top]})", clicked, top, cmap,
+                 vmax)
+    _slate_panel(axes[1], image, boxes, target, f"user's {name} distribution (τ = {tau:g})", clicked, top, cmap, vmax)
+    fig.colorbar(cm.ScalarMappable(norm=Normalize(0, vmax), cmap=cmap), cax=axes[2],
+                 label="share of the slate (both panels)")
+    _click_panel(axes[3], labels, np.asarray(p_click, dtype=np.float64), clicked, top)
+    fig.legend(handles=[Line2D([], [], color="lime", lw=2.5, label=f"clicked slot ({labels[clicked]})"),
+                        Line2D([], [], color="red", lw=1.8, ls="--", label=f"model's top slot ({labels[top]})")],
+               loc="lower left", ncol=2, fontsize=9, frameon=False)
+    fig.suptitle(f"user {user_id} · slate {slate.slate_id} · {name} · KL {scores['kl']:.3f} · JS {scores['js']:.3f} · "
                  f"cos {scores['cosine']:.3f} · CSH@1 {scores['csh@1']:.0f} · CSH@3 {scores['csh@3']:.0f} · "
                  f"TGO@3 {scores['tgo@3']:.2f} · p(click) {p_click[clicked]:.3f}", fontsize=10)
-    fig.tight_layout()
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -97,7 +97,7 @@ def test_show_writes_pngs(sims, synth_dir, tmp_path):
                   synth_dir / "sessions.parquet", "--images", synth_dir / "slates", "--out", tmp_path,
                   "--user", "u002", "--limit", "2"])
     pngs = sorted(tmp_path.glob("*.png"))
-    assert [p.name for p in pngs] == ["u002__s000.png", "u002__s001.png"]
+    assert [p.name for p in pngs] == ["u002__s000__fixation.png", "u002__s001__fixation.png"]
     from PIL import Image
 
     with Image.open(pngs[0]) as img:

@@ -95,7 +95,7 @@ def show(
     out = ensure_writable_dir(out)
     for i in chosen:
         u, s = data.sessions.user_ids[i], data.sessions.slate_ids[i]
-        path = out / f"{file_safe(u)}__{file_safe(s)}.png"  # ids are data: encoded, never a path
+        path = out / f"{file_safe(u)}__{file_safe(s)}__{signal.value}.png"  # ids are data: encoded, never a path
         scores = render_pair(path, data.slates[s], u, sims[(u, s)].relevance, sims[(u, s)].p_click, data.dwell[i],
-                             int(data.sessions.clicked_slot[i]), tau)
+                             int(data.sessions.clicked_slot[i]), tau, signal.value)
         print(f"{path}  KL {scores['kl']:.3f}  CSH@1 {scores['csh@1']:.0f}  TGO@3 {scores['tgo@3']:.2f}")
