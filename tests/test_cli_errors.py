@@ -209,3 +209,12 @@ def test_a_finished_output_is_never_replaced_silently(tmp_path, synth_dir):
         assert again.exit_code == 2 and "--overwrite" in again.stderr, (args[0], again.output)
         assert digest(tmp_path) == before
         assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0, args[0]
+
+
+def test_progress_is_printed_as_lines_off_a_terminal_and_quiet_silences_it(tmp_path, synth_dir):
+    args = ["synth", str(tmp_path / "d"), "--users", "2", "--slates", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0
+    assert "fixate-rt: rendering: 3/3 slates (100 %)" in result.stderr  # CliRunner's stderr is not a terminal
+    quiet = runner.invoke(app, ["-q", *args, "--overwrite"])
+    assert quiet.exit_code == 0 and quiet.stderr.strip() == ""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -11,7 +13,6 @@ from typing import Annotated, NamedTuple
 
 import typer
 from rich.console import Console
-from rich.progress import TextColumn
 from typer.core import TyperGroup
 
 from ..errors import FixateError
@@ -65,8 +66,36 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                                help="Print the version and exit.")] = False) -> None:
+                                                help="Print the version and exit.")] = False,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages too")] = False) -> None:
     """Global options (the app's help text describes the tool)."""
+    configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
+# Third-party messages that say nothing to a fixate-rt user (they concern optional packages or internals).
+QUIET_WARNINGS = (r".*torchvision.*", r".*Attribute type is ambiguous.*", r".*TypedStorage is deprecated.*")
+
+
+def configure_logging(level: int) -> None:
+    """The ``fixate_rt`` logger: Rich's handler on a terminal, plain ``fixate-rt: message`` lines elsewhere."""
+    import warnings
+
+    from rich.logging import RichHandler
+
+    log = logging.getLogger("fixate_rt")
+    log.handlers.clear()
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("fixate-rt: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is imported (only if needed)
 console = Console(stderr=True)  # progress and notes
 out_console = Console()  # results
 
@@ -160,12 +189,3 @@ def seeds_option(text: object) -> tuple[int, ...]:
     if not seeds:
         raise typer.BadParameter("expected at least one seed")
     return seeds
-
-
-class PairsPerSecond(TextColumn):
-    def __init__(self) -> None:
-        super().__init__("")
-
-    def render(self, task):
-        speed = task.completed / task.elapsed if task.elapsed else 0.0
-        return f"{speed:6.1f} pairs/s"

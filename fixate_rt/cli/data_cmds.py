@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from .common import OVERWRITE_HELP, app, console, fail_cleanly, refuse_finished
+from .common import OVERWRITE_HELP, app, fail_cleanly, refuse_finished
 from .display import print_adserp_report, print_stats
+from .progress import progress
 
 
 @app.command(rich_help_panel="Data")
@@ -25,11 +25,10 @@ def synth(
     refuse_finished(out, ("users.parquet", "sessions.parquet", "slates"), overwrite)
     from ..data.synth import SynthConfig, write_synth
 
-    with Progress(TextColumn("rendering slates"), BarColumn(), MofNCompleteColumn(), console=console,
-                  transient=True) as progress:
-        task = progress.add_task("render", total=slates)
+    with progress("rendering", "slates") as bar:
+        bar.total(slates)
         stats = write_synth(out, SynthConfig(n_users=users, n_slates=slates, seed=seed),
-                            progress=lambda done, total: progress.update(task, completed=done))
+                            progress=lambda done, total: bar.advance(1))
     print_stats(f"synthetic data in {out}", stats)
 
 
@@ -66,10 +65,10 @@ def import_adserp(
     refuse_finished(out, ("users.parquet", "sessions.parquet", "slates", "import_report.json"), overwrite)
     from ..data.adserp import import_adserp as run_import
 
-    with Progress(transient=True, console=console) as bar:
-        task = bar.add_task("importing trials", total=None)
-        report = run_import(data_dir, out, seed=seed, cache_dir=cache, gap_ms=stop_gap_ms, viewport=(1280, viewport_height),
-                            on_trial=lambda name: bar.update(task, advance=1, description=f"trial {name}"))
+    with progress("importing", "trials") as bar:
+        report = run_import(data_dir, out, seed=seed, cache_dir=cache, gap_ms=stop_gap_ms,
+                            viewport=(1280, viewport_height),
+                            on_trial=lambda name: (bar.advance(1), bar.describe(f"trial {name}")))
     print_adserp_report(report, out)
 
 

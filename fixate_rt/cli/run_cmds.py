@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..config import MODEL_HELP, Backend, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template, parse_device
-from .common import (OVERWRITE_HELP, PairsPerSecond, app, console,
-                     fail_cleanly, option_panels, out_console, refuse_finished)
+from ..config import (MODEL_HELP, Backend, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template,
+                      parse_device)
+from .common import OVERWRITE_HELP, app, fail_cleanly, option_panels, out_console, refuse_finished
 from .display import print_profile, print_simulation_summary
+from .progress import progress
 
 
 @app.command(rich_help_panel="Simulation")
@@ -74,11 +74,8 @@ def simulate(
         info = run_distributed(config, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
         print_simulation_summary(Path(out), info, time.perf_counter() - t0)
         return
-    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), PairsPerSecond(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("pairs", total=None)
-        info = run_simulation(config, on_start=lambda n: progress.update(task, total=n),
-                              on_pairs=lambda n: progress.advance(task, n))
+    with progress("simulating", "pairs") as bar:
+        info = run_simulation(config, on_start=bar.total, on_pairs=bar.advance)
     print_simulation_summary(Path(out), info, time.perf_counter() - t0)
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import (MODEL_HELP, AttnLoss, Kernel, Preset, Probe, Selection, Signal, SplitMode, Template, TieRule,
                       parse_device)
-from .common import app, console, fail_cleanly, option_panels, seeds_option
+from .common import app, fail_cleanly, option_panels, seeds_option
 from .display import print_protocol, print_training
+from .progress import progress
 
 
 @app.command(rich_help_panel="Training")
@@ -100,10 +100,7 @@ def train(
                       random_prompt=random_prompt, no_user_alpha=no_user_alpha, no_ntp=no_ntp, resume=resume,
                       overwrite=overwrite)
     print_protocol(cfg)
-    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("", total=None)
-        payload = run_train(cfg, on_start=lambda n: progress.update(task, total=n),
-                            on_step=lambda r: progress.update(task, advance=1, description=(
-                                f"seed {r['seed']} epoch {r['epoch'] + 1} loss {r['loss']:.4f} λ {r['lambda']:.2f}")))
+    with progress("training", "steps") as bar:
+        payload = run_train(cfg, on_start=bar.total, on_step=lambda r: (bar.describe(
+            f"seed {r['seed']} epoch {r['epoch'] + 1} loss {r['loss']:.4f} λ {r['lambda']:.2f}"), bar.advance(1)))
     print_training(payload, out)
