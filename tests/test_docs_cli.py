@@ -64,3 +64,13 @@ def test_documented_commands_and_options_exist(doc):
             if opt not in known:
                 problems.append(f"'fixate-rt {name}' has no option {opt}")
     assert not problems, f"{doc.name}: " + "; ".join(sorted(set(problems)))
+
+
+def test_readme_figures_are_the_benchmark_results():
+    """The README's measured figures are generated from benchmarks/results/ and must agree with them."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_figures.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
