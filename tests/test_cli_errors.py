@@ -218,3 +218,16 @@ def test_progress_is_printed_as_lines_off_a_terminal_and_quiet_silences_it(tmp_p
     assert "fixate-rt: rendering: 3/3 slates (100 %)" in result.stderr  # CliRunner's stderr is not a terminal
     quiet = runner.invoke(app, ["-q", *args, "--overwrite"])
     assert quiet.exit_code == 0 and quiet.stderr.strip() == ""
+
+
+def test_a_transformers_release_that_drops_image_features_is_refused(monkeypatch):
+    import transformers
+
+    from fixate_rt.backbones import require_transformers
+    from fixate_rt.errors import UnavailableError
+
+    monkeypatch.setattr(transformers, "__version__", "5.17.0")
+    with pytest.raises(UnavailableError, match="needs >= 5.18"):
+        require_transformers()
+    monkeypatch.setattr(transformers, "__version__", "5.25.0")
+    require_transformers()

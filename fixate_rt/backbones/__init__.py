@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from ..errors import InputError, ValidationError
+from ..errors import InputError, UnavailableError, ValidationError
 from .base import DecoderInputs, DecoderOutput, SlateFeatures
 from .spliced import SplicedVLM
 from .tiny import SHAPES, ensure_model
@@ -43,6 +43,22 @@ def _quiet_loading():
     finally:
         if not was_disabled:
             hf_logging.enable_progress_bar()
+
+
+OLDEST_TRANSFORMERS = (5, 18)  # mm_encoder_outputs: older releases silently drop the image features
+
+
+def require_transformers() -> None:
+    """Refuse a transformers release whose VLMs would ignore the image features (results silently wrong)."""
+    import re
+
+    import transformers
+
+    found = tuple(int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
+    if found < OLDEST_TRANSFORMERS:
+        raise UnavailableError(f"transformers {transformers.__version__} is too old: fixate-rt needs >= "
+                               f"{'.'.join(map(str, OLDEST_TRANSFORMERS))} (earlier releases drop the image features "
+                               "given through mm_encoder_outputs); pip install -U 'transformers>=5.18'")
 
 
 def model_folder(name_or_path: str | Path) -> tuple[Path, str, str]:
@@ -87,6 +103,7 @@ def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     path, name, model_type = model_folder(name_or_path)
+    require_transformers()
     try:
         if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
             from .qwen_vl import QwenVLBackbone
