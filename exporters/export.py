@@ -4,6 +4,7 @@ bank, then validation of every output against PyTorch on fresh inputs (runtimes.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import platform
 import shutil
 import warnings
@@ -29,6 +30,8 @@ PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 class ExportValidationError(ValidationError):
     """An exported output has the wrong shape: the export is unusable."""
+
+log = logging.getLogger("fixate_rt")  # progress of the long steps (the CLI shows it; -q hides it)
 
 
 def _sample_image(size: tuple[int, int]):
@@ -108,6 +111,7 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
 
     def write(name, module, args, dynamic):
         spec = graph_specs[name]
+        log.info(f"export: writing the {name} graph ({spec.file})")
         convert(fmt, module, args, out / spec.file, [t.name for t in spec.inputs], [t.name for t in spec.outputs],
                 dynamic)
 
@@ -162,6 +166,7 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
         **({"legacy": "TorchScript is deprecated upstream; prefer --format export"} if fmt == "torchscript" else {}),
     }
     write_json(out / MANIFEST, manifest)
+    log.info("export: validating every graph against PyTorch on fresh inputs")
     manifest["validation"] = validate(out, backbone)
     write_json(out / MANIFEST, manifest)
     return manifest

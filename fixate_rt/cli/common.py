@@ -73,8 +73,11 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_print_ver
     configure_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
-# Third-party messages that say nothing to a fixate-rt user (they concern optional packages or internals).
+# Third-party messages that say nothing to a fixate-rt user (they concern optional packages or internals):
+# warnings by message, and the loggers of the ONNX exporter ("torchvision is not installed. Skipping ...",
+# "Attribute type is ambiguous ...").
 QUIET_WARNINGS = (r".*torchvision.*", r".*Attribute type is ambiguous.*", r".*TypedStorage is deprecated.*")
+QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnx_ir._convenience")
 
 
 def configure_logging(level: int) -> None:
@@ -95,6 +98,8 @@ def configure_logging(level: int) -> None:
     log.propagate = False
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is imported (only if needed)
 console = Console(stderr=True)  # progress and notes
 out_console = Console()  # results
