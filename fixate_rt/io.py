@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,33 @@ def atomic_path(final: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``out``; when the block succeeds, swap it onto ``out`` (a previous
+    folder there is moved aside, then deleted). A failure leaves ``out`` as it was and removes the stage, so a
+    folder of outputs is never half-written or mixed with an earlier one. Callers check ``out`` first."""
+    out = Path(out).absolute()  # absolute: '' or '.' still has a parent to stage in
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    try:
+        yield stage
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            try:
+                os.replace(out, old / "previous")
+                os.replace(stage, out)
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_json(final: Path, payload: Any) -> None:

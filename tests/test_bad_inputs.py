@@ -779,14 +779,6 @@ case("position-bias", "run not parquet", "simulations.parquet")(
     lambda ws: (garbage(ws / "sim" / "simulations.parquet"), pb_args(ws))[1])
 case("position-bias", "run without slot_relevance", "slot_relevance")(
     lambda ws: (drop_column(ws / "sim" / "simulations.parquet", "slot_relevance"), pb_args(ws))[1])
-case("position-bias", "slates unknown", "--images")(lambda ws: pb_args(ws, images=False))
-case("position-bias", "slates folder missing", "not found")(
-    lambda ws: [a if a != ws / "data" / "slates" else ws / "nope" for a in pb_args(ws)])
-case("position-bias", "a slate the folder lacks", "is not in")(
-    lambda ws: (edit_run(ws / "sim", "slate_id", lambda s: s + "x"), pb_args(ws))[1])
-case("position-bias", "slot count of the run differs", "slots")(
-    lambda ws: (edit_run(ws / "sim", "p_click", lambda v: v + [0.0]),
-                edit_run(ws / "sim", "slot_relevance", lambda v: v + [0.0]), pb_args(ws))[2])
 case("position-bias", "NaN relevance", "finite")(
     lambda ws: (edit_run(ws / "sim", "slot_relevance", first_row_only(lambda v: [float("nan")] * len(v))),
                 pb_args(ws))[1])
@@ -825,14 +817,16 @@ case("export-clicks", "out is a folder", "--out")(
 case("export-clicks", "out inside a file", "--out")(
     lambda ws: (garbage(ws / "outfile"), [a if a != ws / "log.tsv" else ws / "outfile" / "log.tsv"
                                           for a in ec_args(ws)])[1])
-case("export-clicks", "slates unknown", "--images")(lambda ws: ec_args(ws, images=False))
-case("export-clicks", "slates folder missing", "not found")(
-    lambda ws: [a if a != ws / "data" / "slates" else ws / "nope" for a in ec_args(ws)])
-case("export-clicks", "a slate the folder lacks", "is not in")(
-    lambda ws: (edit_run(ws / "sim", "slate_id", lambda s: s + "x"), ec_args(ws))[1])
-case("export-clicks", "slot count of the run differs", "slots")(
-    lambda ws: (edit_run(ws / "sim", "p_click", lambda v: v + [0.0]),
-                edit_run(ws / "sim", "slot_relevance", lambda v: v + [0.0]), ec_args(ws, fmt="clax"))[2])
+# what position-bias and export-clicks both need: the slates each run was made on
+for command, args in (("position-bias", pb_args), ("export-clicks", ec_args)):
+    case(command, "slates unknown", "--images")(lambda ws, args=args: args(ws, images=False))
+    case(command, "slates folder missing", "not found")(
+        lambda ws, args=args: [a if a != ws / "data" / "slates" else ws / "nope" for a in args(ws)])
+    case(command, "a slate the folder lacks", "is not in")(
+        lambda ws, args=args: (edit_run(ws / "sim", "slate_id", lambda s: s + "x"), args(ws))[1])
+    case(command, "slot count of the run differs", "slots")(
+        lambda ws, args=args: (edit_run(ws / "sim", "p_click", lambda v: v + [0.0]),
+                               edit_run(ws / "sim", "slot_relevance", lambda v: v + [0.0]), args(ws))[2])
 case("export-clicks", "NaN p_click", "finite")(
     lambda ws: (edit_run(ws / "sim", "p_click", first_row_only(lambda v: [float("nan")] * len(v))), ec_args(ws))[1])
 case("export-clicks", "click outside the slate", "click_slot")(

@@ -9,13 +9,11 @@ a folder that holds anything else is refused, so no user file is ever deleted.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError, ValidationError
+from ..io import staged_folder
 
 # Every entry a dataset folder may hold (synth's truth files, the AdSERP import report).
 DATASET_ENTRIES = frozenset({"users.parquet", "sessions.parquet", "slates", "truth.json", "true_attention.npy",
@@ -48,35 +46,13 @@ def validate_dataset(folder: Path, shown_as: Path) -> None:
                               f"{str(exc).replace(str(folder), str(shown_as))}") from None
 
 
-def _replace_folder(stage: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(stage, out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    try:
-        os.replace(out, old / "previous")
-        os.replace(stage, out)
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def staged_dataset(out: Path) -> Iterator[Path]:
     """Yield an empty staging folder; when the block succeeds, validate it and swap it onto ``out``.
 
     Call `check_dataset_target` (and every input check) first: this creates ``out``'s parent folders.
     """
-    shown, out = Path(out), Path(out).absolute()  # absolute: '' or '.' still has a parent to stage in
-    check_dataset_target(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    except OSError as exc:
-        raise InputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
-    try:
+    check_dataset_target(Path(out).absolute())
+    with staged_folder(out) as stage:
         yield stage
-        validate_dataset(stage, shown)
-        _replace_folder(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+        validate_dataset(stage, Path(out))

@@ -168,12 +168,8 @@ def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item"
 
     Every order is checked (each item once, boxes of equal size) before anything is written; the folder is built
     beside ``out``, read back with the slate checks, and swapped into place."""
-    import os
-    import shutil
-    import tempfile
-
     from ..data.slates import read_slates, write_layout
-    from ..io import write_json
+    from ..io import staged_folder, write_json
 
     if labels not in ("item", "position"):
         raise ValidationError(f"--labels must be item or position, got '{labels}'")
@@ -199,10 +195,7 @@ def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item"
         raise ValidationError(f"{out}: exists and holds other files than a variant folder; choose a new --out")
     if out.resolve() == images.resolve():
         raise ValidationError(f"--out {out}: is the source folder; write the variants to a new folder")
-    absolute = out.absolute()
-    absolute.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=absolute.parent, prefix=f".{absolute.name}.partial-"))
-    try:
+    with staged_folder(out) as stage:
         for sid, slate in slates.items():
             image, layout = permute_slate(slate, orders[sid], labels)
             image.save(stage / f"{sid}.png", format="PNG")
@@ -212,15 +205,5 @@ def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item"
                   "orders": {sid: [slates[sid].layout.labels[i] for i in o] for sid, o in orders.items()}}
         write_json(stage / RECORD, record)
         read_slates(stage)  # the variant folder passes the same checks as any --images
-        if absolute.exists():
-            old = Path(tempfile.mkdtemp(dir=absolute.parent, prefix=f".{absolute.name}.old-"))
-            os.replace(absolute, old / "previous")
-            os.replace(stage, absolute)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, absolute)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
     moved = sum(sum(j != i for j, i in enumerate(o)) for o in orders.values())
     return {"slates": len(slates), "moved_items": moved, "out": str(out)}

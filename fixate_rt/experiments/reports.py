@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..io import write_json
+from ..io import staged_folder, write_json
 
 ALLOWED_SUFFIXES = (".json", ".csv", ".png")
 
@@ -24,23 +21,11 @@ ALLOWED_SUFFIXES = (".json", ".csv", ".png")
 @contextlib.contextmanager
 def report_folder(out: Path) -> Iterator[Path]:
     """A staging folder swapped onto ``out`` when the block succeeds; ``out`` must be new or a previous report."""
-    out = Path(out).absolute()
-    if out.exists() and (not out.is_dir() or any(p.suffix not in ALLOWED_SUFFIXES for p in out.iterdir())):
-        raise InputError(f"{out}: exists and holds other files than a report; choose a new --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(p.suffix not in ALLOWED_SUFFIXES for p in path.iterdir())):
+        raise InputError(f"{path}: exists and holds other files than a report; choose a new --out")
+    with staged_folder(path) as stage:
         yield stage
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / "previous")
-            os.replace(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
