@@ -40,15 +40,21 @@ def reference(data, tmp_path_factory, tiny):
     return pq.read_table(out / "simulations.parquet")
 
 
-def test_killed_run_resumes_to_the_same_rows(data, reference, tmp_path):
-    out = tmp_path / "run"
+def _run_until_shards(data, out, shards: int) -> subprocess.Popen:
+    """A simulate process (shards of 2 pairs) that has written at least ``shards`` shards and is still running."""
     proc = subprocess.Popen([sys.executable, "-m", "fixate_rt", *_args(data, out, "--batch-size", "1", "--shard-pairs", "2")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while len(list((out / "shards").glob("part-*.parquet"))) < 3:
-        assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    while len(list((out / "shards").glob("part-*.parquet"))) < shards:
+        assert proc.poll() is None, f"run ended before it could be stopped: {proc.stderr.read().decode()[-500:]}"
         assert time.monotonic() < deadline, "no shard appeared in 120 s"
         time.sleep(0.01)
+    return proc
+
+
+def test_killed_run_resumes_to_the_same_rows(data, reference, tmp_path):
+    out = tmp_path / "run"
+    proc = _run_until_shards(data, out, 3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "simulations.parquet").exists()
@@ -79,13 +85,7 @@ def test_sigterm_says_what_was_kept_and_how_to_resume(data, reference, tmp_path)
     """A batch scheduler's SIGTERM (or Ctrl-C) ends the run with exit 130 and one line: the pairs kept and the
     command to continue; the resumed run then completes with the reference rows."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "fixate_rt", *_args(data, out, "--batch-size", "1", "--shard-pairs", "2")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(list((out / "shards").glob("part-*.parquet"))) < 2:
-        assert proc.poll() is None, f"run ended before it could be stopped: {proc.stderr.read().decode()[-500:]}"
-        assert time.monotonic() < deadline, "no shard appeared in 120 s"
-        time.sleep(0.01)
+    proc = _run_until_shards(data, out, 2)
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     lines = [line for line in proc.stderr.read().decode().splitlines() if line.strip()]
