@@ -53,7 +53,7 @@ def main() -> None:
     from fixate_rt.data.synth import SynthConfig, write_synth
     from fixate_rt.experiments.permute import parse_policy, permute_folder
     from fixate_rt.experiments.position_bias import position_bias
-    from fixate_rt.experiments.runs import read_run
+    from fixate_rt.experiments.runs import read_run, slates_of
     from fixate_rt.simulate import run_simulation
     from fixate_rt.training import TrainConfig, train
 
@@ -81,7 +81,7 @@ def main() -> None:
     planted = planted_curve()
     results, errors = {}, {}
     for name, rs in runs.items():
-        fit = position_bias(rs)
+        fit = position_bias(rs, [slates_of(r, None) for r in rs])
         beta = np.array(fit["logit"]["beta"])
         errors[name] = (beta - planted) ** 2
         results[name] = {"beta": beta.round(4).tolist(), "rmse": float(np.sqrt(errors[name].mean())),

@@ -10,11 +10,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, ValidationError
 
 
 def cache_root() -> Path:
@@ -64,6 +64,32 @@ def atomic_path(final: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def read_utf8(path: Path, what: str) -> str:
+    """The text of an input file that must be UTF-8 (layouts, configs, records, CSVs): a missing or special file,
+    an unreadable one and bytes that are not UTF-8 are each one line naming the file."""
+    path = Path(path)
+    if not path.is_file():  # also refuses a FIFO, which would block the read forever
+        raise InputError(f"{path}: {what} not found (or not a regular file)")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+
+
+def foreign_entry(folder: Path, allowed: Callable[[Path], bool]) -> Path | None:
+    """What keeps ``folder`` from being replaced by a command's output: the folder itself if it exists but is not
+    a folder, else its first entry (by name) that ``allowed`` rejects; None when it is absent or holds only
+    allowed entries."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        return folder
+    return next((p for p in sorted(folder.iterdir()) if not allowed(p)), None)
 
 
 @contextlib.contextmanager

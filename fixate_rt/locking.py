@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,8 +97,3 @@ def interruptible(kept: Callable[[], str]) -> Iterator[None]:
         if main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
-
-def command_line() -> str:
-    """The running command for the lock file (argv without paths beyond the command name)."""
-    argv = sys.argv[1:2] or ["python"]
-    return "fixate-rt " + " ".join(argv)

@@ -10,6 +10,7 @@ import torch
 from safetensors import SafetensorError
 
 from ..errors import InputError, UnavailableError, ValidationError
+from ..io import read_utf8
 from .base import DecoderInputs, DecoderOutput, SlateFeatures
 from .spliced import SplicedVLM
 from .tiny import SHAPES, ensure_model
@@ -61,6 +62,17 @@ def require_transformers() -> None:
                                "given through mm_encoder_outputs); pip install -U 'transformers>=5.18'")
 
 
+def read_config(config: Path) -> dict:
+    """A checkpoint's config.json as a dict; unreadable, non-UTF-8, invalid or non-object JSON is one line."""
+    try:
+        payload = json.loads(read_utf8(config, "model config"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{config}: invalid JSON (line {exc.lineno})") from None
+    if not isinstance(payload, dict):
+        raise ValidationError(f"{config}: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
 def model_folder(name_or_path: str | Path) -> tuple[Path, str, str]:
     """(folder, name, model_type) of ``--model``, checked without loading any weights: the folder has a readable
     config.json (UTF-8 JSON object) whose model_type is supported. Commands call this before writing anything."""
@@ -73,17 +85,7 @@ def model_folder(name_or_path: str | Path) -> tuple[Path, str, str]:
         if not (path / "config.json").is_file():
             raise InputError(f"{path}: not a model folder (no config.json); use a local checkpoint or one of {', '.join(SHAPES)}")
     config = path / "config.json"
-    try:
-        payload = json.loads(config.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"{config}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{config}: invalid JSON (line {exc.lineno})") from None
-    except OSError as exc:
-        raise InputError(f"{config}: cannot be read ({exc.strerror or exc})") from None
-    if not isinstance(payload, dict):
-        raise ValidationError(f"{config}: expected a JSON object, got {type(payload).__name__}")
-    model_type = payload.get("model_type")
+    model_type = read_config(config).get("model_type")
     if model_type in REMOTE_CODE_ONLY:
         raise ValidationError(
             f"{config}, field 'model_type': '{model_type}' is the original remote-code InternVL "

@@ -4,7 +4,6 @@ it ships, the slate sizes it serves. Every mismatch is found here, before any we
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +91,7 @@ class ModelInfo:
 
 
 def _torch_hidden_size(model: str) -> tuple[str, int]:
+    from ..backbones import read_config
     from ..backbones.tiny import SHAPES
 
     if model in SHAPES:
@@ -100,14 +100,10 @@ def _torch_hidden_size(model: str) -> tuple[str, int]:
     if not config.is_file():
         raise InputError(f"{model}: not a model folder (no config.json); use a local checkpoint or one of "
                          f"{', '.join(SHAPES)}")
+    payload = read_config(config)
     try:
-        payload = json.loads(config.read_bytes().decode("utf-8"))
         text = payload.get("text_config") or payload.get("llm_config") or payload
         return model, int(text["hidden_size"])
-    except UnicodeDecodeError:
-        raise InputError(f"{config}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{config}: invalid JSON ({exc})") from None
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ValidationError(f"{config}, field 'text_config.hidden_size': missing or not an integer") from None
 

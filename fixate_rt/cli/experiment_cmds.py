@@ -77,9 +77,9 @@ def position_bias(
     from ..experiments.runs import read_run, slates_of
 
     runs = [read_run(s) for s in sims]
-    result = fit(runs, images)
-    slates = slates_of(runs[0], images)
-    write_position_bias(out, result, slates[sorted(set(runs[0].slates))[0]])
+    slates = [slates_of(run, images) for run in runs]  # each folder read (and its images decoded) once
+    result = fit(runs, slates)
+    write_position_bias(out, result, slates[0][sorted(set(runs[0].slates))[0]])
     theta = ", ".join(f"{v:.2f}" for v in result["logit"]["theta"])
     out_console.print(f"{result['sessions']} sessions; logit θ by position: {theta} -> {out / 'position_bias.png'}")
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError, ValidationError
+from ..io import read_utf8
 from .images import MAX_PIXELS, image_size, load_rgb
 from .slates import Layout, write_layout
 from .staging import check_dataset_target, staged_dataset
@@ -33,23 +34,12 @@ REQUIRED = ("user_id", "task_id", "visit_index", "split", "image_index_path", "l
             "slot_fix")
 
 
-def _read_text(path: Path, what: str) -> str:
-    if not path.is_file():
-        raise InputError(f"{path}: {what} not found")
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
-
-
 def _profiles(path: Path | None) -> dict[str, str]:
     """user id → the reference's profile text, from RecGaze's user_features.csv."""
     if path is None:
         return {}
     try:
-        rows = list(csv.DictReader(io.StringIO(_read_text(path, "user features file"), newline="")))
+        rows = list(csv.DictReader(io.StringIO(read_utf8(path, "user features file"), newline="")))
     except csv.Error as exc:
         raise ValidationError(f"{path}: not a CSV file ({exc})") from None
     out: dict[str, str] = {}
@@ -159,7 +149,7 @@ def import_recgaze(jsonl: Path, images_root: Path, out: Path, user_features: Pat
     """Convert; returns counts. Every problem names the file and line (and field); every record, image and box
     is checked before anything is written, and the output is validated before it is moved into place."""
     jsonl, images_root, out = Path(jsonl), Path(images_root), Path(out)
-    text = _read_text(jsonl, "records file")
+    text = read_utf8(jsonl, "records file")
     if not images_root.is_dir():
         raise InputError(f"{images_root}: image folder not found")
     check_dataset_target(out)

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError, ValidationError
-from ..io import atomic_path
+from ..io import atomic_path, read_utf8
 from .images import image_size, load_rgb
 from .text import check_path_id, check_prompt_text
 
@@ -190,16 +190,13 @@ def parse_layout(payload: object, source: Path) -> Layout:
 
 
 def read_layout(path: Path) -> Layout:
+    text = read_utf8(path, "layout")
     try:
-        payload = json.loads(Path(path).read_bytes().decode("utf-8"), parse_constant=_no_constant)
+        payload = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{path}: invalid JSON (line {exc.lineno}: {exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except ValueError as exc:
         raise ValidationError(f"{path}: {exc}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read layout ({exc.strerror or exc})") from None
     return parse_layout(payload, Path(path))
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError, ValidationError
-from ..io import staged_folder
+from ..io import foreign_entry, staged_folder
 
 # Every entry a dataset folder may hold (synth's truth files, the AdSERP import report).
 DATASET_ENTRIES = frozenset({"users.parquet", "sessions.parquet", "slates", "truth.json", "true_attention.npy",
@@ -27,12 +27,12 @@ def check_dataset_target(out: Path) -> None:
         if out.parent.exists() and not out.parent.is_dir():
             raise InputError(f"{out}: its parent {out.parent} is not a folder")
         return
-    if not out.is_dir():
+    foreign = foreign_entry(out, lambda p: p.name in DATASET_ENTRIES)
+    if foreign == out:
         raise InputError(f"{out}: exists and is not a folder; choose another --out")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in DATASET_ENTRIES)
-    if foreign:
-        raise InputError(f"{out}: holds '{foreign[0]}', which is not part of a dataset; choose a new or empty folder "
-                         "(a previous dataset there is replaced whole)")
+    if foreign is not None:
+        raise InputError(f"{out}: holds '{foreign.name}', which is not part of a dataset; choose a new or empty "
+                         "folder (a previous dataset there is replaced whole)")
 
 
 def validate_dataset(folder: Path, shown_as: Path) -> None:
@@ -52,7 +52,6 @@ def staged_dataset(out: Path) -> Iterator[Path]:
 
     Call `check_dataset_target` (and every input check) first: this creates ``out``'s parent folders.
     """
-    check_dataset_target(Path(out).absolute())
     with staged_folder(out) as stage:
         yield stage
         validate_dataset(stage, Path(out))

@@ -169,7 +169,7 @@ def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item"
     Every order is checked (each item once, boxes of equal size) before anything is written; the folder is built
     beside ``out``, read back with the slate checks, and swapped into place."""
     from ..data.slates import read_slates, write_layout
-    from ..io import staged_folder, write_json
+    from ..io import foreign_entry, staged_folder, write_json
 
     if labels not in ("item", "position"):
         raise ValidationError(f"--labels must be item or position, got '{labels}'")
@@ -190,8 +190,7 @@ def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item"
         check_order(order, slate, "--policy")
         check_movable(slate, order, images)
         orders[sid] = order
-    if out.exists() and (not out.is_dir() or any(p.name != RECORD and p.suffix not in
-                                                 (".png", ".json") for p in out.iterdir())):
+    if foreign_entry(out, lambda p: p.name == RECORD or p.suffix in (".png", ".json")) is not None:
         raise ValidationError(f"{out}: exists and holds other files than a variant folder; choose a new --out")
     if out.resolve() == images.resolve():
         raise ValidationError(f"--out {out}: is the source folder; write the variants to a new folder")

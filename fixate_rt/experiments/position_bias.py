@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ..errors import ValidationError
-from .runs import Run, item_keys, slates_of
+from ..data.slates import Slate
+from .runs import Run, item_keys
 
 RIDGE = 1e-4  # per parameter, on the log-likelihood's scale (negligible against thousands of clicks)
 
@@ -45,15 +46,14 @@ class Configurations:
         return self.items >= 0
 
 
-def configurations(runs: list[Run], images=None) -> tuple[Configurations, dict]:
+def configurations(runs: list[Run], slates_per_run: list[dict[str, Slate]]) -> tuple[Configurations, dict]:
     """Count clicks per (run, slate) configuration and position; also the attention and click share per
     position (means over rows)."""
     names: dict[str, int] = {}
     rows_items, rows_clicks, rows_n = [], [], []
     P = max(len(p) for run in runs for p in run.p_click)
     attention, share, n_rows = np.zeros(P), np.zeros(P), 0
-    for run in runs:
-        slates = slates_of(run, images)
+    for run, slates in zip(runs, slates_per_run):
         keys = {sid: [names.setdefault(f"{sid}/{k}", len(names)) for k in item_keys(slate)]
                 for sid, slate in slates.items() if sid in set(run.slates)}
         for sid, idx in keys.items():
@@ -159,8 +159,9 @@ ASSUMPTIONS = {
 }
 
 
-def position_bias(runs: list[Run], images=None) -> dict:
-    config, observed = configurations(runs, images)
+def position_bias(runs: list[Run], slates_per_run: list[dict[str, Slate]]) -> dict:
+    """``slates_per_run``: the slates each run was made on (`runs.slates_of`), read once by the caller."""
+    config, observed = configurations(runs, slates_per_run)
     if len(config.item_names) < 2 or observed["sessions"] < 10:
         raise ValidationError("position bias needs at least 10 simulated sessions and 2 items")
     logit, pbm, cascade = fit_logit(config), fit_pbm(config), fit_cascade(config)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import staged_folder, write_json
+from ..io import foreign_entry, staged_folder, write_json
 
 ALLOWED_SUFFIXES = (".json", ".csv", ".png")
 
@@ -21,10 +21,9 @@ ALLOWED_SUFFIXES = (".json", ".csv", ".png")
 @contextlib.contextmanager
 def report_folder(out: Path) -> Iterator[Path]:
     """A staging folder swapped onto ``out`` when the block succeeds; ``out`` must be new or a previous report."""
-    path = Path(out)
-    if path.exists() and (not path.is_dir() or any(p.suffix not in ALLOWED_SUFFIXES for p in path.iterdir())):
-        raise InputError(f"{path}: exists and holds other files than a report; choose a new --out")
-    with staged_folder(path) as stage:
+    if foreign_entry(out, lambda p: p.suffix in ALLOWED_SUFFIXES) is not None:
+        raise InputError(f"{out}: exists and holds other files than a report; choose a new --out")
+    with staged_folder(out) as stage:
         yield stage
 
 

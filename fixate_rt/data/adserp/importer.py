@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import InputError, ValidationError
-from ...io import cache_root, write_json
+from ...io import cache_root, read_utf8, write_json
 from ..badges import draw_badges
 from ..images import load_rgb
 from ..slates import MAX_SLOTS, Layout, default_labels, write_layout
@@ -160,10 +160,8 @@ def split_sessions(samples: list[Sample], seed: int) -> list[str]:
 
 def read_participants(path: Path) -> dict[str, str]:
     """participant_id → profile text ("column: value, ..." over the demographic columns, as given)."""
-    if not path.is_file():
-        raise InputError(f"{path}: participants file not found")
+    text = read_utf8(path, "participants file")
     try:
-        text = path.read_bytes().decode("utf-8")
         reader = csv.DictReader(io.StringIO(text, newline=""))
         if "participant_id" not in (reader.fieldnames or []):
             raise ValidationError(f"{path}: missing column 'participant_id'")
@@ -176,8 +174,6 @@ def read_participants(path: Path) -> dict[str, str]:
             profile = ", ".join(f"{k}: {v.strip()}" for k, v in row.items() if isinstance(k, str) and k
                                 and isinstance(v, str) and v.strip())
             out[pid] = check_prompt_text(profile, f"{path}, row {i}")
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except csv.Error as exc:
         raise ValidationError(f"{path}: not a CSV file ({exc})") from None
     return out
