@@ -81,7 +81,7 @@ def _cpp(fn_name: str) -> Callable:
 def _triton_reason(device: torch.device) -> str:
     import os
 
-    from .kernels import triton_status
+    from .kernels.availability import triton_status
 
     reason = triton_status()
     if reason:

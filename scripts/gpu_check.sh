@@ -2,8 +2,8 @@
 # The one prepared GPU run for a lent machine (device tool: `run` with this script, timeout ≈ 600 s).
 # The GPU image has torch, triton, scikit-build-core, pybind11, typer, pyarrow (no network there), so the package is
 # built and installed without build isolation or downloads. Its transformers is 5.17, which lacks
-# `mm_encoder_outputs` (fixate-rt needs 5.24: with 5.17 the image features never reach the decoder), so carry the
-# 5.24 wheel: here, `echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps transformers==5.24.0 -d .whl`,
+# `mm_encoder_outputs` (fixate-rt needs 5.18 to 5.25: with 5.17 the image features never reach the decoder), so carry
+# a supported wheel: here, `echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps transformers==5.25.0 -d .whl`,
 # then `run` with carry [".whl"]. Results land under $OUT.
 # Not yet run on a GPU (no machine has been lent to this project so far).
 set -uo pipefail
@@ -12,10 +12,10 @@ OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 FIXATE_RT_CACHE=/tmp/fixate-rt-cache
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-if ls .whl/transformers-5.24*.whl > /dev/null 2>&1; then
+if ls .whl/transformers-5.*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
-python3 -c "import transformers as t, sys; sys.exit(0 if t.__version__.startswith('5.24') else 'transformers ' + t.__version__ + ': carry the 5.24 wheel (see the top of this script)')" || exit 1
+python3 -c "import transformers as t, sys; v = tuple(int(x) for x in t.__version__.split('.')[:2]); sys.exit(0 if (5, 18) <= v <= (5, 25) else 'transformers ' + t.__version__ + ': carry a 5.18-5.25 wheel (see the top of this script)')" || exit 1
 python3 -m pip install -q --no-build-isolation --no-deps --no-index . > "$OUT/install.log" 2>&1 || { tail -20 "$OUT/install.log"; exit 1; }
 python3 - > "$OUT/versions.txt" 2>&1 <<'PY'
 import torch, transformers, triton, fixate_rt

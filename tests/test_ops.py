@@ -84,3 +84,20 @@ def test_cpp_rejects_bad_shapes():
         _C.slot_pool(np.zeros((2, 5), np.float32), np.zeros((4, 4), np.float32), np.zeros((2, 3, 4), np.float32), "area")
     with pytest.raises(ValueError, match="mode must be one of"):
         _C.slot_pool(np.zeros((2, 5), np.float32), np.zeros((5, 4), np.float32), np.zeros((2, 3, 4), np.float32), "x")
+
+
+def test_the_kernels_folder_cannot_shadow_a_top_level_kernels_package():
+    # transformers >= 5.25 imports the Hugging Face `kernels` package where it is installed; from the repository
+    # root a regular package named kernels/ would be found first and break that import.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert not (root / "kernels" / "__init__.py").exists()
+    probe = "import importlib.util as u; s = u.find_spec('kernels'); print(s.origin if s else None)"
+    origin = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+    assert not origin.stdout.strip().startswith(str(root / "kernels"))
+    from fixate_rt.kernels.availability import triton_status
+
+    assert isinstance(triton_status(), str)

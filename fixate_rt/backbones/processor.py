@@ -1,6 +1,6 @@
 """Project-owned Qwen-VL processor: image processor (PIL variant) + tokenizer + our placeholder expansion.
 
-transformers 5.24's Qwen-VL processors require a video processor and therefore torchvision, which is
+transformers 5.18–5.25 Qwen-VL processors require a video processor and therefore torchvision, which is
 unusable with torch 2.13 CPU (its PyPI build fails on import); this does the same job for single images without it.
 """
 
