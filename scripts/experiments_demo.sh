@@ -14,5 +14,5 @@ fixate-rt simulate --users "$OUT/data/users.parquet" --images "$OUT/data/slates"
 fixate-rt simulate --users "$OUT/data/users.parquet" --images "$OUT/shuffled" --out "$OUT/sim_shuffled" --samples 4
 fixate-rt compare "$OUT/sim_original" "$OUT/sim_shuffled" --out "$OUT/compare"
 fixate-rt position-bias "$OUT/sim_original" "$OUT/sim_shuffled" --out "$OUT/position_bias"
-fixate-rt export-clicks "$OUT/sim_shuffled" --format yandex --out "$OUT/clicks/yandex.tsv"
-fixate-rt export-clicks "$OUT/sim_shuffled" --format clax --out "$OUT/clicks/clax.parquet"
+fixate-rt export-clicks "$OUT/sim_shuffled" --format yandex --out "$OUT/clicks/yandex"
+fixate-rt export-clicks "$OUT/sim_shuffled" --format clax --out "$OUT/clicks/clax"

@@ -801,7 +801,7 @@ case("position-bias", "no run given", "Missing argument")(lambda ws: ["position-
 
 
 def ec_args(ws: Workspace, *extra, fmt="yandex", images=True) -> list:
-    return ["export-clicks", ws / "sim", "--format", fmt, "--out", ws / "log.tsv",
+    return ["export-clicks", ws / "sim", "--format", fmt, "--out", ws / "log",
             *(["--images", ws / "data" / "slates"] if images else []), *extra]
 
 
@@ -812,11 +812,10 @@ case("export-clicks", "run not parquet", "simulations.parquet")(
 case("export-clicks", "unknown format", "--format")(lambda ws: ec_args(ws, fmt="csv"))
 case("export-clicks", "missing format", "--format")(
     lambda ws: [a for a in ec_args(ws) if a not in ("--format", "yandex")])
-case("export-clicks", "out is a folder", "--out")(
-    lambda ws: [a if a != ws / "log.tsv" else ws / "data" for a in ec_args(ws)])
-case("export-clicks", "out inside a file", "--out")(
-    lambda ws: (garbage(ws / "outfile"), [a if a != ws / "log.tsv" else ws / "outfile" / "log.tsv"
-                                          for a in ec_args(ws)])[1])
+case("export-clicks", "out is a file", "--out", "is a file")(
+    lambda ws: (garbage(ws / "outfile"), [a if a != ws / "log" else ws / "outfile" for a in ec_args(ws)])[1])
+case("export-clicks", "out holds other files", "other files")(
+    lambda ws: [a if a != ws / "log" else ws / "data" for a in ec_args(ws)])
 # what position-bias and export-clicks both need: the slates each run was made on
 for command, args in (("position-bias", pb_args), ("export-clicks", ec_args)):
     case(command, "slates unknown", "--images")(lambda ws, args=args: args(ws, images=False))

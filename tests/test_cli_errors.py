@@ -188,7 +188,7 @@ def test_score_kernel_offers_only_what_exists():
 
 def test_a_finished_output_is_never_replaced_silently(tmp_path, synth_dir):
     """synth, simulate and score refuse a folder holding their finished output (nothing changes) unless
-    --overwrite; export-clicks likewise for its file."""
+    --overwrite; export-clicks likewise."""
     import hashlib
 
     def digest(folder):
@@ -200,7 +200,7 @@ def test_a_finished_output_is_never_replaced_silently(tmp_path, synth_dir):
     runs = [["synth", tmp_path / "data", "--users", "2", "--slates", "3"], sim_args,
             ["score", "--sim", tmp_path / "sim" / "simulations.parquet", "--sessions", synth_dir / "sessions.parquet",
              "--out", tmp_path / "score"],
-            ["export-clicks", tmp_path / "sim", "--format", "yandex", "--out", tmp_path / "log.tsv"]]
+            ["export-clicks", tmp_path / "sim", "--format", "yandex", "--out", tmp_path / "log"]]
     for args in runs:
         args = [str(a) for a in args]
         assert runner.invoke(app, args).exit_code == 0

@@ -189,14 +189,16 @@ def test_position_bias_and_click_logs_on_the_demo_loop(loop, tmp_path):
     assert abs(sum(result["attention"]) - 1) < 1e-3 and abs(sum(result["click_share"]) - 1) < 1e-9
     assert (loop / "pb" / "position_bias.png").stat().st_size > 10_000
 
-    invoke("export-clicks", loop / "sim_a", "--format", "yandex", "--out", tmp_path / "log.tsv")
-    lines = [line.split("\t") for line in (tmp_path / "log.tsv").read_text().splitlines()]
+    invoke("export-clicks", loop / "sim_a", "--format", "yandex", "--out", tmp_path / "log")
+    lines = [line.split("\t") for line in (tmp_path / "log" / "clicks.tsv").read_text().splitlines()]
     sim = pq.read_table(loop / "sim_a" / "simulations.parquet")
     assert len(lines) == 2 * sim.num_rows
     for (q, c), slot in zip(zip(lines[::2], lines[1::2]), sim.column("click_slot").to_pylist()):
         assert q[2] == "Q" and len(q) == 5 + 15 and c[2] == "C" and c[0] == q[0]
         assert q[5 + slot] == c[3]  # the clicked URL is the one at the clicked position
-    assert (tmp_path / "log.tsv.ids.csv").exists() and (tmp_path / "log.tsv.examination.tsv").exists()
+    assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["clicks.tsv", "examination.tsv", "ids.csv"]
+    examination = [line.split("\t") for line in (tmp_path / "log" / "examination.tsv").read_text().splitlines()]
+    assert len(examination) == sim.num_rows and all(abs(sum(map(float, r[3:])) - 1) < 1e-3 for r in examination)
 
 
 def test_clax_export_gives_the_same_pbm_in_clax_models(tmp_path):
@@ -234,16 +236,16 @@ def test_clax_export_gives_the_same_pbm_in_clax_models(tmp_path):
 
 
 def test_clax_export_layout(loop, tmp_path):
-    invoke("export-clicks", loop / "sim_b", "--format", "clax", "--out", tmp_path / "clicks.parquet")
-    table = pq.read_table(tmp_path / "clicks.parquet")
+    invoke("export-clicks", loop / "sim_b", "--format", "clax", "--out", tmp_path / "b")
+    table = pq.read_table(tmp_path / "b" / "clicks.parquet")
     sim = pq.read_table(loop / "sim_b" / "simulations.parquet")
     assert table.num_rows == sim.num_rows
     row = table.slice(0, 1).to_pylist()[0]
     assert row["positions"] == list(range(1, 16)) and sum(row["clicks"]) == 1 and all(row["mask"])
     assert row["clicks"].index(1.0) == sim.column("click_slot")[0].as_py() and min(row["query_doc_ids"]) >= 1
     # an item keeps its id across variants: the same (slate, item) pair is numbered alike in A and B
-    invoke("export-clicks", loop / "sim_a", "--format", "clax", "--out", tmp_path / "a.parquet")
-    a = pq.read_table(tmp_path / "a.parquet").slice(0, 1).to_pylist()[0]
+    invoke("export-clicks", loop / "sim_a", "--format", "clax", "--out", tmp_path / "a")
+    a = pq.read_table(tmp_path / "a" / "clicks.parquet").slice(0, 1).to_pylist()[0]
     assert a["slate_id"] == row["slate_id"] and a["query_doc_ids"] == row["query_doc_ids"][::-1]
 
 

@@ -90,17 +90,17 @@ def export_clicks(
     sim: Annotated[Path, typer.Argument(help="a run: simulations.parquet or a simulate --out folder")],
     format: Annotated[ClickLogFormat, typer.Option("--format", help="yandex (PyClick's log format) or clax "
                                                                     "(clax-models' Parquet arrays)")],
-    out: Annotated[Path, typer.Option(help="output file (yandex also writes OUT.ids.csv and OUT.examination.tsv)")],
+    out: Annotated[Path, typer.Option(help="folder for the log: clicks.tsv with ids.csv and examination.tsv "
+                                           "(yandex), or clicks.parquet (clax)")],
     images: Annotated[Optional[Path], typer.Option(help="the run's slates [default: from its run.json]")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Simulated sessions as click logs, with the model's per-position attention as examination."""
-    from ..errors import ValidationError
+    from ..experiments.click_logs import LOG_FILES
     from ..experiments.click_logs import export_clicks as write
     from ..experiments.runs import read_run
 
-    if out.exists() and not overwrite:
-        raise ValidationError(f"--out {out}: exists; pass --overwrite to replace it, or choose another file")
+    refuse_finished(out, tuple(LOG_FILES.values()), overwrite)
     result = write(read_run(sim), out, format.value, images)
     out_console.print(f"{result['sessions']} sessions over {result['queries']} slates ({result['urls']} items) "
-                      f"-> {out}")
+                      f"-> {result['out']}")

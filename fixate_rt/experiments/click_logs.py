@@ -2,12 +2,14 @@
 
 One session per simulation row (user, slate, sample): the slate's items in slot order, one click.
 
-* ``yandex``: the Yandex Relevance Prediction Challenge log format that PyClick's parser reads, tab-separated:
-  a query line ``SessionID  0  Q  QueryID  RegionID  URL_1 … URL_S`` and a click line
+Everything goes into one output folder, written whole or not at all:
+
+* ``yandex``: ``clicks.tsv``, the Yandex Relevance Prediction Challenge log format that PyClick's parser reads,
+  tab-separated: a query line ``SessionID  0  Q  QueryID  RegionID  URL_1 … URL_S`` and a click line
   ``SessionID  1  C  URL``. Ids are integers: QueryID numbers the slates, URL numbers the (slate, item) pairs,
-  RegionID is 0. ``F.ids.csv`` maps them back; ``F.examination.tsv`` holds, per session, the model's attention
+  RegionID is 0. ``ids.csv`` maps them back; ``examination.tsv`` holds, per session, the model's attention
   per position (the log format has no room for it).
-* ``clax``: a Parquet file with one row per session in the array layout of clax-models' datasets:
+* ``clax``: ``clicks.parquet``, one row per session in the array layout of clax-models' datasets:
   ``query_doc_ids`` (int32 per position, ≥ 1), ``positions`` (int16, 1-based), ``clicks`` (float), ``mask``
   (bool), plus ``examination`` (the model's attention per position) and the ids (``session_id``, ``user_id``,
   ``slate_id``, ``query_id``).
@@ -23,10 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ValidationError
-from ..io import atomic_path
+from .reports import report_folder
 from .runs import Run, item_keys, slates_of
 
 FORMATS = ("yandex", "clax")
+# The file each format's log is in; a folder holding either is a finished export.
+LOG_FILES = {"yandex": "clicks.tsv", "clax": "clicks.parquet"}
 
 
 def _ids(run: Run, images) -> tuple[dict[str, int], dict[tuple[str, str], int], dict[str, list[str]]]:
@@ -43,12 +47,12 @@ def _ids(run: Run, images) -> tuple[dict[str, int], dict[tuple[str, str], int], 
 
 
 def export_clicks(run: Run, out: Path, fmt: str, images=None) -> dict:
-    """Write ``run``'s sessions to ``out`` in ``fmt``; returns counts."""
+    """Write ``run``'s sessions into the folder ``out`` in ``fmt``; returns counts and the log file's path."""
     if fmt not in FORMATS:
         raise ValidationError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     out = Path(out)
-    if out.is_dir() or (out.parent.exists() and not out.parent.is_dir()):
-        raise ValidationError(f"--out {out}: must be a file name in an existing folder or a new one")
+    if out.exists() and not out.is_dir():
+        raise ValidationError(f"--out {out}: is a file; export-clicks writes a folder")
     queries, urls, keys = _ids(run, images)
     for sid in set(run.slates):
         n = len(keys[sid])
@@ -56,31 +60,29 @@ def export_clicks(run: Run, out: Path, fmt: str, images=None) -> dict:
         if any(len(run.p_click[r]) != n for r in rows):
             raise ValidationError(f"{run.source}: slate '{sid}' has {n} slots in its layout but the run has "
                                   f"{len(run.p_click[rows[0]])}")
-    if fmt == "yandex":
-        _write_yandex(run, out, queries, urls, keys)
-    else:
-        _write_clax(run, out, queries, urls, keys)
-    return {"sessions": int(run.users.size), "queries": len(queries), "urls": len(urls), "out": str(out)}
+    with report_folder(out) as stage:
+        (_write_yandex if fmt == "yandex" else _write_clax)(run, stage, queries, urls, keys)
+    return {"sessions": int(run.users.size), "queries": len(queries), "urls": len(urls),
+            "out": str(out / LOG_FILES[fmt])}
 
 
-def _write_yandex(run: Run, out: Path, queries, urls, keys) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+def _write_yandex(run: Run, folder: Path, queries, urls, keys) -> None:
+    with open(folder / LOG_FILES["yandex"], "w", encoding="utf-8") as fh:
         for i, (sid, slot) in enumerate(zip(run.slates, run.click_slot)):
             ids = [urls[(sid, k)] for k in keys[sid]]
             fh.write("\t".join(map(str, (i, 0, "Q", queries[sid], 0, *ids))) + "\n")
             fh.write("\t".join(map(str, (i, 1, "C", ids[slot]))) + "\n")
-    with atomic_path(out.with_name(out.name + ".ids.csv")) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with open(folder / "ids.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["kind", "id", "slate_id", "item"])
         writer.writerows([("query", q, sid, "") for sid, q in queries.items()])
         writer.writerows([("url", u, sid, key) for (sid, key), u in urls.items()])
-    with atomic_path(out.with_name(out.name + ".examination.tsv")) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with open(folder / "examination.tsv", "w", encoding="utf-8") as fh:
         for i, (u, sid, rel) in enumerate(zip(run.users, run.slates, run.relevance)):
             fh.write("\t".join([str(i), u, sid, *(f"{v:.6g}" for v in rel)]) + "\n")
 
 
-def _write_clax(run: Run, out: Path, queries, urls, keys) -> None:
+def _write_clax(run: Run, folder: Path, queries, urls, keys) -> None:
     ids, positions, clicks, mask = [], [], [], []
     for sid, slot in zip(run.slates, run.click_slot):
         n = len(keys[sid])
@@ -101,6 +103,4 @@ def _write_clax(run: Run, out: Path, queries, urls, keys) -> None:
         "mask": pa.array(mask, pa.list_(pa.bool_())),
         "examination": pa.array([list(r) for r in run.relevance], pa.list_(pa.float32())),
     })
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp)
+    pq.write_table(table, folder / LOG_FILES["clax"])

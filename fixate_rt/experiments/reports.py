@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import foreign_entry, staged_folder, write_json
 
-ALLOWED_SUFFIXES = (".json", ".csv", ".png")
+ALLOWED_SUFFIXES = (".json", ".csv", ".png", ".tsv", ".parquet")
 
 
 @contextlib.contextmanager
