@@ -262,6 +262,8 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fixate-rt C++ CPU ops (torch-free core; OpenMP over rows when available)";
   m.def("rollout_row", &rollout_row, py::arg("attn"), py::arg("query_pos"), py::arg("residual") = 0.5,
         "Rollout row [B, T] from head-averaged attn [B, L, T, T] or per-head attn [B, L, H, T, T].");
+  m.def("rollout_qk_variant", &fixate::rollout_qk_variant,
+        "the compiled variant rollout_row_qk runs on this CPU: 'avx2+fma' or 'portable'");
   m.def("rollout_row_qk", &rollout_row_qk, py::arg("q"), py::arg("k"), py::arg("query_pos"),
         py::arg("attention_mask") = py::none(), py::arg("lse") = py::none(), py::arg("scale") = 0.0,
         py::arg("residual") = 0.5, py::arg("bf16") = false,

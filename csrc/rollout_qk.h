@@ -19,4 +19,8 @@ void rollout_row_qk(const Scalar* q, const Scalar* k, const uint8_t* key_ok, con
                     const int64_t* query_pos, float* out, int64_t B, int64_t L, int64_t Hq, int64_t Hkv, int64_t T,
                     int64_t D, double scale, double residual);
 
+// Which compiled variant rollout_row_qk runs on this CPU: "avx2+fma" or "portable" (FIXATE_RT_CPU_PORTABLE=1
+// forces the latter).
+const char* rollout_qk_variant();
+
 }  // namespace fixate

@@ -1,5 +1,8 @@
 """The C++ module and the ops registry: input checks, errors, fallback behaviour (parity: test_ops_parity.py)."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +122,55 @@ def test_rollout_row_qk_cpp_bf16_gqa_padding_long(groups, T):
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), expected, atol=1e-6, rtol=1e-5)
     assert (out[1, : T // 4] == 0).all()  # padded keys get nothing
+
+
+def _qk_case(groups: int, T: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(T + groups)
+    B, L, d = 2, 2, 24  # d not a multiple of 8; T not a multiple of the 4-row / 16-key tiles
+    Hkv = 2 if groups == 1 else 1  # at most 4 query heads: the dense reference holds B·L·H·T² doubles
+    q = torch.randn(B, L, Hkv * groups, T, d, generator=g).to(dtype)
+    k = torch.randn(B, L, Hkv, T, d, generator=g).to(dtype)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, : T // 3] = 0
+    pos = torch.tensor([T - 1, T - 2])  # the second row's answer is not the last token
+    return q, k, pos, mask
+
+
+@needs_cpp
+@pytest.mark.parametrize("groups, T", [(1, 33), (4, 301), (1, 1024), (4, 1024)])
+@pytest.mark.parametrize("with_lse", [False, True])
+def test_rollout_row_qk_cpp_fp32_within_1e5_of_the_reference(groups, T, with_lse):
+    q, k, pos, mask = _qk_case(groups, T)
+    expected = ref.rollout_row_reference(ref.attention_from_qk(q.double(), k.double(), mask).double(), pos, 0.5)
+    lse = None
+    if with_lse:  # what the forward's fused attention hands over: log-sum-exp of the scaled, masked scores
+        kk = k.double().repeat_interleave(groups, dim=2)
+        scores = torch.einsum("blhid,blhjd->blhij", q.double(), kk) * q.shape[-1] ** -0.5
+        keep = torch.ones(T, T, dtype=torch.bool).tril()[None, None, None] & mask.bool()[:, None, None, None, :]
+        lse = torch.logsumexp(scores.masked_fill(~keep, -torch.inf), -1)
+        lse = lse.masked_fill(~keep.any(-1), torch.inf).float()  # a row with no key: +inf, the capture's convention
+        del scores
+    out = ops.rollout_row_qk(q, k, pos, mask, lse=lse, impl="cpp")
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@needs_cpp
+def test_rollout_row_qk_portable_and_vector_variants_agree():
+    """The AVX2+FMA variant (picked at run time) and the portable one give the same row; each runs in its own
+    process because the choice is made once per process."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; sys.path.insert(0, %r); from test_cpp_ops import _qk_case; from fixate_rt import ops, _C;"
+            "q, k, pos, mask = _qk_case(4, 301); out = ops.rollout_row_qk(q, k, pos, mask, impl='cpp');"
+            "print(_C.rollout_qk_variant()); print(' '.join(repr(float(v)) for v in out.flatten()))")
+    code = code % str(Path(__file__).parent)
+    rows = {}
+    for env in ({}, {"FIXATE_RT_CPU_PORTABLE": "1"}):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, **env}, check=True)
+        variant, values = done.stdout.strip().splitlines()
+        rows[variant] = np.array([float(v) for v in values.split()])
+    assert "portable" in rows
+    for variant, row in rows.items():
+        np.testing.assert_allclose(row, rows["portable"], atol=1e-6, err_msg=variant)

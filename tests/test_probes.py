@@ -129,3 +129,17 @@ def test_teacher_forced_target_changes_gradient_probes(tiny, batch):
     other = (fg.label_logits.argmax(-1) + 3) % 15
     tf = probe(tiny, inputs, feats, prompts, label_ids, plan, layers=layers, targets=other)
     assert (fg.token_relevance - tf.token_relevance).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("kind", ["causal", "bool", "float"])
+def test_additive_mask_rows_equal_the_rows_of_the_full_mask(kind):
+    """The answer-row probes (AttnLRP) build their mask for the last row only: the same values as the full one."""
+    from fixate_rt.probes.capture import additive_mask
+
+    T = 7
+    keep = torch.ones(2, 1, T, T, dtype=torch.bool).tril()
+    keep[1, ..., :2] = False  # left padding in the second batch row
+    mask = {"causal": None, "bool": keep, "float": torch.zeros(keep.shape).masked_fill(~keep, -1e30)}[kind]
+    full = additive_mask(mask, T, T, torch.device("cpu"))
+    for rows in (slice(-1, None), slice(2, 5)):
+        torch.testing.assert_close(additive_mask(mask, T, T, torch.device("cpu"), rows), full[..., rows, :])

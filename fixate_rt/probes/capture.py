@@ -64,12 +64,16 @@ def record_attention(layers: tuple[int, ...], mode: str = "mean") -> Iterator[At
         _ACTIVE.reset(token)
 
 
-def additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
-    """Whatever mask SDPA would get (None = causal, bool = keep, float = additive) as an fp32 additive mask."""
+def additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: torch.device,
+                  rows: slice = slice(None)) -> torch.Tensor:
+    """Whatever mask SDPA would get (None = causal, bool = keep, float = additive) as an fp32 additive mask, for
+    the query rows ``rows`` only ([..., rows, k_len]: the answer row alone never builds a T×T mask)."""
     neg = torch.finfo(torch.float32).min  # finite: fully masked (padding) rows stay NaN-free
     if mask is None:
-        keep = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
-        return torch.zeros(q_len, k_len, device=device).masked_fill(~keep, neg)
+        query_rows = torch.arange(q_len, device=device)[rows]
+        keep = torch.arange(k_len, device=device)[None, :] <= query_rows[:, None] + (k_len - q_len)
+        return torch.zeros(keep.shape, device=device).masked_fill(~keep, neg)
+    mask = mask[..., rows, :]
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, device=device).masked_fill(~mask, neg)
     return mask.float().clamp(min=neg)
@@ -89,6 +93,12 @@ def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
     key, value = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (key, value))
     B, H, T, _ = query.shape
     Tk = key.shape[2]
+    if mask is None and T == Tk and query.device.type == "cpu":
+        # Purely causal (no padding in the batch): the kernel's own causal mode, as SDPA runs it, skips the blocks
+        # above the diagonal and reads no T×T mask; every row has a key, so the log-sum-exp is finite everywhere.
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, True,
+                                                                               scale=scale)[:2]
+        return out.transpose(1, 2).contiguous(), lse.float()
     # Every probed layer of one forward gets the same mask: its additive form is built once (``bias_cache``).
     key_of = (id(mask), query.dtype, T, Tk)
     cached = bias_cache.get(key_of) if bias_cache is not None else None
@@ -96,8 +106,10 @@ def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
         bias = additive_mask(mask, T, Tk, query.device).clamp(min=torch.finfo(query.dtype).min).to(query.dtype)
         bias = bias.expand(B, 1, T, Tk) if bias.ndim == 2 else bias
         # A row with no key to attend (left padding) contributes nothing: +inf, the rollout kernel's convention.
-        no_key = ~(bias > torch.finfo(query.dtype).min).any(-1)  # [B, 1, T]
-        cached = (bias, no_key)
+        # Kept only when such a row exists (a batch without left padding has none), so most forwards skip the fill.
+        no_key = ~(mask.any(-1) if mask is not None and mask.dtype == torch.bool
+                   else (bias > torch.finfo(query.dtype).min).any(-1))  # [B, 1, T]
+        cached = (bias, no_key if bool(no_key.any()) else None)
         if bias_cache is not None:
             bias_cache[key_of] = cached
     bias, no_key = cached
@@ -111,14 +123,14 @@ def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
         out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
             query, key, value, aligned[..., :Tk].expand(B, H, T, Tk), True, 0.0, False, scale=scale)[:2]
         lse = lse[..., :T]
-    return out.transpose(1, 2).contiguous(), lse.float().masked_fill(no_key, float("inf"))
+    lse = lse.float()
+    return out.transpose(1, 2).contiguous(), lse if no_key is None else lse.masked_fill(no_key, float("inf"))
 
 
 def _probs(query, key, mask, scale, rows: slice = slice(None)) -> torch.Tensor:
     """softmax(q kᵀ·scale + mask) in fp32 for the query rows ``rows``. [B, H, T_rows, T]."""
     scores = torch.matmul(query[:, :, rows].float(), key.float().transpose(2, 3)) * scale
-    full = additive_mask(mask, query.shape[2], key.shape[2], query.device)
-    return torch.softmax(scores + full[..., rows, :], dim=-1)
+    return torch.softmax(scores + additive_mask(mask, query.shape[2], key.shape[2], query.device, rows), dim=-1)
 
 
 def capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
