@@ -1,8 +1,9 @@
 """`fixate-rt compare` at scale: two runs of 10,000 users on 5 slates of 15 items (planted click shares),
 compared end to end (read, pair, per-user shares, 2,000 paired bootstrap resamples, Wilcoxon, report files).
 
-    python benchmarks/bench_compare.py [--users 10000] [--slates 5] [--resamples 2000]
-Prints the wall time of each step; writes benchmarks/results/bench_compare.json.
+    python benchmarks/bench_compare.py [--users 10000] [--slates 5] [--resamples 2000] [--reps 3]
+Prints the wall time of each step (median and min–max of the repetitions); writes
+benchmarks/results/bench_compare.json.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from spread import spread_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +47,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--slates", type=int, default=5)
     ap.add_argument("--resamples", type=int, default=2000)
+    ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
     from fixate_rt.experiments.compare import compare_runs
@@ -52,14 +56,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     planted_run(work / "a", args.users, args.slates, 0.0, 1)
     planted_run(work / "b", args.users, args.slates, 0.5, 2)
-    t0 = time.perf_counter()
-    result = compare_runs(work / "a", work / "b", resamples=args.resamples)
-    t1 = time.perf_counter()
-    write_compare(work / "cmp", result)
-    t2 = time.perf_counter()
+    compare_s, report_s = [], []
+    for rep in range(args.reps):
+        t0 = time.perf_counter()
+        result = compare_runs(work / "a", work / "b", resamples=args.resamples)
+        t1 = time.perf_counter()
+        write_compare(work / f"cmp{rep}", result)
+        compare_s.append(t1 - t0)
+        report_s.append(time.perf_counter() - t1)
+    shutil.rmtree(work, ignore_errors=True)
     payload = {"users": args.users, "slates": args.slates, "rows_per_run": args.users * args.slates,
-               "items": len(result["per_item"]), "resamples": args.resamples, "compare_s": round(t1 - t0, 2),
-               "write_report_s": round(t2 - t1, 2), "machine": f"CPU ({platform.machine()})"}
+               "items": len(result["per_item"]), "resamples": args.resamples, "compare": spread_ms(compare_s),
+               "write_report": spread_ms(report_s), "machine": f"CPU ({platform.machine()})",
+               "command": "python benchmarks/bench_compare.py"}
     out = ROOT / "benchmarks" / "results" / "bench_compare.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=1))

@@ -15,11 +15,11 @@ import datetime
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from spread import ratio, repeat, spread_ms
 
 from fixate_rt import metrics as M
 from fixate_rt import ops
@@ -27,20 +27,15 @@ from fixate_rt import ops
 RESULTS = Path(__file__).parent / "results"
 
 
-def timeit(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def timeit(fn, reps: int, per: float = 1.0) -> dict:
+    """Median and min–max (ms) of ``reps`` calls after a warm-up, each scaled by ``per``."""
+    return spread_ms([t * per for t in repeat(fn, reps)])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
     if not ops.cpp_available():
         raise SystemExit("fixate_rt._C is not built; nothing to compare")
@@ -48,11 +43,12 @@ def main() -> None:
     rows = []
     gen = torch.Generator().manual_seed(0)
 
-    def record(op, size, impl, seconds, baseline=None):
-        rows.append({"op": op, "size": size, "impl": impl, "ms": round(1000 * seconds, 3),
-                     "speedup_vs_torch": None if baseline is None else round(baseline / seconds, 2)})
-        print(f"{op:14s} {size:28s} {impl:14s} {1000 * seconds:10.2f} ms"
-              + ("" if baseline is None else f"   {baseline / seconds:6.2f}x vs torch"), flush=True)
+    def record(op, size, impl, timing: dict, baseline: dict | None = None):
+        rows.append({"op": op, "size": size, "impl": impl, **timing,
+                     "speedup_vs_torch": None if baseline is None else ratio(baseline, timing)})
+        print(f"{op:14s} {size:28s} {impl:14s} {timing['ms_median']:10.2f} ms ({timing['ms_min']:.2f}–"
+              f"{timing['ms_max']:.2f})" + ("" if baseline is None else f"   {ratio(baseline, timing):6.2f}x vs torch"),
+              flush=True)
 
     # Rollout rows: head-averaged causal attention of the probed layers.
     B, L, T = (8, 6, 200) if q else (64, 6, 800)
@@ -100,7 +96,7 @@ def main() -> None:
         for r in range(sl):
             M.sample_metrics(a[r, :n[r]], g[r, :n[r]], p[r, :n[r]], int(c[r]))
 
-    t_loop = timeit(loop, 1) * R / sl
+    t_loop = timeit(loop, 1, per=R / sl)
     record("batch_metrics", size + f" (numpy loop, {sl} rows ×{R // sl})", "numpy-loop", t_loop, t_torch)
 
     import fixate_rt

@@ -14,10 +14,10 @@ import datetime
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
+from spread import ratio, repeat, spread_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["tiny-qwen3vl", "mid-qwen3vl"])
     ap.add_argument("--users", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
     import onnxruntime
     import torch
@@ -52,23 +52,18 @@ def main() -> None:
         result = {}
         for backend, sim in sims.items():
             feats = sim.encode_slate(image)
-            sim.simulate_slate(feats, layout, users, profiles)  # warm-up
-            times = []
-            for _ in range(args.reps):
-                t0 = time.perf_counter()
-                res = sim.simulate_slate(feats, layout, users, profiles)
-                times.append(time.perf_counter() - t0)
-            result[backend] = (float(np.median(times)) / args.users, res)
-        row = {"model": model, "users_per_batch": args.users, "torch_ms_per_pair": round(1000 * result["torch"][0], 2)}
+            times = repeat(lambda: sim.simulate_slate(feats, layout, users, profiles), args.reps)
+            result[backend] = (spread_ms(times, per=args.users), sim.simulate_slate(feats, layout, users, profiles))
+        row = {"model": model, "users_per_batch": args.users, "torch_per_pair": result["torch"][0]}
         for fmt in ("onnx", "export"):
-            row[f"{fmt}_ms_per_pair"] = round(1000 * result[fmt][0], 2)
-            row[f"speedup_{fmt}_vs_torch"] = round(result["torch"][0] / result[fmt][0], 2)
+            row[f"{fmt}_per_pair"] = result[fmt][0]
+            row[f"speedup_{fmt}_vs_torch"] = ratio(result["torch"][0], result[fmt][0])
             row[f"max_p_click_diff_{fmt}"] = float(np.abs(result["torch"][1].p_click - result[fmt][1].p_click).max())
         rows.append(row)
         print(row, flush=True)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)", "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "command": "python benchmarks/bench_export_cpu.py"}
+            "onnxruntime": onnxruntime.__version__, "command": "python benchmarks/bench_export_cpu.py" + (f" --reps {args.reps}" if args.reps != 5 else "")}
     out = ROOT / "benchmarks" / "results" / "export_cpu.json"
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")

@@ -8,7 +8,7 @@ AttnLRP only the answer row (A[last] from q_last·K, ∂s/∂A[last] = dO[last]�
 Each (model, probe, method) runs in its own subprocess so peak memory is clean: "peak MB" is the growth of
 the process's peak RSS during the probe calls, over what loading + vision encoding already needed.
 
-    python benchmarks/bench_probe_capture.py [--models tiny-qwen3vl mid-qwen3vl] [--batch 2] [--reps 3]
+    python benchmarks/bench_probe_capture.py [--models tiny-qwen3vl mid-qwen3vl] [--batch 2] [--reps 5]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from spread import spread_ms
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -59,15 +61,14 @@ def worker(model: str, probe_name: str, method: str, batch: int, reps: int) -> d
     call = reference_call if method == "reference" else fast_call
     base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
-    for _ in range(reps):
+    for _ in range(reps):  # no warm-up call: the first call's peak memory is part of what this measures
         t0 = time.perf_counter()
         rel = call()
         times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"model": model, "probe": probe_name, "method": method, "batch": batch, "T": inputs.input_ids.shape[1],
             "layers_total": bb.num_layers, "layers_probed": len(layers), "image_tokens": feats.n_tokens,
-            "ms_median": 1000 * float(np.median(times)), "ms_min": 1000 * min(times),
-            "peak_mb": (peak - base_peak) / 1024, "relevance_checksum": float(rel.float().sum())}
+            **spread_ms(times), "peak_mb": (peak - base_peak) / 1024, "relevance_checksum": float(rel.float().sum())}
 
 
 def main() -> None:
@@ -75,7 +76,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["tiny-qwen3vl", "mid-qwen3vl"])
     ap.add_argument("--probes", nargs="+", default=["rollout", "attnlrp", "glimpse"])
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "PROBE", "METHOD"))
     args = ap.parse_args()
     if args.worker:

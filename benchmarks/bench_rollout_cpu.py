@@ -14,7 +14,7 @@ L·B·(Hq + Hkv)·T·d + L·B·Hq·T floats, plus O(T) scratch per thread; eager
 layer, L·B·T² floats, and builds one layer's B·H·T² probabilities at a time; the reference keeps B·H·T² for
 every layer. (RSS growth was tried first and is useless here: the process peak is reached while loading.)
 
-    python benchmarks/bench_rollout_cpu.py [--models tiny-qwen3vl mid-qwen3vl] [--batch 2] [--reps 7]
+    python benchmarks/bench_rollout_cpu.py [--models tiny-qwen3vl mid-qwen3vl] [--batch 2] [--reps 21]
 """
 
 from __future__ import annotations
@@ -29,8 +29,29 @@ import sys
 import time
 from pathlib import Path
 
+from spread import spread_ms
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("sdpa", "fused_cpp", "eager_cpp", "reference")
+
+
+def _cpp_variant() -> str:
+    """Which compiled variant of the C++ row ran ("avx2+fma" or "portable"), or why none did."""
+    from fixate_rt import ops
+
+    if not ops.cpp_available():
+        return "not built"
+    from fixate_rt import _C
+
+    return _C.rollout_qk_variant()
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> dict:
+    """Median, quartiles and min–max of the per-round ratios numerator[i] / denominator[i]."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return {"median": round(statistics.median(ratios), 3), "q1": round(q1, 3), "q3": round(q3, 3),
+            "min": round(min(ratios), 3), "max": round(max(ratios), 3), "rounds": len(ratios)}
 
 
 def _setup(model: str, batch: int):
@@ -75,7 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["tiny-qwen3vl", "mid-qwen3vl"])
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=21)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from fixate_rt.versions import versions
@@ -93,10 +114,7 @@ def main() -> None:
                 times[method].append(time.perf_counter() - t0)
         row = {"model": model, "batch": args.batch, "T": T, "layers_probed": probed, "layers_total": total}
         for method in METHODS:
-            med = statistics.median(times[method])
-            spread = (min(times[method]), max(times[method]))
-            row[method] = {"ms_median": round(1000 * med, 2), "ms_min": round(1000 * spread[0], 2),
-                           "ms_max": round(1000 * spread[1], 2)}
+            row[method] = spread_ms(times[method])
         B, L = args.batch, probed
         row["probe_holds_mb_computed"] = {
             "fused_cpp": round(4 * (L * B * (hq + hkv) * T * d + L * B * hq * T) / 2**20, 2),
@@ -106,10 +124,16 @@ def main() -> None:
         row["ratios"] = {"fused_cpp_over_sdpa": round(row["fused_cpp"]["ms_median"] / sdpa, 3),
                          "eager_cpp_over_sdpa": round(row["eager_cpp"]["ms_median"] / sdpa, 3),
                          "reference_over_fused_cpp": round(row["reference"]["ms_median"] / row["fused_cpp"]["ms_median"], 3)}
+        # The same ratios rep by rep (each pair of timings from one interleaved round): on a shared machine the
+        # load drifts between rounds, so these are steadier than the ratio of the medians.
+        row["paired_ratios"] = {"fused_cpp_over_sdpa": paired_ratio(times["fused_cpp"], times["sdpa"]),
+                                "eager_cpp_over_sdpa": paired_ratio(times["eager_cpp"], times["sdpa"]),
+                                "reference_over_fused_cpp": paired_ratio(times["reference"], times["fused_cpp"])}
         print(json.dumps(row), flush=True)
         results.append(row)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "versions": versions(),
+            "cpp_rollout_variant": _cpp_variant(),
             "command": "python benchmarks/bench_rollout_cpu.py " + " ".join(sys.argv[1:])}
     out = ROOT / "benchmarks" / "results" / "rollout_cpu.json"
     out.write_text(json.dumps({"meta": meta, "rows": results}, indent=2) + "\n")

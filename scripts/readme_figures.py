@@ -24,22 +24,32 @@ def _load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 
 
-def _spread(entry: dict) -> str:
-    return f"{entry['ms_median']:.0f} ms ({entry['ms_min']:.0f}–{entry['ms_max']:.0f})"
+def _spread(entry: dict, digits: int = 0, unit: str = "ms") -> str:
+    """A benchmark's median with the min–max of its repeated runs, e.g. ``960 ms (957–981)``; ``unit`` "s"
+    converts the recorded milliseconds to seconds."""
+    scale, f = (1e-3 if unit == "s" else 1.0), f".{digits}f"
+    lo, mid, hi = (scale * entry[k] for k in ("ms_min", "ms_median", "ms_max"))
+    return f"{mid:{f}} {unit} ({lo:{f}}–{hi:{f}})"
 
 
 def rollout() -> str:
     data = _load("rollout_cpu.json")
     rows = {r["model"]: r for r in data["rows"]}
     mid, tiny = rows["mid-qwen3vl"], rows["tiny-qwen3vl"]
+
+    def paired(row: dict, key: str) -> str:
+        p = row["paired_ratios"][key]
+        return f"{p['median']:.2f}× (quartiles {p['q1']:.2f}–{p['q3']:.2f})"
+
     return (f"- the rollout probe on CPU, every layer SDPA and the row computed in C++ from the probed layers' Q and K "
-            f"(`{data['meta']['command']}`, batch 2, medians with min–max of the repeated runs, "
-            f"results/rollout_cpu.json): mid-size Qwen3-VL (T = {mid['T']}) {_spread(mid['fused_cpp'])} vs "
-            f"{_spread(mid['sdpa'])} for the forward alone (**{mid['ratios']['fused_cpp_over_sdpa']:.3f}×**; the goal "
-            f"is ≤ 1.15×), the eager capture {mid['ratios']['eager_cpp_over_sdpa']:.3f}×, the reference approach "
-            f"{mid['ratios']['reference_over_fused_cpp']:.3f}× slower than the fused probe; tiny model "
-            f"(T = {tiny['T']}) {tiny['ratios']['fused_cpp_over_sdpa']:.2f}× (eager capture "
-            f"{tiny['ratios']['eager_cpp_over_sdpa']:.3f}×: at this size attention is most of the forward). The probe "
+            f"(`{data['meta']['command'].strip()}`, batch 2, {mid['sdpa']['reps']} interleaved rounds, "
+            f"{data['meta']['cpp_rollout_variant']} variant, results/rollout_cpu.json; the goal is ≤ 1.15× the "
+            f"forward): mid-size Qwen3-VL (T = {mid['T']}) {_spread(mid['fused_cpp'])} vs {_spread(mid['sdpa'])} for "
+            f"the forward alone, **{paired(mid, 'fused_cpp_over_sdpa')}** round by round; tiny model "
+            f"(T = {tiny['T']}) {_spread(tiny['fused_cpp'])} vs {_spread(tiny['sdpa'])}, "
+            f"**{paired(tiny, 'fused_cpp_over_sdpa')}**. The previous eager capture of the probed layers: "
+            f"{paired(mid, 'eager_cpp_over_sdpa')} (mid), {paired(tiny, 'eager_cpp_over_sdpa')} (tiny); the reference "
+            f"approach is {paired(mid, 'reference_over_fused_cpp')} slower than the fused probe (mid). The probe "
             f"holds Q, K and the log-sum-exp of the probed layers ({mid['probe_holds_mb_computed']['fused_cpp']:.1f} MB "
             f"on the mid model vs {mid['probe_holds_mb_computed']['reference']:.0f} MB for the reference's matrices), "
             "never a T × T matrix;")
@@ -49,11 +59,17 @@ def ray() -> str:
     data = _load("ray_cpu.json")
     r = data["rows"]
     meta = data["meta"]
+
+    def job(key: str) -> str:  # whole-job seconds: median (min–max) of the repeated runs
+        runs = r[key]["runs"]
+        return f"{r[key]['seconds_median']:.1f} s ({min(runs):.1f}–{max(runs):.1f})"
+
     return (f"- Ray Data vs the local engine, {meta['model']}, {meta['pairs']} pairs (`{meta['command']}`, "
-            f"results/ray_cpu.json, medians of {meta['reps']}): local "
-            f"{r['local']['pairs_per_s']:.2f} pairs/s; Ray with 1 worker {r['ray_1_workers']['pairs_per_s']:.2f} "
-            f"pairs/s for the whole job, {r['ray_1_workers']['pairs_per_s_after_startup']:.2f} after its "
-            f"{r['ray_1_workers']['fixed_cost_seconds_median']:.1f} s start-up; 2 workers "
+            f"results/ray_cpu.json, medians with min–max of {meta['reps']} runs): local {job('local')}, "
+            f"{r['local']['pairs_per_s']:.2f} pairs/s; Ray with 1 worker {job('ray_1_workers')}, "
+            f"{r['ray_1_workers']['pairs_per_s']:.2f} pairs/s for the whole job, "
+            f"{r['ray_1_workers']['pairs_per_s_after_startup']:.2f} after its "
+            f"{r['ray_1_workers']['fixed_cost_seconds_median']:.1f} s start-up; 2 workers {job('ray_2_workers')}, "
             f"{r['ray_2_workers']['pairs_per_s']:.2f} for the whole job, "
             f"{r['ray_2_workers']['pairs_per_s_after_startup']:.2f} after a "
             f"{r['ray_2_workers']['fixed_cost_seconds_median']:.1f} s start-up "
@@ -67,35 +83,43 @@ def probes() -> str:
     parts = []
     for probe in ("rollout", "attnlrp", "glimpse"):
         ref, ours = rows[("mid-qwen3vl", probe, "reference")], rows[("mid-qwen3vl", probe, "fixate-rt")]
-        parts.append(f"{probe} {ref['ms_median'] / ours['ms_median']:.2f}× faster with "
-                     f"{ref['peak_mb'] / ours['peak_mb']:.1f}× less peak memory")
-    T = rows[("mid-qwen3vl", "rollout", "fixate-rt")]["T"]
+        # peak-RSS growth under 1 MB is below what the measure can resolve: say so instead of a ratio
+        memory = (f"{ref['peak_mb'] / ours['peak_mb']:.1f}× less peak memory" if ours["peak_mb"] >= 1 else
+                  f"no measurable peak-memory growth (< 1 MB) vs {ref['peak_mb']:.0f} MB")
+        parts.append(f"{probe} {_spread(ours)} vs {_spread(ref)}, {ref['ms_median'] / ours['ms_median']:.2f}× faster, "
+                     + memory)
+    mine = rows[("mid-qwen3vl", "rollout", "fixate-rt")]
     return (f"- probing vs the reference approach (all layers eager with `output_attentions=True`, full-matrix "
-            f"operators), mid-size random Qwen3-VL (T = {T}, batch 2, medians): " + ", ".join(parts)
+            f"operators), mid-size random Qwen3-VL (T = {mine['T']}, batch 2, medians with min–max of "
+            f"{mine['reps']} runs, fixate-rt vs reference): " + "; ".join(parts)
             + f" (`{data['meta']['command'].strip()}`, results/probe_capture_cpu.json);")
 
 
 def cpu_ops() -> str:
     data = _load("cpu_ops.json")
     cpp = [r for r in data["rows"] if r["impl"] == "cpp"]
-    parts = [f"{r['op']} ({r['size']}) {r['speedup_vs_torch']:.1f}× ({r['ms']:.0f} ms)" for r in cpp]
-    return f"- C++ ops vs torch on CPU: {'; '.join(parts)} (`{data['meta']['command']}`, results/cpu_ops.json);"
+    parts = [f"{r['op']} ({r['size']}) {r['speedup_vs_torch']:.1f}× ({_spread(r, 1)})" for r in cpp]
+    return (f"- C++ ops vs torch on CPU, medians with min–max of {cpp[0]['reps']} runs: {'; '.join(parts)} "
+            f"(`{data['meta']['command']}`, results/cpu_ops.json);")
 
 
 def exports() -> str:
     data = _load("export_cpu.json")
-    parts = [f"{r['model']} PyTorch {r['torch_ms_per_pair']:.1f} ms, ONNX Runtime {r['onnx_ms_per_pair']:.1f} ms "
-             f"({r['speedup_onnx_vs_torch']:.2f}×), torch.export {r['export_ms_per_pair']:.1f} ms "
-             f"({r['speedup_export_vs_torch']:.2f}×)" for r in data["rows"]]
-    return (f"- exported graphs vs PyTorch per (user, slate) pair, batch 8, rollout probe (`{data['meta']['command']}`, "
+    rows = data["rows"]
+    parts = [f"{r['model']} PyTorch {_spread(r['torch_per_pair'], 1)}, ONNX Runtime {_spread(r['onnx_per_pair'], 1)} "
+             f"({r['speedup_onnx_vs_torch']:.2f}×), torch.export {_spread(r['export_per_pair'], 1)} "
+             f"({r['speedup_export_vs_torch']:.2f}×)" for r in rows]
+    return (f"- exported graphs vs PyTorch per (user, slate) pair, batch {rows[0]['users_per_batch']}, rollout probe, "
+            f"medians with min–max of {rows[0]['torch_per_pair']['reps']} runs (`{data['meta']['command']}`, "
             f"results/export_cpu.json): {'; '.join(parts)}. On this CPU the exports buy portability, not speed;")
 
 
 def compare() -> str:
     data = _load("bench_compare.json")
     return (f"- `compare` on {data['users']:,} users × {data['slates']} slates × 2 variants ({data['resamples']:,} "
-            f"paired bootstrap resamples): {data['compare_s']:.1f} s, report {data['write_report_s']:.1f} s "
-            "(`python benchmarks/bench_compare.py`, results/bench_compare.json).")
+            f"paired bootstrap resamples, medians with min–max of {data['compare']['reps']} runs): "
+            f"{_spread(data['compare'], 1, 's')}, report {_spread(data['write_report'], 1, 's')} "
+            f"(`{data['command']}`, results/bench_compare.json).")
 
 
 def block() -> str:
