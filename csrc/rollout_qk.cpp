@@ -28,6 +28,9 @@ inline v8 load8(const float* p) {
 }
 inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
 
+// Key blocks covering keys [0, n): the score rows are laid out for whole blocks (n rounded up to kKeys).
+inline int64_t key_blocks(int64_t n) { return (n + kKeys - 1) / kKeys; }
+
 inline float widen(float v) { return v; }
 inline float widen(double v) { return static_cast<float>(v); }
 inline float widen(BF16 v) {
@@ -41,8 +44,7 @@ inline float widen(BF16 v) {
 // kb[(jb · D + d) · kKeys + t] = k[jb · kKeys + t][d], zero past T.
 template <typename Scalar>
 inline void pack_keys(const Scalar* kh, int64_t T, int64_t D, float* kb) {
-  const int64_t blocks = (T + kKeys - 1) / kKeys;
-  std::fill(kb, kb + blocks * D * kKeys, 0.f);
+  std::fill(kb, kb + key_blocks(T) * D * kKeys, 0.f);
   for (int64_t j = 0; j < T; ++j)
     for (int64_t d = 0; d < D; ++d) kb[((j / kKeys) * D + d) * kKeys + j % kKeys] = widen(kh[j * D + d]);
 }
@@ -102,7 +104,7 @@ struct Scratch {
   std::vector<float> kb, s, u, ok, qs;
   std::vector<int64_t> real_upto;  // real_upto[i] = number of real keys j ≤ i
   Scratch(int64_t T, int64_t D) {
-    const int64_t padded = (T + kKeys - 1) / kKeys * kKeys;
+    const int64_t padded = key_blocks(T) * kKeys;
     kb.resize(padded * D);
     s.resize(kRows * padded);
     u.resize(T);
@@ -117,7 +119,7 @@ template <typename Scalar>
 inline __attribute__((always_inline)) void head_pass(const Scalar* qh, const Scalar* kh, const uint8_t* key_ok_b,
                                                      const float* lh, const double* rb, int64_t T, int64_t D,
                                                      float scale, Scratch& w) {
-  const int64_t ld = (T + kKeys - 1) / kKeys * kKeys;
+  const int64_t ld = key_blocks(T) * kKeys;  // one score row, as Scratch sized it
   int64_t real = 0;
   for (int64_t j = 0; j < T; ++j) {
     w.ok[j] = key_ok_b == nullptr || key_ok_b[j] ? 1.f : 0.f;
@@ -134,7 +136,7 @@ inline __attribute__((always_inline)) void head_pass(const Scalar* qh, const Sca
     for (int64_t r = 0; r < kRows; ++r)
       for (int64_t d = 0; d < D; ++d) w.qs[r * D + d] = r < rows ? widen(qh[(i0 + r) * D + d]) * scale : 0.f;
     const int64_t n_max = i0 + rows;  // causal: the block's last row sees keys 0..i0+rows-1
-    score_tile(w.qs.data(), w.kb.data(), D, (n_max + kKeys - 1) / kKeys, w.s.data(), ld);
+    score_tile(w.qs.data(), w.kb.data(), D, key_blocks(n_max), w.s.data(), ld);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = i0 + r;
       if (rb[i] == 0.0 || w.real_upto[i] == 0) continue;

@@ -79,6 +79,25 @@ def additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: tor
     return mask.float().clamp(min=neg)
 
 
+def _bias_and_keyless_rows(mask: torch.Tensor | None, dtype: torch.dtype, B: int, T: int, Tk: int,
+                           device: torch.device, bias_cache: dict | None):
+    """(additive mask [B, 1, T, Tk] in ``dtype``, rows with no key to attend [B, 1, T] or None when there are
+    none). Every probed layer of one forward gets the same mask, so this is built once (``bias_cache``)."""
+    key_of = (id(mask), dtype, T, Tk)
+    cached = bias_cache.get(key_of) if bias_cache is not None else None
+    if cached is None:
+        bias = additive_mask(mask, T, Tk, device).clamp(min=torch.finfo(dtype).min).to(dtype)
+        bias = bias.expand(B, 1, T, Tk) if bias.ndim == 2 else bias
+        # A row with no key to attend (left padding) contributes nothing: +inf, the rollout kernel's convention.
+        # Kept only when such a row exists (a batch without left padding has none), so most forwards skip the fill.
+        no_key = ~(mask.any(-1) if mask is not None and mask.dtype == torch.bool
+                   else (bias > torch.finfo(dtype).min).any(-1))  # [B, 1, T]
+        cached = (bias, no_key if bool(no_key.any()) else None)
+        if bias_cache is not None:
+            bias_cache[key_of] = cached
+    return cached
+
+
 def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
                   scale: float, bias_cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(attention output [B, T, Hq, d], log-sum-exp of the scaled masked scores [B, Hq, T] fp32) from one fused
@@ -93,29 +112,16 @@ def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
     key, value = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (key, value))
     B, H, T, _ = query.shape
     Tk = key.shape[2]
-    if mask is None and T == Tk and query.device.type == "cpu":
-        # Purely causal (no padding in the batch): the kernel's own causal mode, as SDPA runs it, skips the blocks
-        # above the diagonal and reads no T×T mask; every row has a key, so the log-sum-exp is finite everywhere.
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, True,
-                                                                               scale=scale)[:2]
-        return out.transpose(1, 2).contiguous(), lse.float()
-    # Every probed layer of one forward gets the same mask: its additive form is built once (``bias_cache``).
-    key_of = (id(mask), query.dtype, T, Tk)
-    cached = bias_cache.get(key_of) if bias_cache is not None else None
-    if cached is None:
-        bias = additive_mask(mask, T, Tk, query.device).clamp(min=torch.finfo(query.dtype).min).to(query.dtype)
-        bias = bias.expand(B, 1, T, Tk) if bias.ndim == 2 else bias
-        # A row with no key to attend (left padding) contributes nothing: +inf, the rollout kernel's convention.
-        # Kept only when such a row exists (a batch without left padding has none), so most forwards skip the fill.
-        no_key = ~(mask.any(-1) if mask is not None and mask.dtype == torch.bool
-                   else (bias > torch.finfo(query.dtype).min).any(-1))  # [B, 1, T]
-        cached = (bias, no_key if bool(no_key.any()) else None)
-        if bias_cache is not None:
-            bias_cache[key_of] = cached
-    bias, no_key = cached
+    # Purely causal (no padding in the batch) on CPU: the kernel's own causal mode, as SDPA runs it, skips the
+    # blocks above the diagonal and reads no T×T mask; every row has a key, so the log-sum-exp is finite everywhere.
+    causal = mask is None and T == Tk and query.device.type == "cpu"
+    if causal:
+        bias, no_key = None, None
+    else:
+        bias, no_key = _bias_and_keyless_rows(mask, query.dtype, B, T, Tk, query.device, bias_cache)
     if query.device.type == "cpu":
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, 0.0, False, attn_mask=bias, scale=scale)[:2]
+            query, key, value, 0.0, causal, attn_mask=bias, scale=scale)[:2]
     else:
         # The memory-efficient kernel wants the bias's last dimension 16-aligned in memory: pad, then slice.
         aligned = torch.zeros(B, 1, T, Tk + (-Tk) % 16, dtype=query.dtype, device=query.device)
