@@ -1,6 +1,6 @@
 """FixATE on synthetic users with planted gaze patterns: backbone vs FixATE on the content-disjoint test split.
 
-Generates `fixate-rt synth` data, trains per-user soft prompts with 3 seeds on `tiny-qwen3vl` (CPU), and
+Generates `fixate-rt synth` data, trains per-user soft prompts with 3 seeds on a backbone (`--model`, default `tiny-qwen3vl`; CPU), and
 writes the table (mean ± std over seeds, per-user Wilcoxon p pooled over seeds and per seed) to
 docs/results.md and benchmarks/results/train_synth.json.
 
@@ -18,8 +18,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 METRICS = ("kl", "js", "cosine", "csh@1", "csh@3", "tgo@3", "logloss", "auc", "correct")
 LOWER = {"kl", "js", "logloss"}
+
+
+def run_name(args) -> str:
+    """The run's folder and result-file name; the original random-backbone runs keep their names."""
+    name = f"{args.probe}_wc{args.choice_weight:g}"
+    if args.model != "tiny-qwen3vl":
+        name = f"{Path(args.model).name}_{name}_w{args.warmup_steps}"
+        name += "_nontp" if args.no_ntp else ""
+        name += "_noalpha" if args.no_user_alpha else ""
+    return name
 
 
 def main() -> None:
@@ -28,6 +39,9 @@ def main() -> None:
     ap.add_argument("--slates", type=int, default=20)
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--model", default="tiny-qwen3vl", help="the backbone (built-in name or checkpoint folder)")
+    ap.add_argument("--no-ntp", action="store_true", help="ablation: no next-token loss")
+    ap.add_argument("--no-user-alpha", action="store_true", help="ablation: one shared prompt (uniform mixture)")
     ap.add_argument("--probe", default="rollout")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--lr-basis", type=float, default=1e-2)
@@ -46,6 +60,7 @@ def main() -> None:
 
     import torch
     import transformers
+    from results_doc import replace_section
 
     from fixate_rt.data.synth import SynthConfig, write_synth
     from fixate_rt import metrics as M
@@ -55,7 +70,8 @@ def main() -> None:
     write_synth(data, SynthConfig(n_users=args.users, n_slates=args.slates, seed=args.data_seed))
     cfg = TrainConfig.from_preset(args.preset, tie_rule=args.tie_rule,
                       sessions=data / "sessions.parquet", images=data / "slates", users=data / "users.parquet",
-                      out=args.work / f"run_{args.probe}_wc{args.choice_weight:g}", probe=args.probe, epochs=args.epochs, device="cpu",
+                      out=args.work / run_name(args), model=args.model, probe=args.probe,
+                      no_ntp=args.no_ntp, no_user_alpha=args.no_user_alpha, overwrite=True, epochs=args.epochs, device="cpu",
                       seeds=tuple(int(s) for s in args.seeds.split(",")), lr_basis=args.lr_basis,
                       lr_alpha=args.lr_alpha, warmup_steps=args.warmup_steps, choice_weight=args.choice_weight,
                       lambda_attn=args.lambda_attn, attn_loss=args.attn_loss)
@@ -69,11 +85,11 @@ def main() -> None:
     command = "python benchmarks/train_synth.py " + " ".join(sys.argv[1:])
     lines = [f"### {args.tag or 'FixATE vs backbone on synthetic users'} ({args.probe})", "",
              f"`{command}` — {datetime.date.today().isoformat()}, CPU ({platform.machine()}, 2 cores), torch "
-             f"{torch.__version__}, transformers {transformers.__version__}; {args.users} users × {args.slates} slates "
+             f"{torch.__version__}, transformers {transformers.__version__}; model `{args.model}`; {args.users} users × {args.slates} slates "
              f"(train/val/test {res['samples']['train']}/{res['samples']['val']}/{res['samples']['test']} sessions, "
              f"content-disjoint by slate), seeds {list(cfg.seeds)}, {args.epochs} epochs max, lr basis/alpha "
              f"{args.lr_basis}/{args.lr_alpha}, λ*={args.lambda_attn}, W={cfg.warmup_steps}, w_c={args.choice_weight}, "
-             f"{args.attn_loss}; preset {cfg.preset}, selection {cfg.selection}, top-k JS k={cfg.topk_js_k}, "
+             f"{args.attn_loss}{'; **no NTP**' if args.no_ntp else ''}{'; **no user α**' if args.no_user_alpha else ''}; preset {cfg.preset}, selection {cfg.selection}, top-k JS k={cfg.topk_js_k}, "
              f"template {cfg.template}, **ties {cfg.tie_rule}**; {seconds / 60:.1f} min.", "",
              "| metric | backbone (TF) | FixATE (TF) | FixATE (FG) | Δ FixATE−backbone | p (pooled) | p per seed |",
              "|---|---|---|---|---|---|---|"]
@@ -86,22 +102,10 @@ def main() -> None:
     lines.append("")
     block = "\n".join(lines)
     print(block)
-    out_json = ROOT / "benchmarks" / "results" / f"train_synth_{args.probe}_wc{args.choice_weight:g}.json"
+    out_json = ROOT / "benchmarks" / "results" / f"train_synth_{run_name(args)}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps({"command": command, "seconds": seconds, "metrics": res}, indent=1, default=str))
-    results_md = ROOT / "docs" / "results.md"
-    existing = results_md.read_text() if results_md.exists() else "# Results\n\n"
-    heading = lines[0]
-    if heading in existing:  # regenerate in place: the section runs to the next "### " heading
-        start = existing.index(heading)
-        end = existing.find("\n### ", start + len(heading))
-        end = len(existing) if end < 0 else end + 1
-        results_md.write_text(existing[:start] + block + "\n" + existing[end:])
-        print(f"replaced '{heading}' in {results_md}; full metrics in {out_json}")
-    else:
-        results_md.write_text(existing.rstrip() + "\n\n" + block)
-        print(f"appended to {results_md}; full metrics in {out_json}")
-
+    print(f"{replace_section(block)}; full metrics in {out_json}")
 
 if __name__ == "__main__":
     main()

@@ -839,6 +839,52 @@ case("export-clicks", "corrupt layout", "layout.json")(
 case("export-clicks", "unknown option", "--colour")(lambda ws: ec_args(ws, "--colour", "red"))
 
 
+# -------------------------------------------------------------------------------------- profile-match
+def pm_args(ws: Workspace, *extra) -> list:
+    return ["profile-match", "--data", ws / "data", "--sim", ws / "sim", *extra]
+
+
+def edit_truth(ws: Workspace, fn) -> Path:
+    path = ws / "data" / "truth.json"
+    payload = json.loads(path.read_text())
+    fn(payload)
+    path.write_text(json.dumps(payload))
+    return path
+
+
+case("profile-match", "missing truth file", "truth.json", "not found")(
+    lambda ws: ((ws / "data" / "truth.json").unlink(), pm_args(ws))[1])
+case("profile-match", "truth is not JSON", "truth.json", "invalid JSON")(
+    lambda ws: (garbage(ws / "data" / "truth.json", b"{nope"), pm_args(ws))[1])
+case("profile-match", "truth is not UTF-8", "truth.json", "UTF-8")(
+    lambda ws: (garbage(ws / "data" / "truth.json", b'{"users": "\xff\xfe"}'), pm_args(ws))[1])
+case("profile-match", "truth without users", "truth.json", "users")(
+    lambda ws: (edit_truth(ws, lambda t: t.pop("users")), pm_args(ws))[1])
+case("profile-match", "a top genre that is not a string", "truth.json", "top_genre")(
+    lambda ws: (edit_truth(ws, lambda t: t["users"][0].__setitem__("top_genre", 7)), pm_args(ws))[1])
+case("profile-match", "a poster without a genre", "truth.json", "genre")(
+    lambda ws: (edit_truth(ws, lambda t: next(iter(t["slates"].values()))["items"][0].pop("genre")), pm_args(ws))[1])
+case("profile-match", "a slate with fewer posters than slots", "p_click", "posters")(
+    lambda ws: (edit_truth(ws, lambda t: [s["items"].pop() for s in t["slates"].values()]), pm_args(ws))[1])
+case("profile-match", "missing run", "not found")(
+    lambda ws: [a if a != ws / "sim" else ws / "nope" for a in pm_args(ws)])
+case("profile-match", "run not parquet", "simulations.parquet")(
+    lambda ws: (garbage(ws / "sim" / "simulations.parquet"), pm_args(ws))[1])
+case("profile-match", "user not in the truth", "user_id", "ghost")(
+    lambda ws: (edit_run(ws / "sim", "user_id", first_row_only(lambda v: "ghost")), pm_args(ws))[1])
+case("profile-match", "slate not in the truth", "slate_id", "ghost")(
+    lambda ws: (edit_run(ws / "sim", "slate_id", first_row_only(lambda v: "ghost")), pm_args(ws))[1])
+case("profile-match", "empty user id", "user_id", "empty")(
+    lambda ws: (edit_run(ws / "sim", "user_id", first_row_only(lambda v: "")), pm_args(ws))[1])
+case("profile-match", "NaN p_click", "p_click", "non-finite")(
+    lambda ws: (edit_run(ws / "sim", "p_click", first_row_only(lambda v: [float("nan")] * len(v))), pm_args(ws))[1])
+case("profile-match", "click outside the slate", "click_slot")(
+    lambda ws: (edit_run(ws / "sim", "click_slot", first_row_only(lambda v: 40)), pm_args(ws))[1])
+case("profile-match", "run without click_slot", "click_slot")(
+    lambda ws: (drop_column(ws / "sim" / "simulations.parquet", "click_slot"), pm_args(ws))[1])
+case("profile-match", "no data given", "Missing option", "--data")(lambda ws: ["profile-match", "--sim", ws / "sim"])
+
+
 # --------------------------------------------------------------------------------------------- tests
 @pytest.mark.parametrize("c", CASES, ids=[f"{c.command}: {c.name}" for c in CASES])
 def test_bad_input_gets_one_clean_line(ws, c):

@@ -99,3 +99,20 @@ def show(
         scores = render_pair(path, data.slates[s], u, sims[(u, s)].relevance, sims[(u, s)].p_click, data.dwell[i],
                              int(data.sessions.clicked_slot[i]), tau, signal.value)
         print(f"{path}  KL {scores['kl']:.3f}  CSH@1 {scores['csh@1']:.0f}  TGO@3 {scores['tgo@3']:.2f}")
+
+
+@app.command("profile-match", rich_help_panel="Analysis")
+@fail_cleanly
+def profile_match(
+    data: Annotated[Path, typer.Option(help="a `fixate-rt synth` folder (its truth.json knows the genres)")],
+    sim: Annotated[Path, typer.Option(help="a `fixate-rt simulate --out` folder on that data")],
+) -> None:
+    """Do simulated clicks follow the profiles? Share of clicks on the user's top-genre posters vs chance."""
+    from ..experiments.profile_match import profile_match as measure
+
+    res = measure(data, sim)
+    top, pref = res["top_genre"], res["preferred_genres"]
+    out_console.print(f"clicks on the profile's top genre: {top['click_share']:.1%} of {res['rows']} simulated clicks "
+                      f"(chance {top['chance']:.1%}: a click uniform over the slate; mean p_click on those posters "
+                      f"{top['mean_p_click']:.1%}); on a preferred genre: {pref['click_share']:.1%} "
+                      f"(chance {pref['chance']:.1%})")
