@@ -19,9 +19,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-# The built-in models (fixate_rt/backbones/tiny.py builds them offline); listed here so --help can name them
-# without importing torch. tests/test_cli.py checks the two agree.
-BUILTIN_MODELS = ("tiny-qwen3vl", "tiny-qwen2vl", "tiny-qwen25vl", "tiny-internvl", "mid-qwen3vl", "qwen3vl-4b-shape")
+# The built-in models (fixate_rt/backbones/builtins.py: random ones built offline by tiny.py, the pretrained
+# slates-qwen3vl shipped in fixate_rt/models/); listed here so --help can name them without importing torch.
+# tests/test_cli_errors.py checks the two agree.
+BUILTIN_MODELS = ("tiny-qwen3vl", "tiny-qwen2vl", "tiny-qwen25vl", "tiny-internvl", "mid-qwen3vl", "qwen3vl-4b-shape",
+                  "slates-qwen3vl")
 MODEL_HELP = ("a local checkpoint folder, an export folder, or a built-in model: " + ", ".join(BUILTIN_MODELS))
 
 

@@ -38,9 +38,9 @@ def users_digest(users: Users) -> str:
 def model_digest(model: str | Path) -> str:
     """An export folder: its manifest (which records every file's SHA-256). A checkpoint folder: its config and
     weight files. An embedded model name: its generated folder."""
-    from .backbones.tiny import SHAPES, ensure_model
+    from .backbones.builtins import builtin_folder
 
-    folder = ensure_model(str(model)) if str(model) in SHAPES else Path(model)
+    folder = builtin_folder(model) or Path(model)
     if (folder / "manifest.json").is_file():
         return sha256_file(folder / "manifest.json")
     files = [p for p in sorted(folder.iterdir()) if p.suffix in (".json", ".safetensors") and p.is_file()]

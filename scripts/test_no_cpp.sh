@@ -33,6 +33,14 @@ for w in "$wheels"/auto/*.whl "$wheels"/off/*.whl; do
     *) echo "expected a py3-none-any wheel, got $w" >&2; exit 1 ;;
   esac
 done
+# The pretrained built-in model ships inside the wheel (weights, tokenizer, processor config, model card).
+python -c "
+import sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+need = [f'fixate_rt/models/slates-qwen3vl/{f}' for f in ('config.json', 'model.safetensors', 'tokenizer.json',
+        'preprocessor_config.json', 'README.md')]
+missing = [n for n in need if n not in names]
+sys.exit(f'wheel lacks {missing}' if missing else 0)" "$(ls "$wheels"/off/*.whl)" || exit 1
 
 no_compiler pip install -q -e . 2>&1 | grep -v "^WARNING: Location"
 python -c "import fixate_rt.ops as o; assert not o.cpp_available(); print('installed without a compiler; C++ module off:', o._CPP_ERROR)" || exit 1

@@ -13,7 +13,7 @@ from ..errors import InputError, UnavailableError, ValidationError
 from ..io import read_utf8
 from .base import DecoderInputs, DecoderOutput, SlateFeatures
 from .spliced import SplicedVLM
-from .tiny import SHAPES, ensure_model
+from .builtins import builtin_folder, builtin_names
 
 __all__ = ["DecoderInputs", "DecoderOutput", "SlateFeatures", "load", "resolve_device"]
 
@@ -76,14 +76,14 @@ def read_config(config: Path) -> dict:
 def model_folder(name_or_path: str | Path) -> tuple[Path, str, str]:
     """(folder, name, model_type) of ``--model``, checked without loading any weights: the folder has a readable
     config.json (UTF-8 JSON object) whose model_type is supported. Commands call this before writing anything."""
-    if str(name_or_path) in SHAPES:
+    if str(name_or_path) in builtin_names():
         name = str(name_or_path)
-        with _quiet_loading():  # the first use writes the built-in model (no progress bars on stderr)
-            path = ensure_model(name)
+        with _quiet_loading():  # the first use of a random built-in writes it (no progress bars on stderr)
+            path = builtin_folder(name)
     else:
         path, name = Path(name_or_path), str(name_or_path)
         if not (path / "config.json").is_file():
-            raise InputError(f"{path}: not a model folder (no config.json); use a local checkpoint or one of {', '.join(SHAPES)}")
+            raise InputError(f"{path}: not a model folder (no config.json); use a local checkpoint or one of {', '.join(builtin_names())}")
     config = path / "config.json"
     model_type = read_config(config).get("model_type")
     if model_type in REMOTE_CODE_ONLY:
@@ -100,7 +100,7 @@ def model_folder(name_or_path: str | Path) -> tuple[Path, str, str]:
 
 def load(name_or_path: str | Path, *, device: str | torch.device = "auto",
          dtype: torch.dtype | None = None) -> SplicedVLM:
-    """Load a backbone from a local checkpoint folder, or the embedded ``tiny-qwen3vl``. Never downloads."""
+    """Load a backbone from a local checkpoint folder or a built-in model (`builtins`). Never downloads."""
     dev = resolve_device(device) if isinstance(device, str) else device
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32

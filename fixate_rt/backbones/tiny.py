@@ -75,12 +75,12 @@ def model_path(name: str = NAME) -> Path:
     return cache_root() / "models" / f"{name}-{VERSION}"
 
 
-def _vocabulary() -> list[str]:
+def _vocabulary(extra_words: tuple[str, ...] = ()) -> list[str]:
     text = " ".join([template.INSTRUCTION, template.QUESTION, template.render("", ()),
                      "User profile Top_genre Preferred_genres", *GENRES, *TITLE_WORDS,
                      # appended last so the ids of every earlier word stay as they were
                      template.REFERENCE_RECGAZE_INSTRUCTION, template.REFERENCE_ADSERP_INSTRUCTION,
-                     "Search query"])
+                     "Search query", *extra_words])
     words = re.findall(PRETOKENIZE, text)
     letters = list(default_labels(MAX_SLOTS))  # A–Z, a–z: every default answer label is one token
     digits = [str(d) for d in range(10)]
@@ -91,11 +91,12 @@ def _vocabulary() -> list[str]:
     return list(seen)
 
 
-def build_tokenizer():
+def build_tokenizer(extra_words: tuple[str, ...] = ()):
+    """The WordLevel tokenizer; ``extra_words`` are appended after the tiny vocabulary (earlier ids unchanged)."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(_vocabulary())}
+    vocab = {tok: i for i, tok in enumerate(_vocabulary(extra_words))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"[ \t\r]+"), behavior="removed"),
@@ -122,10 +123,11 @@ def _text_config(tokenizer, text: dict, family: str) -> dict:
                 bos_token_id=ids("<|im_start|>"), eos_token_id=ids("<|im_end|>"), rope_parameters=rope, **text)
 
 
-def build_config(tokenizer, name: str = NAME):
+def build_config(tokenizer, name: str = NAME, shape: tuple | None = None):
+    """The named shape's config (or ``shape``: a (family, text, vision, max pixels) tuple like `SHAPES`'s)."""
     import transformers
 
-    family, text, vision, _ = SHAPES[name]
+    family, text, vision, _ = shape or SHAPES[name]
     ids = tokenizer.convert_tokens_to_ids
     if family == "internvl":
         return transformers.InternVLConfig(

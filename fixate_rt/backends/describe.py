@@ -92,14 +92,19 @@ class ModelInfo:
 
 def _torch_hidden_size(model: str) -> tuple[str, int]:
     from ..backbones import read_config
+    from ..backbones.builtins import builtin_names
     from ..backbones.tiny import SHAPES
 
-    if model in SHAPES:
+    if model in SHAPES:  # a random built-in: known without writing it
         return model, int(SHAPES[model][1]["hidden_size"])
     config = Path(model) / "config.json"
+    if model in builtin_names():
+        from ..backbones.builtins import builtin_folder
+
+        config = builtin_folder(model) / "config.json"
     if not config.is_file():
         raise InputError(f"{model}: not a model folder (no config.json); use a local checkpoint or one of "
-                         f"{', '.join(SHAPES)}")
+                         f"{', '.join(builtin_names())}")
     payload = read_config(config)
     try:
         text = payload.get("text_config") or payload.get("llm_config") or payload
