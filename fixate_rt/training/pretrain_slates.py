@@ -31,7 +31,7 @@ EVAL_SEED = 7_777  # held-out slates: a stream no training seed uses
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 2400
+    steps: int = 1500
     batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 100
@@ -41,6 +41,8 @@ class PretrainConfig:
     tasks_per_slate: int = 2  # tasks asked of each rendered slate (rendering is a third of a step otherwise)
     eval_every: int = 300
     dense_weight: float = 1.0  # weight of the per-image-token naming loss (`dense_loss`); 0 turns it off
+    attend_weight: float = 1.0  # weight of the grounding loss on the answer row's attention (`attend_loss`)
+    attend_layers: tuple[int, ...] = (2, 3)  # decoder layers whose answer-row attention it supervises
     eval_per_task: int = 100
 
 
@@ -104,44 +106,81 @@ def _split(deepstack, grids: torch.Tensor) -> list:
 
 def answer_logits(backbone, tasks: list[Task], feats: list[SlateFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
     """(full-vocabulary log-probabilities [B, V], label log-probabilities [B, 15]) at the answer position."""
-    logp, _ = forward(backbone, tasks, feats, dense=False)
+    logp = forward(backbone, tasks, feats, dense=False).answer
     return logp, logp[:, backbone.label_token_ids(LABELS)]
 
 
-def forward(backbone, tasks: list[Task], feats: list[SlateFeatures], dense: bool = True):
-    """One decoder pass: (answer log-probabilities [B, V], image-token log-probabilities [B, P, V] or None)."""
+@dataclass
+class ForwardOut:
+    """answer [B, V] log-probabilities at the answer position; image [B, P, V] per image token (or None);
+    attention {layer: [B, H, P]} the answer row's attention on the image tokens, in the graph."""
+
+    answer: torch.Tensor
+    image: torch.Tensor | None
+    attention: dict[int, torch.Tensor]
+
+
+def forward(backbone, tasks: list[Task], feats: list[SlateFeatures], dense: bool = True,
+            attend_layers: tuple[int, ...] = ()) -> ForwardOut:
+    """One decoder pass; ``attend_layers`` capture the answer row of their attention (SDPA elsewhere)."""
     from ..probes.capture import record_attention
 
     inputs = backbone.build_inputs([t.profile for t in tasks], LABELS, feats, 0, [t.context for t in tasks])
     model = backbone.model
-    with record_attention(()):  # no probed layer: every layer runs plain SDPA
+    with record_attention(tuple(attend_layers), "row") as recorder:
         hidden = model.model(inputs_embeds=model.get_input_embeddings()(inputs.input_ids),
                               attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
                               mm_encoder_outputs={"image": backbone.vision_output(feats)},
                               use_cache=False).last_hidden_state
+    index = inputs.image_index.to(hidden.device)
+    attention = {layer: row.gather(2, index[:, None].expand(-1, row.shape[1], -1))
+                 for layer, row in recorder.maps.items()}
     answer = torch.log_softmax(model.lm_head(hidden[:, -1]).float(), dim=-1)
     if not dense:
-        return answer, None
-    image = hidden.gather(1, inputs.image_index[..., None].expand(-1, -1, hidden.shape[-1]))
-    return answer, torch.log_softmax(model.lm_head(image).float(), dim=-1)
+        return ForwardOut(answer, None, attention)
+    image = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+    return ForwardOut(answer, torch.log_softmax(model.lm_head(image).float(), dim=-1), attention)
+
+
+def token_slots(feats: list[SlateFeatures]) -> torch.Tensor:
+    """[B, P] the slot (0–14) of the poster each image token's centre lies on; -1 on the page background."""
+    boxes = torch.as_tensor(geo.recgaze_boxes(), dtype=torch.float32)
+    out = []
+    for f in feats:
+        tb = torch.as_tensor(f.token_boxes, dtype=torch.float32)
+        cx, cy = (tb[:, 0] + tb[:, 2]) / 2, (tb[:, 1] + tb[:, 3]) / 2
+        inside = ((cx[:, None] >= boxes[None, :, 0]) & (cx[:, None] < boxes[None, :, 2])
+                  & (cy[:, None] >= boxes[None, :, 1]) & (cy[:, None] < boxes[None, :, 3]))  # [P, 15]
+        out.append(torch.where(inside.any(-1), inside.float().argmax(-1), torch.tensor(-1)))
+    return torch.stack(out)
 
 
 def dense_targets(backbone, tasks: list[Task], feats: list[SlateFeatures]) -> torch.Tensor:
     """[B, P, 2] token ids every image token should name: the genre word and the letter of the poster its
     centre lies on; -1 on the page background (no target)."""
-    boxes = geo.recgaze_boxes()
-    genre_ids = backbone.processor.tokenizer.convert_tokens_to_ids([it for it in GENRES])
+    genre_ids = backbone.processor.tokenizer.convert_tokens_to_ids(list(GENRES))
     letter_ids = backbone.label_token_ids(LABELS)
-    out = torch.full((len(tasks), feats[0].n_tokens, 2), -1, dtype=torch.long)
-    for b, (task, f) in enumerate(zip(tasks, feats)):
-        cx = (f.token_boxes[:, 0] + f.token_boxes[:, 2]) / 2
-        cy = (f.token_boxes[:, 1] + f.token_boxes[:, 3]) / 2
-        inside = ((cx[:, None] >= boxes[None, :, 0]) & (cx[:, None] < boxes[None, :, 2])
-                  & (cy[:, None] >= boxes[None, :, 1]) & (cy[:, None] < boxes[None, :, 3]))  # [P, 15]
-        for token, slot in zip(*np.nonzero(inside)):
-            out[b, token, 0] = genre_ids[GENRES.index(task.items[slot]["genre"])]
-            out[b, token, 1] = letter_ids[slot]
+    slots = token_slots(feats)
+    out = torch.full((*slots.shape, 2), -1, dtype=torch.long)
+    for b, task in enumerate(tasks):
+        for token, slot in enumerate(slots[b].tolist()):
+            if slot >= 0:
+                out[b, token, 0] = genre_ids[GENRES.index(task.items[slot]["genre"])]
+                out[b, token, 1] = letter_ids[slot]
     return out
+
+
+def attend_loss(attention: dict[int, torch.Tensor], tasks: list[Task], slots: torch.Tensor) -> torch.Tensor:
+    """Grounding supervision: −log of the head-averaged attention mass the answer row puts on the image tokens
+    of the answer's posters (the slots in the support of the task's answer distribution), averaged over the
+    supervised layers. attention {layer: [B, H, P]}; slots [B, P]."""
+    support = torch.tensor(np.stack([t.target > 0 for t in tasks]))  # [B, 15]
+    on_answer = (slots >= 0) & support.gather(1, slots.clamp(min=0))  # [B, P]
+    losses = []
+    for row in attention.values():
+        mass = (row.float().mean(1) * on_answer.to(row.device)).sum(-1)
+        losses.append(-torch.log(mass.clamp(min=1e-6)).mean())
+    return torch.stack(losses).mean()
 
 
 def dense_loss(image_logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -210,17 +249,21 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[dict], None] | None = None,
             group["lr"] = lr_at(step, cfg)
         tasks = [next(stream) for _ in range(cfg.batch_size)]
         feats = slate_features(backbone, tasks)
-        answer, image_logp = forward(backbone, tasks, feats, dense=cfg.dense_weight > 0)
-        loss = answer_loss = task_loss(answer[:, backbone.label_token_ids(LABELS)], tasks)
-        if image_logp is not None:
-            loss = loss + cfg.dense_weight * dense_loss(image_logp, dense_targets(backbone, tasks, feats))
+        attend = cfg.attend_layers if cfg.attend_weight > 0 else ()
+        out = forward(backbone, tasks, feats, dense=cfg.dense_weight > 0, attend_layers=attend)
+        loss = answer_loss = task_loss(out.answer[:, backbone.label_token_ids(LABELS)], tasks)
+        if out.image is not None:
+            loss = loss + cfg.dense_weight * dense_loss(out.image, dense_targets(backbone, tasks, feats))
+        attention_loss = attend_loss(out.attention, tasks, token_slots(feats)) if attend else torch.zeros(())
+        loss = loss + cfg.attend_weight * attention_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        record = {"step": step + 1, "loss": loss.item(), "answer_loss": answer_loss.item(), "lr": lr_at(step, cfg),
+        record = {"step": step + 1, "loss": loss.item(), "answer_loss": answer_loss.item(),
+                  "attend_loss": attention_loss.item(), "lr": lr_at(step, cfg),
                   "seconds": time.perf_counter() - t0}
         if eval_tasks and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             model.eval()
