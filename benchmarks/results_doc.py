@@ -9,13 +9,14 @@ RESULTS_MD = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 
 def replace_section(block: str, path: Path = RESULTS_MD) -> str:
     """Put ``block`` (starting with its "### " heading line) into ``path``: in place of the section with the
-    same heading (which runs to the next "### " heading), else at the end. Returns what was done."""
+    same heading (which runs to the next "### " or "## " heading), else at the end. Returns what was done."""
     heading = block.splitlines()[0]
     existing = path.read_text() if path.exists() else "# Results\n\n"
     if heading in existing:
         start = existing.index(heading)
-        end = existing.find("\n### ", start + len(heading))
-        end = len(existing) if end < 0 else end + 1
+        ends = [i for i in (existing.find("\n### ", start + len(heading)), existing.find("\n## ", start + len(heading)))
+                if i >= 0]
+        end = min(ends) + 1 if ends else len(existing)
         path.write_text(existing[:start] + block.rstrip("\n") + "\n\n" + existing[end:].lstrip("\n"))
         return f"replaced '{heading}' in {path}"
     path.write_text(existing.rstrip() + "\n\n" + block)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: set up, generate the synthetic demo data and simulate every user on every slate with the
-# embedded tiny Qwen3-VL model. Results land in demo-output/.
+# built-in pretrained slates-qwen3vl (a small Qwen3-VL trained to read these slates). Results land in demo-output/;
+# the last line says how often the simulated clicks land on the user's profile genre, against chance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,4 +10,6 @@ export HF_HUB_OFFLINE=1
 OUT=${OUT:-demo-output}
 # --overwrite: a rerun of the demo replaces the demo's own previous output (demo-output/ is this script's)
 fixate-rt synth "$OUT/data" --overwrite
-fixate-rt simulate --users "$OUT/data/users.parquet" --images "$OUT/data/slates" --out "$OUT/sim" --overwrite
+fixate-rt simulate --model slates-qwen3vl --users "$OUT/data/users.parquet" --images "$OUT/data/slates" \
+  --out "$OUT/sim" --overwrite
+fixate-rt profile-match --data "$OUT/data" --sim "$OUT/sim"
