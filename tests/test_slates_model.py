@@ -103,6 +103,13 @@ def test_token_slots_follow_the_slate_layout():
     centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
     left, right = slots == 0, slots == 4  # column 1 lies left of column 5
     assert centre_x[left].max() < centre_x[right].min()
+    targets = P.dense_targets(backbone, [task], slots[None])[0]  # [P, 2]: genre word and letter per token
+    assert (targets[slots < 0] == -1).all()
+    tokenizer = backbone.processor.tokenizer
+    for token in torch.nonzero(slots >= 0).flatten().tolist():
+        slot = int(slots[token])
+        genre, letter = tokenizer.convert_ids_to_tokens(targets[token].tolist())
+        assert (genre, letter) == (task.items[slot]["genre"], "ABCDEFGHIJKLMNO"[slot])
 
 
 def test_the_shipped_model_is_a_small_qwen3vl_that_finds_genres_and_positions():

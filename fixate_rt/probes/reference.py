@@ -44,6 +44,15 @@ def token_centres(token_boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([(token_boxes[:, 0] + token_boxes[:, 2]) / 2, (token_boxes[:, 1] + token_boxes[:, 3]) / 2], -1)
 
 
+def centre_in_slots(token_boxes: torch.Tensor, slot_boxes: torch.Tensor) -> torch.Tensor:
+    """[..., S, P] bool: slot s holds token p's centre (left/top edges inclusive, right/bottom exclusive).
+    token_boxes [P, 4]; slot_boxes [..., S, 4], same pixel frame and dtype."""
+    c = token_centres(token_boxes)
+    sb = slot_boxes
+    return ((sb[..., 0, None] <= c[:, 0]) & (c[:, 0] < sb[..., 2, None])
+            & (sb[..., 1, None] <= c[:, 1]) & (c[:, 1] < sb[..., 3, None]))
+
+
 def slot_pool_reference(token_relevance: torch.Tensor, token_boxes: torch.Tensor, slot_boxes: torch.Tensor,
                         mode: str = "exclusive", min_mass: float = 1e-9) -> torch.Tensor:
     """Pool token relevance [B, P] into slots [B, S] (docs/method.md §4.7).
@@ -64,9 +73,7 @@ def slot_pool_reference(token_relevance: torch.Tensor, token_boxes: torch.Tensor
         area = ((tb[:, 2] - tb[:, 0]) * (tb[:, 3] - tb[:, 1])).clamp(min=1e-12)
         weight = w * h / area  # [B, S, P]
     else:
-        c = token_centres(tb)
-        holds = ((sb[..., 0, None] <= c[:, 0]) & (c[:, 0] < sb[..., 2, None])
-                 & (sb[..., 1, None] <= c[:, 1]) & (c[:, 1] < sb[..., 3, None]))  # [B, S, P]
+        holds = centre_in_slots(tb, sb)  # [B, S, P]
         if mode == "exclusive":
             holds = holds & (torch.cumsum(holds.int(), dim=1) == 1)
         weight = holds.double()

@@ -143,31 +143,27 @@ def forward(backbone, tasks: list[Task], feats: list[SlateFeatures], dense: bool
 
 
 def token_slots(feats: list[SlateFeatures]) -> torch.Tensor:
-    """[B, P] the slot (0–14) of the poster each image token's centre lies on; -1 on the page background."""
+    """[B, P] the slot (0–14) of the poster each image token's centre lies on (the first, as exclusive pooling
+    assigns it); -1 on the page background."""
+    from ..probes.reference import centre_in_slots
+
     boxes = torch.as_tensor(geo.recgaze_boxes(), dtype=torch.float32)
     out = []
     for f in feats:
-        tb = torch.as_tensor(f.token_boxes, dtype=torch.float32)
-        cx, cy = (tb[:, 0] + tb[:, 2]) / 2, (tb[:, 1] + tb[:, 3]) / 2
-        inside = ((cx[:, None] >= boxes[None, :, 0]) & (cx[:, None] < boxes[None, :, 2])
-                  & (cy[:, None] >= boxes[None, :, 1]) & (cy[:, None] < boxes[None, :, 3]))  # [P, 15]
-        out.append(torch.where(inside.any(-1), inside.float().argmax(-1), torch.tensor(-1)))
+        holds = centre_in_slots(torch.as_tensor(f.token_boxes, dtype=torch.float32), boxes)  # [15, P]
+        out.append(torch.where(holds.any(0), holds.int().argmax(0), -1))
     return torch.stack(out)
 
 
-def dense_targets(backbone, tasks: list[Task], feats: list[SlateFeatures]) -> torch.Tensor:
+def dense_targets(backbone, tasks: list[Task], slots: torch.Tensor) -> torch.Tensor:
     """[B, P, 2] token ids every image token should name: the genre word and the letter of the poster its
-    centre lies on; -1 on the page background (no target)."""
+    centre lies on; -1 on the page background (no target). slots [B, P] from `token_slots`."""
     genre_ids = backbone.processor.tokenizer.convert_tokens_to_ids(list(GENRES))
-    letter_ids = backbone.label_token_ids(LABELS)
-    slots = token_slots(feats)
-    out = torch.full((*slots.shape, 2), -1, dtype=torch.long)
-    for b, task in enumerate(tasks):
-        for token, slot in enumerate(slots[b].tolist()):
-            if slot >= 0:
-                out[b, token, 0] = genre_ids[GENRES.index(task.items[slot]["genre"])]
-                out[b, token, 1] = letter_ids[slot]
-    return out
+    slot_genre = torch.tensor([[genre_ids[GENRES.index(it["genre"])] for it in t.items] for t in tasks])  # [B, 15]
+    slot_letter = torch.tensor(backbone.label_token_ids(LABELS))[None].expand(len(tasks), -1)  # [B, 15]
+    on_poster = slots >= 0
+    picked = [ids.gather(1, slots.clamp(min=0)) for ids in (slot_genre, slot_letter)]
+    return torch.stack([torch.where(on_poster, ids, -1) for ids in picked], -1)
 
 
 def attend_loss(attention: dict[int, torch.Tensor], tasks: list[Task], slots: torch.Tensor) -> torch.Tensor:
@@ -252,9 +248,10 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[dict], None] | None = None,
         attend = cfg.attend_layers if cfg.attend_weight > 0 else ()
         out = forward(backbone, tasks, feats, dense=cfg.dense_weight > 0, attend_layers=attend)
         loss = answer_loss = task_loss(out.answer[:, backbone.label_token_ids(LABELS)], tasks)
+        slots = token_slots(feats)  # [B, P], shared by both supervised terms
         if out.image is not None:
-            loss = loss + cfg.dense_weight * dense_loss(out.image, dense_targets(backbone, tasks, feats))
-        attention_loss = attend_loss(out.attention, tasks, token_slots(feats)) if attend else torch.zeros(())
+            loss = loss + cfg.dense_weight * dense_loss(out.image, dense_targets(backbone, tasks, slots))
+        attention_loss = attend_loss(out.attention, tasks, slots) if attend else torch.zeros(())
         loss = loss + cfg.attend_weight * attention_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step}")
