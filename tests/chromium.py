@@ -19,4 +19,4 @@ def have_chromium() -> bool:
 
 
 needs_chromium = pytest.mark.skipif(not have_chromium() and os.environ.get("FIXATE_RT_REQUIRE_CHROMIUM") != "1",
-                                    reason="headless Chromium not installed (apt-get install chromium chromium-driver)")
+                                    reason="headless Chromium not installed (apt-get install chromium)")
