@@ -1,10 +1,13 @@
-"""Per-pair latency on CPU: ONNX Runtime and torch.export programs (exported graphs) vs PyTorch, same process,
-same inputs.
+"""Per-pair latency on CPU: ONNX Runtime (fp32 and int8) and torch.export programs vs the PyTorch backend, same
+process, same inputs, interleaved rounds (each round times every backend once, so a slower period of a shared
+machine hits all of them alike).
 
 For each model: export (once, cached under benchmarks/work/), then time `Simulator.simulate_slate` for a batch of
-users on one slate with both backends (vision encoding excluded: it is once per slate in both), rollout probe.
+users on one slate with every backend (vision encoding excluded: it is once per slate in all), rollout probe. The
+exports carry probe contract qk v2: the decoder graph returns the probed layers' Q and K and the rollout row is
+computed by the same C++ op as the PyTorch backend's.
 
-    python benchmarks/bench_export_cpu.py [--models tiny-qwen3vl mid-qwen3vl] [--users 8] [--reps 3]
+    python benchmarks/bench_export_cpu.py [--models tiny-qwen3vl mid-qwen3vl] [--users 8] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ import datetime
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
-from spread import ratio, repeat, spread_ms
+from spread import ratio, spread_ms
 
 ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = {"onnx": ("onnx", None), "onnx_int8": ("onnx", "int8"), "export": ("export", None)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["tiny-qwen3vl", "mid-qwen3vl"])
     ap.add_argument("--users", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     import onnxruntime
     import torch
@@ -44,28 +49,35 @@ def main() -> None:
     rows = []
     for model in args.models:
         sims = {"torch": Simulator(model, device="cpu", batch_size=args.users)}
-        for fmt in ("onnx", "export"):
-            folder = ROOT / "benchmarks" / "work" / "export" / f"{model}-{fmt}"
+        for name, (fmt, quantize) in BACKENDS.items():
+            folder = ROOT / "benchmarks" / "work" / "export-qk2" / f"{model}-{name}"
             if not (folder / "manifest.json").is_file():
-                export_model(model, folder, fmt=fmt)
-            sims[fmt] = Simulator(str(folder), device="cpu", batch_size=args.users, backend=fmt)
-        result = {}
-        for backend, sim in sims.items():
-            feats = sim.encode_slate(image)
-            last = []  # the timed calls' results: the last one is compared across backends
-            times = repeat(lambda: last.append(sim.simulate_slate(feats, layout, users, profiles)), args.reps)
-            result[backend] = (spread_ms(times, per=args.users), last[-1])
-        row = {"model": model, "users_per_batch": args.users, "torch_per_pair": result["torch"][0]}
-        for fmt in ("onnx", "export"):
-            row[f"{fmt}_per_pair"] = result[fmt][0]
-            row[f"speedup_{fmt}_vs_torch"] = ratio(result["torch"][0], result[fmt][0])
-            row[f"max_p_click_diff_{fmt}"] = float(np.abs(result["torch"][1].p_click - result[fmt][1].p_click).max())
+                export_model(model, folder, fmt=fmt, quantize=quantize, overwrite=True)
+            sims[name] = Simulator(str(folder), device="cpu", batch_size=args.users, backend=fmt,
+                                   trust_export=fmt == "export")  # this script wrote the folder
+        feats = {name: sim.encode_slate(image) for name, sim in sims.items()}
+        times: dict[str, list[float]] = {name: [] for name in sims}
+        last = {}
+        for round_ in range(args.rounds + 1):  # round 0 warms every backend up and is not counted
+            for name, sim in sims.items():
+                t0 = time.perf_counter()
+                last[name] = sim.simulate_slate(feats[name], layout, users, profiles)
+                if round_:
+                    times[name].append(time.perf_counter() - t0)
+        row = {"model": model, "users_per_batch": args.users, "torch_per_pair": spread_ms(times["torch"], per=args.users)}
+        base = last["torch"]
+        for name in BACKENDS:
+            row[f"{name}_per_pair"] = spread_ms(times[name], per=args.users)
+            row[f"speedup_{name}_vs_torch"] = ratio(row["torch_per_pair"], row[f"{name}_per_pair"])
+            row[f"paired_ratio_{name}"] = round(float(np.median(np.array(times["torch"]) / np.array(times[name]))), 3)
+            row[f"max_p_click_diff_{name}"] = float(np.abs(base.p_click - last[name].p_click).max())
+            row[f"max_relevance_diff_{name}"] = float(np.abs(base.slot_relevance - last[name].slot_relevance).max())
         rows.append(row)
         print(row, flush=True)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)", "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "command": "python benchmarks/bench_export_cpu.py" + (f" --reps {args.reps}" if args.reps != 5 else "")}
+            "onnxruntime": onnxruntime.__version__, "probe_contract": "qk v2 (Q/K out of the graph, C++ row)",
+            "command": "python benchmarks/bench_export_cpu.py" + (f" --rounds {args.rounds}" if args.rounds != 7 else "")}
     out = ROOT / "benchmarks" / "results" / "export_cpu.json"
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")

@@ -3,13 +3,13 @@
 vision:   preprocessed pixels -> image features [P, D] (+ Qwen3-VL DeepStack features [k, P, D])
 embed:    input_ids [B, T] -> inputs_embeds [B, T, D]
 decoder:  inputs_embeds (soft prompt and image features already spliced), attention_mask, position_ids
-          (+ Qwen3-VL visual_pos_masks and DeepStack) -> logits of the last prompt position [B, V] and the
-          **rollout row** of that position [B, T], computed in the graph from the probed layers' attention.
+          (+ Qwen3-VL visual_pos_masks and DeepStack) -> logits of the last prompt position [B, V] and the probed
+          layers' post-RoPE queries [B, L, Hq, T, d] and keys [B, L, Hkv, T, d] (the **probe contract** ``qk``).
 
-Why the rollout row in the graph (not per-layer attention rows for the C++ rollout): the row is O(T) per
-sample, so the exported decoder's outputs stay small at any length, ONNX Runtime does the whole probe in one
-session run (no T×T tensor crosses the graph boundary), and a runtime without PyTorch needs nothing else.
-The probed layers compute eager attention inside the graph; every other layer keeps the fused path.
+Why Q and K leave the graph (not the rollout row computed inside it): every layer, probed or not, then runs the
+runtime's fused attention (ONNX ``Attention``, opset 23), nothing of size T × T is built for the probe, and the
+rollout row is computed outside by the same registry op as the torch backend (``rollout_row_qk``: C++ on CPU,
+Triton on CUDA), blockwise from Q and K. The outputs are O(T) per sample.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fixate_rt.backends.graph_runtime import PROBE_CONTRACT as RUNTIME_CONTRACT
 from fixate_rt.probes.capture import record_attention
-from fixate_rt.probes.reference import rollout_row_reference
+
+# The decoder graph's probe outputs; a manifest records this contract and its version, and loading refuses another.
+PROBE_CONTRACT = {**RUNTIME_CONTRACT, "outputs": ["logits", "probe_q", "probe_k"]}
 
 
 @dataclass(frozen=True)
@@ -101,29 +104,26 @@ class EmbedGraph(torch.nn.Module):
 
 
 class DecoderGraph(torch.nn.Module):
-    """Decoder over spliced inputs_embeds -> (last-position logits [B, V], rollout row [B, T])."""
+    """Decoder over spliced inputs_embeds -> (last-position logits [B, V], probed layers' post-RoPE queries
+    [B, L, Hq, T, d] and keys [B, L, Hkv, T, d]); every layer runs SDPA (the probe contract ``qk``)."""
 
-    def __init__(self, backbone, residual: float = 0.5) -> None:
+    def __init__(self, backbone) -> None:
         super().__init__()
         self.lm = backbone.model.model.language_model
         self.head = backbone.model.lm_head
         self.layers = tuple(backbone.default_probe_layers)
         self.family = backbone.family
-        self.residual = residual
-
-    def _rollout(self, recorder, batch: int):
-        attn = torch.stack([recorder.maps[layer] for layer in self.layers], 1)  # [B, L, T, T]
-        last = torch.full((batch,), attn.shape[-1] - 1, dtype=torch.long)
-        return rollout_row_reference(attn, last, self.residual)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, visual_pos_masks=None, deepstack=None):
         kwargs = {}
         if deepstack is not None:
             kwargs = {"visual_pos_masks": visual_pos_masks, "deepstack_visual_embeds": list(deepstack.unbind(0))}
-        with record_attention(self.layers, "mean") as recorder:
+        with record_attention(self.layers, "qk_graph") as recorder:
             hidden = self.lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
                              use_cache=False, **kwargs).last_hidden_state
-        return self.head(hidden[:, -1]), self._rollout(recorder, inputs_embeds.shape[0])
+        q = torch.stack([recorder.queries[layer] for layer in self.layers], 1)
+        k = torch.stack([recorder.keys[layer] for layer in self.layers], 1)
+        return self.head(hidden[:, -1]), q, k
 
 
 def specs(family: str, deepstack: int, suffix: str = "onnx") -> dict[str, GraphSpec]:
@@ -144,5 +144,6 @@ def specs(family: str, deepstack: int, suffix: str = "onnx") -> dict[str, GraphS
         "embed": GraphSpec("embed", f"embed.{suffix}", (TensorSpec("input_ids", ("B", "T"), "int64"),),
                            (TensorSpec("inputs_embeds", ("B", "T", "D")),)),
         "decoder": GraphSpec("decoder", f"decoder.{suffix}", decoder_in,
-                             (TensorSpec("logits", ("B", "V")), TensorSpec("rollout_row", ("B", "T")))),
+                             (TensorSpec("logits", ("B", "V")), TensorSpec("probe_q", ("B", "L", "Hq", "T", "d")),
+                              TensorSpec("probe_k", ("B", "L", "Hkv", "T", "d")))),
     }

@@ -20,7 +20,13 @@ import torch
 from fixate_rt.backends.graph_runtime import FORMATS, SUFFIX
 from fixate_rt.errors import ValidationError
 
-__all__ = ["FORMATS", "SUFFIX", "check_format", "convert"]
+__all__ = ["DYNAMIC_OPSET", "FORMATS", "QUANTIZATIONS", "SUFFIX", "check_format", "convert", "quantize_decoder"]
+
+# Opset of the dynamic-shape graphs (embedding, decoder): 23 has the fused ``Attention`` operator, which ONNX Runtime
+# runs as one kernel per layer (measured ~2.7× faster than opset 18's MatMul/Softmax decomposition at T = 800).
+DYNAMIC_OPSET = 23
+QUANTIZATIONS = {"int8": "int8 dynamic quantisation of the MatMul weights (ONNX Runtime quantize_dynamic, QInt8, "
+                         "per-tensor); activations quantised per call"}
 
 
 def check_format(fmt: str) -> str:
@@ -40,10 +46,32 @@ def convert(fmt: str, module: torch.nn.Module, args: tuple, path: Path, input_na
                                   dynamo=False, opset_version=18)
             else:
                 torch.onnx.export(module, args, str(path), input_names=input_names, output_names=output_names,
-                                  dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=18, verbose=False)
+                                  dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=DYNAMIC_OPSET,
+                                  verbose=False)
         elif fmt == "export":
             program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+            # The sample inputs would be saved as a pickle; loading refuses every pickle, and running needs none.
+            program.example_inputs = None
             torch.export.save(program, str(path))
         else:
             traced = torch.jit.trace(module, args, check_trace=False)
             traced.save(str(path))
+
+
+def quantize_decoder(path: Path) -> None:
+    """Replace the ONNX decoder at ``path`` with ONNX Runtime's dynamic int8 quantisation of its MatMul weights
+    (the weights are stored next to the graph as external data, as the fp32 export's are)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    staged = path.with_name(path.stem + ".int8.onnx")
+    quantize_dynamic(str(path), str(staged), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     use_external_data_format=False)
+    data = path.with_name(path.name + ".data")
+    path.unlink()
+    if data.exists():
+        data.unlink()
+    model = onnx.load(str(staged))
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=1024)
+    staged.unlink()

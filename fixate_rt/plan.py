@@ -22,7 +22,6 @@ from .config import Backend, Kernel, Probe, parse_choice
 
 COMBINE_OP = {Probe.rollout: "rollout_row", Probe.attnlrp: "attnlrp_row", Probe.glimpse: "glimpse_row"}
 CAPTURE = {"rollout_row": "mean", "rollout_row_qk": "qk", "attnlrp_row": "row", "glimpse_row": "heads"}
-GRAPH_OP = "rollout_row_graph"  # the exported decoder returns the rollout row itself
 # The reference scales ∂s/∂A by 0.1 when AttnLRP trains (docs/method.md §4.2). E = (A⊙s∇A)/r̃ only sees the
 # scale through the stabiliser ε (r̃ = r + ε·sign r), i.e. on rows whose relevance mass is near ε.
 ATTNLRP_TRAIN_GRAD_SCALE = 0.1
@@ -69,14 +68,14 @@ def plan_ops(probe: Probe | str, kernel: Kernel | str, device: torch.device | st
     backend = parse_choice(Backend, backend, "backend")
     device = torch.device(device)
     cpu = torch.device("cpu")
-    if backend.exported:  # the decoder graph computes the rollout row; pooling runs on the host
+    if backend.exported:  # the decoder graph returns the probed layers' Q and K; the row and pooling run on the host
         if probe is not Probe.rollout or needs_grad:
             from .errors import UnavailableError
 
             raise UnavailableError(f"--probe {probe.value} needs gradients: torch backend only (exports carry rollout)")
         pool_kernel = kernel.value if kernel is not Kernel.triton else "auto"
-        return OpPlan(probe, GRAPH_OP, f"{backend.value}-graph", "graph", device,
-                      ops.resolve("slot_pool", pool_kernel, device=cpu), cpu)
+        return OpPlan(probe, "rollout_row_qk", ops.resolve("rollout_row_qk", pool_kernel, device=cpu),
+                      f"{backend.value}-graph-qk", cpu, ops.resolve("slot_pool", pool_kernel, device=cpu), cpu)
     if needs_grad:  # training: everything stays in the autograd graph, so only the torch implementations qualify
         op = COMBINE_OP[probe]
         scale = ATTNLRP_TRAIN_GRAD_SCALE if probe is Probe.attnlrp else 1.0

@@ -107,11 +107,13 @@ def exports() -> str:
     data = _load("export_cpu.json")
     rows = data["rows"]
     parts = [f"{r['model']} PyTorch {_spread(r['torch_per_pair'], 1)}, ONNX Runtime {_spread(r['onnx_per_pair'], 1)} "
-             f"({r['speedup_onnx_vs_torch']:.2f}×), torch.export {_spread(r['export_per_pair'], 1)} "
+             f"({r['speedup_onnx_vs_torch']:.2f}×), ONNX int8 {_spread(r['onnx_int8_per_pair'], 1)} "
+             f"({r['speedup_onnx_int8_vs_torch']:.2f}×), torch.export {_spread(r['export_per_pair'], 1)} "
              f"({r['speedup_export_vs_torch']:.2f}×)" for r in rows]
-    return (f"- exported graphs vs PyTorch per (user, slate) pair, batch {rows[0]['users_per_batch']}, rollout probe, "
-            f"medians with min–max of {rows[0]['torch_per_pair']['reps']} runs (`{data['meta']['command']}`, "
-            f"results/export_cpu.json): {'; '.join(parts)}. On this CPU the exports buy portability, not speed;")
+    return (f"- exported graphs vs PyTorch per (user, slate) pair, batch {rows[0]['users_per_batch']}, rollout probe "
+            f"(probe contract qk v2: Q/K leave the decoder graph, the row is the same C++ op), medians with min–max "
+            f"of {rows[0]['torch_per_pair']['reps']} interleaved rounds (`{data['meta']['command']}`, "
+            f"results/export_cpu.json): {'; '.join(parts)};")
 
 
 def compare() -> str:

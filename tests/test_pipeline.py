@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fixate_rt import ops
 from fixate_rt.backbones import load
 from fixate_rt.data.slates import Layout
 from fixate_rt.errors import UnavailableError
@@ -73,7 +74,8 @@ def test_plan_records_what_runs_on_cpu():
     assert train.grad_scale == 0.1 and train.record()["attnlrp_row"]["grad_scale"] == 0.1  # the reference's scale
     assert plan_ops("glimpse", "auto", "cpu", needs_grad=True).grad_scale == 1.0 and plan.grad_scale == 1.0
     exported = plan_ops("rollout", "auto", "cpu", backend="onnx")
-    assert exported.record()["rollout_row_graph"] == {"impl": "onnx-graph", "device": "cpu", "capture": "graph"}
+    impl = "cpp" if ops.cpp_available() else "torch"  # Q/K from the graph, the row by the registry op
+    assert exported.record()["rollout_row_qk"] == {"impl": impl, "device": "cpu", "capture": "onnx-graph-qk"}
 
 
 def test_plan_refuses_what_cannot_run():

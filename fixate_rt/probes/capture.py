@@ -10,6 +10,9 @@ layers record, depending on the recorder's mode:
 * ``qk``    — fused attention for the layer output; the post-RoPE query [B, Hq, T, d] and key [B, Hkv, T, d]
   states, plus the log-sum-exp [B, Hq, T] the fused op computed anyway (``sdpa_with_lse``), so the Triton
   rollout needs only one pass over QKᵀ; nothing of size T×T;
+* ``qk_graph`` — plain SDPA for the layer output and the post-RoPE query and key states, nothing else: what an
+  exported decoder graph returns (the runtime's own fused attention runs every layer; the rollout row is computed
+  outside the graph from Q and K by the same op as ``qk``);
 * ``row``   — SDPA for the layer output, plus the answer row of A recomputed from q_last and K
   [B, H, T], V [B, H, T, d] and the layer's attention output [B, T, H, d] (in the graph, so that
   dO = ∂s/∂O gives ∂s/∂A[last, :] = dO[last]·Vᵀ). Nothing of size T×T is materialised.
@@ -31,7 +34,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 CAPTURE_IMPLEMENTATION = "fixate_capture"
-MODES = ("mean", "heads", "row", "qk")
+MODES = ("mean", "heads", "row", "qk", "qk_graph")
 
 
 @dataclass
@@ -149,6 +152,11 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
     if recorder is None or layer not in recorder.layers:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
+    if recorder.mode == "qk_graph":
+        recorder.queries[layer] = query
+        recorder.keys[layer] = key
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
     if recorder.mode == "qk":
         recorder.queries[layer] = query
         recorder.keys[layer] = key
