@@ -13,15 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fixate_rt.backends.trust import require_signing, sign_folder
 from fixate_rt.errors import UnavailableError, ValidationError
-from fixate_rt.io import ensure_writable_dir, write_json
+from fixate_rt.io import write_json
+from fixate_rt.limits import MAX_IMAGE_SIDE
+from fixate_rt.outputs import check_output, staged_output
 
-from .graphs import DecoderGraph, EmbedGraph, VisionGraph, single_image_vision_attention, specs
+from .graphs import PROBE_CONTRACT, DecoderGraph, EmbedGraph, VisionGraph, single_image_vision_attention, specs
 from fixate_rt.backends.graph_runtime import (FORMAT, MANIFEST, SUFFIX, GraphSession, file_digests, onnx_status,
                                               read_manifest)
 from fixate_rt.versions import versions
 
-from .runtimes import check_format, convert
+from .runtimes import DYNAMIC_OPSET, QUANTIZATIONS, check_format, convert, quantize_decoder
 
 EXPORTABLE = ("qwen3_vl", "internvl")
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
@@ -59,8 +62,15 @@ def torch_decoder_inputs(backbone, profiles, feats, prompts):
 
 
 def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | None = None,
-                 image_size: tuple[int, int] | list[tuple[int, int]] = (1100, 619), residual: float = 0.5) -> dict:
+                 image_size: tuple[int, int] | list[tuple[int, int]] = (1100, 619), quantize: str | None = None,
+                 sign_key: Path | None = None, overwrite: bool = False) -> dict:
     """Export in format ``fmt`` (onnx, export, torchscript), write the manifest, validate. Returns the manifest.
+
+    ``quantize``: ``"int8"`` (ONNX only): ONNX Runtime's dynamic quantisation of the decoder's MatMul weights
+    (activations quantised per call); the vision and embedding graphs stay fp32. The manifest says so.
+    ``sign_key``: an elliptic-curve private key (PEM); the finished folder is signed with it (``model.sig``,
+    OpenSSF model-signing), so that `fixate-rt simulate --verify-key PUB` can load it without ``--trust-export``.
+    ``overwrite``: replace an earlier export in ``out`` (`fixate_rt.outputs`: never a folder holding anything else).
 
     ``image_size``: the slate size, or a list of them, the vision graph must serve. Qwen-VL's vision graph has a
     fixed patch grid: one graph is written per distinct grid. InternVL's serves any size (tile count dynamic),
@@ -68,12 +78,16 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
     """
     sizes = [tuple(image_size)] if isinstance(image_size[0], int) else [tuple(s) for s in image_size]
     for w, h in sizes:
-        if w < 28 or h < 28 or w > 8192 or h > 8192:
-            raise ValidationError(f"--image-size {w}x{h}: each side must be between 28 and 8192 pixels")
-    image_size = sizes[0]
+        if w < 28 or h < 28 or w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE:
+            raise ValidationError(f"--image-size {w}x{h}: each side must be between 28 and {MAX_IMAGE_SIDE} pixels")
     from fixate_rt.backbones import load
 
     check_format(fmt)
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValidationError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got '{quantize}'")
+    if quantize is not None and fmt != "onnx":
+        raise ValidationError(f"--quantize {quantize}: only --format onnx has a quantised form (ONNX Runtime's "
+                              f"dynamic quantisation); got --format {fmt}")
     reason = onnx_status() if fmt == "onnx" else ""
     if reason:
         raise UnavailableError(reason)
@@ -82,11 +96,29 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
         from fixate_rt.prompts import SoftPromptBank
 
         describe_model(model, "torch").check_bank(SoftPromptBank.load(prompts), prompts)
+    if sign_key is not None:
+        require_signing(Path(sign_key), "signing key")
+    source = Path(str(model))
+    inputs = (prompts, sign_key, source if source.exists() else None)
+    check_output(out, "export", inputs=inputs, overwrite=overwrite)
     backbone = load(model, device="cpu", dtype=torch.float32)
     if backbone.family not in EXPORTABLE:
         raise UnavailableError(f"export of family '{backbone.family}' is not implemented yet (exportable: "
                                f"{', '.join(EXPORTABLE)})")
-    out = ensure_writable_dir(Path(out))
+    # built in a staging folder beside --out and swapped in whole once validated (and signed): a failed export
+    # leaves nothing behind
+    with staged_output(out, "export", inputs=inputs, overwrite=overwrite) as stage:
+        manifest = _write_export(backbone, stage, fmt, sizes, prompts, quantize)
+        if sign_key is not None:
+            log.info(f"export: signing the folder with {sign_key}")
+            sign_folder(stage, Path(sign_key))
+    return manifest
+
+
+def _write_export(backbone, out: Path, fmt: str, sizes: list[tuple[int, int]], prompts: Path | None,
+                  quantize: str | None) -> dict:
+    """Write the graphs, the preprocessing files, the prompt bank and the manifest into ``out``; validate."""
+    image_size = sizes[0]
     image = _sample_image(image_size)
     feats = backbone.encode_slate(image)
     graph_specs = specs(backbone.family, len(feats.deepstack), SUFFIX[fmt])
@@ -100,7 +132,7 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
         pixel_values, grid = backbone.processor.preprocess_image(image)
         vision_dyn = None
     vision = VisionGraph(backbone, None if backbone.family == "internvl" else feats.grid_thw).eval()
-    embed, decoder = EmbedGraph(backbone).eval(), DecoderGraph(backbone, residual).eval()
+    embed, decoder = EmbedGraph(backbone).eval(), DecoderGraph(backbone).eval()
     prompts_t = torch.randn(2, 4, backbone.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.05
     inputs, dec_args = torch_decoder_inputs(backbone, ["Top_genre: Drama", "Top_genre: Crime, Preferred_genres: Horror"],
                                             feats, prompts_t)
@@ -140,18 +172,20 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
             served = [{"image_size": list(s), "graph": "vision"} for s in sizes]
         write("embed", embed, (inputs.input_ids,), ({0: B, 1: T},))
         write("decoder", decoder, dec_args, tuple(dec_dyn))
+    if quantize is not None:
+        log.info(f"export: quantising the decoder ({quantize})")
+        quantize_decoder(out / graph_specs["decoder"].file)
     src = Path(backbone.model.config._name_or_path) if Path(str(backbone.model.config._name_or_path)).is_dir() else None
-    shipped = [spec.file for spec in graph_specs.values()]
     for name in PROCESSOR_FILES:
         if src is not None and (src / name).is_file():
             shutil.copy(src / name, out / name)
-            shipped.append(name)
     if prompts is not None:
         shutil.copy(prompts, out / "prompts.safetensors")
-        shipped.append("prompts.safetensors")
     manifest = {
         "format": FORMAT, "runtime": fmt, "backbone": backbone.name, "family": backbone.family, "hidden_size": backbone.hidden_size,
-        "num_layers": backbone.num_layers, "probe_layers": list(backbone.default_probe_layers), "residual": residual,
+        "num_layers": backbone.num_layers, "probe_layers": list(backbone.default_probe_layers),
+        "probe": {**PROBE_CONTRACT, "scale": _attention_scale(backbone)},
+        "quantization": ({"decoder": QUANTIZATIONS[quantize]} if quantize else None),
         "image_token_id": int(backbone.model.config.image_token_id), "pad_id": int(backbone.processor.pad_id),
         "template": "fixate_rt.template (instruction, profile, image, question)",
         "vision": ({"serves": "listed", "sizes": served,
@@ -160,19 +194,27 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
                    {"serves": "listed" if fmt == "torchscript" else "any", "sizes": served,
                     "tokens_per_tile": backbone.processor.tokens_per_tile, "tiles": int(pixel_values.shape[0])}),
         "graphs": {name: spec.to_json() for name, spec in graph_specs.items()},
-        "files": file_digests(out, shipped),  # loading refuses any file whose SHA-256 differs
+        "files": file_digests(out),  # every file (external data included); loading refuses any other or changed file
         "prompts": "prompts.safetensors" if prompts is not None else None,
-        "versions": {**versions(), **({"onnx_opset": 18} if fmt == "onnx" else {}), "platform": platform.platform()},
+        "versions": {**versions(), "platform": platform.platform(),
+                     **({"onnx_opset": {"vision": 18, "embed": DYNAMIC_OPSET, "decoder": DYNAMIC_OPSET}}
+                        if fmt == "onnx" else {})},
         **({"legacy": "TorchScript is deprecated upstream; prefer --format export"} if fmt == "torchscript" else {}),
     }
     write_json(out / MANIFEST, manifest)
     log.info("export: validating every graph against PyTorch on fresh inputs")
-    manifest["validation"] = validate(out, backbone)
+    manifest["validation"] = validate(out, backbone, quantized=quantize is not None)
     write_json(out / MANIFEST, manifest)
     return manifest
 
 
-def validate(folder: Path, backbone, atol: float = 1e-4) -> dict:
+def _attention_scale(backbone) -> float:
+    """The probed layers' softmax scale (what the rollout op needs beside Q and K)."""
+    layer = backbone.model.model.language_model.layers[backbone.default_probe_layers[0]].self_attn
+    return float(layer.scaling)
+
+
+def validate(folder: Path, backbone, atol: float = 1e-4, *, quantized: bool = False) -> dict:
     """Run the exported graphs and PyTorch on fresh inputs (another slate, other profiles, N = 3, B = 3).
 
     Shape mismatch -> ExportValidationError; a difference above ``atol`` (relative to the output's scale) -> a
@@ -202,7 +244,7 @@ def validate(folder: Path, backbone, atol: float = 1e-4) -> dict:
         graph = manifest["graphs"][name]
         path = folder / graph["file"]
         session = GraphSession(fmt, path, [t["name"] for t in graph["inputs"]], [t["name"] for t in graph["outputs"]],
-                               trust=True)  # validating what this process just wrote
+                               listed=manifest["files"], authorised=True)  # validating what this process just wrote
         with torch.no_grad():
             expected = module.eval()(*args)
         expected = expected if isinstance(expected, tuple) else (expected,)
@@ -214,7 +256,7 @@ def validate(folder: Path, backbone, atol: float = 1e-4) -> dict:
             diff = float(np.abs(g - e.numpy()).max())
             scale = max(1.0, float(np.abs(e.numpy()).max()))
             report[f"{name}.{out_name}"] = diff
-            if diff > atol * scale:
+            if diff > atol * scale and not (quantized and name == "decoder"):  # int8: reported as measured
                 warnings.warn(f"{path}, output '{out_name}': max |exported − PyTorch| = {diff:.3g} "
                               f"exceeds {atol * scale:.3g} (files kept)", stacklevel=2)
     return report

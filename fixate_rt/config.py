@@ -39,6 +39,12 @@ def parse_device(value: object) -> str:
     raise ValidationError(f"--device must be auto, cpu, cuda or cuda:N (a GPU index), got '{text}'")
 
 
+class Quantization(str, Enum):
+    """`export --quantize`: the quantised forms an export can take."""
+
+    int8 = "int8"
+
+
 class Kernel(str, Enum):
     auto = "auto"
     torch = "torch"
@@ -189,18 +195,35 @@ class SimulateConfig:
     pool_mode: PoolMode = PoolMode.auto
     residual: float = 0.5
     backend: Backend = Backend.auto
-    trust_export: bool = False  # load TorchScript exports (their archives carry code)
+    trust_export: bool = False  # load exports whose format can carry code (torch.export, TorchScript) unsigned
+    verify_key: Path | None = None  # public key: the export folder must carry a valid signature by its private key
     shard_pairs: int = 4096  # pairs per output shard (what an interruption can lose at most)
     resume: bool = False
+    overwrite: bool = False  # replace this command's earlier output in `out` (never anything else)
     template: Template = Template.fixate_rt  # the prompt template (fixate_rt/template.py)
     allow_template_mismatch: bool = False  # run a bank trained under another template
 
     def __post_init__(self) -> None:
+        from . import checks
+
         # Python callers may pass plain strings; the fields hold the Enums the CLI passes.
         for name, kind in (("probe", Probe), ("kernel", Kernel), ("pool_mode", PoolMode),
                            ("backend", Backend), ("template", Template)):
             object.__setattr__(self, name, parse_choice(kind, getattr(self, name), name))
         object.__setattr__(self, "device", parse_device(self.device))
+        for name in ("users", "images", "out"):  # str or PathLike, as users naturally pass them
+            object.__setattr__(self, name, checks.path(getattr(self, name), name))
+        for name in ("prompts", "pairs", "verify_key"):
+            object.__setattr__(self, name, checks.path(getattr(self, name), name, optional=True))
+        if not isinstance(self.model, str):
+            object.__setattr__(self, "model", str(checks.path(self.model, "model")))
+        checks.integer(self.samples, 1, checks.MAX_SAMPLES, "samples")
+        checks.seed(self.seed)
+        checks.integer(self.batch_size, 1, checks.MAX_BATCH, "batch_size")
+        checks.integer(self.shard_pairs, 1, 10 * checks.MAX_BATCH, "shard_pairs")
+        checks.finite(self.residual, 0.0, 1.0, "residual")
+        for name in ("trust_export", "resume", "overwrite", "allow_template_mismatch"):
+            checks.flag(getattr(self, name), name)
 
     def to_json(self) -> dict:
         return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)

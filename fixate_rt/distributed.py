@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 
 from .config import SimulateConfig
 from .errors import InputError, UnavailableError, ValidationError
-from .io import ensure_writable_dir, write_json
-from .locking import output_lock
+from .io import write_json
+from .limits import MAX_WORKERS, RAY_CONNECT_TIMEOUT_S, bounded_int
 from .shards import check_fingerprint
 
 FAULT_HOOK = "FIXATE_RT_TEST_ACTOR_EXIT_ONCE"  # tests: the first actor call that finds no marker file exits
@@ -70,7 +70,7 @@ class SimulateBatches:
                  samples: int = 1, seed: int = 0, batch_size: int = 8, device: str = "auto", probe: str = "rollout",
                  kernel: str = "auto", pool_mode: str = "auto", backend: str = "auto", trust_export: bool = False,
                  residual: float = 0.5, threads: int | None = None, template: str = "fixate-rt",
-                 allow_template_mismatch: bool = False) -> None:
+                 allow_template_mismatch: bool = False, verify_key: str | None = None) -> None:
         import torch
 
         from .simulate import Simulator
@@ -85,7 +85,7 @@ class SimulateBatches:
         bank = Path(prompts) if isinstance(prompts, str) else prompts
         self.sim = Simulator(model, prompts=bank, device=device, batch_size=batch_size,
                              probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
-                             trust_export=trust_export, residual=residual, template=template,
+                             trust_export=trust_export, verify_key=verify_key, residual=residual, template=template,
                              allow_template_mismatch=allow_template_mismatch)
         self.sim.bind(slates=localise(images), users=users, samples=samples, seed=seed)
         self.fault_marker = os.environ.get(FAULT_HOOK)
@@ -103,7 +103,7 @@ def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", 
                      cpus_per_worker: float | None = None, device: str = "auto", probe: str = "rollout",
                      kernel: str = "auto", pool_mode: str = "auto", backend: str = "auto",
                      trust_export: bool = False, runtime_env: dict | None = None, template: str = "fixate-rt",
-                     allow_template_mismatch: bool = False):
+                     allow_template_mismatch: bool = False, verify_key: str | Path | None = None):
     """pairs: a Ray Dataset with ``pair`` (a global index), ``user_id``, ``slate_id`` -> a Dataset of simulation
     rows (the columns of simulations.parquet plus ``pair``; ``samples`` rows per pair).
 
@@ -128,7 +128,7 @@ def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", 
                   prompts=prompts, samples=samples, seed=seed, batch_size=batch_size,
                   device=device, probe=probe, kernel=kernel, pool_mode=pool_mode, backend=backend,
                   trust_export=trust_export, threads=max(1, int(round(cpus))), template=template,
-                  allow_template_mismatch=allow_template_mismatch)
+                  allow_template_mismatch=allow_template_mismatch, verify_key=str(verify_key) if verify_key else None)
     # Sorted by slate, then cut into enough blocks for every worker (without shuffling the order back).
     return pairs.sort("slate_id").repartition(max(2 * workers, 1), shuffle=False).map_batches(
         SimulateBatches, fn_constructor_kwargs=kwargs, batch_size=rows_per_call or max(8 * batch_size, 64),
@@ -142,14 +142,14 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> None:
     ray = require_ray()
     if ray.is_initialized():
         return
-    if address and address != "auto":  # fail fast: ray.init retries an unreachable address for minutes
-        import socket
-
+    if address and address != "auto":  # fail fast: ray.init retries an unreachable or foreign address for minutes
         host, _, port = address.removeprefix("ray://").rpartition(":")
         try:
-            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
-        except (OSError, ValueError) as exc:
-            raise InputError(f"--address {address}: cannot connect to a Ray cluster ({exc})") from None
+            reason = _not_grpc(host or "127.0.0.1", int(port), RAY_CONNECT_TIMEOUT_S)
+        except ValueError:
+            reason = f"'{port}' is not a port number"
+        if reason:
+            raise InputError(f"--address {address}: not a Ray cluster ({reason})")
     try:
         if address:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -159,6 +159,37 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise InputError(f"--address {address}: cannot connect to a Ray cluster ({first})") from None
+
+
+def _not_grpc(host: str, port: int, timeout: float) -> str:
+    """"" when ``host:port`` answers the HTTP/2 connection preface with a SETTINGS frame, as every gRPC server (a
+    Ray head's GCS and Ray Client alike) does; else why not. Bounded by ``timeout`` seconds in all."""
+    import socket
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 5.0)) as conn:
+            conn.settimeout(min(timeout, 10.0))
+            conn.sendall(preface)
+            header = conn.recv(9)
+    except OSError as exc:
+        return f"cannot connect: {exc.strerror or exc}"
+    if len(header) < 9 or header[3] != 0x04:
+        return "it does not speak gRPC (HTTP/2): wrong host or port?"
+    return ""
+
+
+def check_cluster(workers: int, gpus_per_worker: float) -> None:
+    """The joined cluster can host ``workers`` actors of ``gpus_per_worker`` GPUs (else Ray waits forever)."""
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    if gpus_per_worker > 0 and gpus < gpus_per_worker:
+        raise InputError(f"--gpus-per-worker {gpus_per_worker}: the Ray cluster has {gpus:g} GPUs; run without "
+                         "--gpus-per-worker on a CPU cluster")
+    if gpus_per_worker > 0 and workers * gpus_per_worker > gpus:
+        raise InputError(f"--workers {workers} × --gpus-per-worker {gpus_per_worker} needs "
+                         f"{workers * gpus_per_worker:g} GPUs; the Ray cluster has {gpus:g}")
 
 
 class ChunkStore:
@@ -204,26 +235,30 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
                     on_pairs: Callable[[int], None] | None = None) -> dict:
     """`fixate-rt simulate --engine ray`: validate as the local engine does, then simulate chunk by chunk."""
     from .digests import run_digests
-    from .simulate import preflight, utc_now
+    from .outputs import check_output, owned_output
+    from .simulate import preflight, run_inputs, utc_now
     from .summary import SlotSummary
     from .versions import versions
 
     started, t0 = utc_now(), time.perf_counter()
     require_ray()
-    if workers < 1:
-        raise ValidationError(f"--workers must be ≥ 1, got {workers}")
+    bounded_int(workers, 1, MAX_WORKERS, "--workers")
+    if not (math.isfinite(gpus_per_worker) and 0 <= gpus_per_worker <= 64):
+        raise ValidationError(f"--gpus-per-worker must be in 0..64, got {gpus_per_worker}")
     checked = preflight(config)  # the bank is loaded and checked once; that object is broadcast to the workers
     data, info, bank, prompts = checked.data, checked.info, checked.bank, checked.bank_source
     pairs = data.all_pairs()
-    out = ensure_writable_dir(Path(config.out))
-    with output_lock(out, "fixate-rt simulate --engine ray"):  # one run per --out
+    check_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite, resume=config.resume)
+    connect(address)  # before anything is written: a refused connection leaves no folder behind
+    check_cluster(workers, gpus_per_worker)
+    with owned_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite,
+                      resume=config.resume) as out:  # locked: one run per --out
         digests = run_digests(config.model, data.users, data.slates, pairs, prompts)
         fingerprint = {**{f"{k}_sha256": v for k, v in digests.items()}, "engine": "ray", "n_pairs": len(pairs),
                        "chunk_pairs": config.shard_pairs, "seed": config.seed, "samples": config.samples,
                        "probe": config.probe.value, "pool_mode": config.pool_mode.value, "backend": info.kind.value,
                        "template": config.template.value}
         store = ChunkStore(out, fingerprint, resume=config.resume)
-        connect(address)
         import ray
 
         chunks = [range(i, min(i + config.shard_pairs, len(pairs))) for i in range(0, len(pairs), config.shard_pairs)]
@@ -242,7 +277,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
                 rows_per_call=rows_per_call, workers=workers, gpus_per_worker=gpus_per_worker,
                 cpus_per_worker=cpus_per_worker, device=config.device, probe=config.probe.value,
                 kernel=config.kernel.value, pool_mode=config.pool_mode.value, backend=info.kind.value,
-                trust_export=config.trust_export, template=config.template.value,
+                trust_export=config.trust_export, verify_key=config.verify_key, template=config.template.value,
                 allow_template_mismatch=config.allow_template_mismatch)
             shard = config.shard_pairs
             result = result.map_batches(lambda t: _with_chunk(t, shard), batch_format="pyarrow")

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,6 @@ from .errors import InputError, ValidationError
 def cache_root() -> Path:
     """``$FIXATE_RT_CACHE`` or ``~/.cache/fixate-rt``: embedded models, AdSERP organic boxes."""
     return Path(os.environ.get("FIXATE_RT_CACHE", Path.home() / ".cache" / "fixate-rt"))
-
-
-def ensure_writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed and check that files can be created in it (fails before any model work)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".fixate-probe-"):
-            pass
-    except OSError as exc:
-        raise InputError(f"{path}: output folder is not writable ({exc.strerror or exc})") from None
-    return path
 
 
 def _umask() -> int:
@@ -80,18 +69,6 @@ def read_utf8(path: Path, what: str) -> str:
         raise InputError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
 
 
-def foreign_entry(folder: Path, allowed: Callable[[Path], bool]) -> Path | None:
-    """What keeps ``folder`` from being replaced by a command's output: the folder itself if it exists but is not
-    a folder, else its first entry (by name) that ``allowed`` rejects; None when it is absent or holds only
-    allowed entries."""
-    folder = Path(folder)
-    if not folder.exists():
-        return None
-    if not folder.is_dir():
-        return folder
-    return next((p for p in sorted(folder.iterdir()) if not allowed(p)), None)
-
-
 @contextlib.contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
     """Yield an empty staging folder beside ``out``; when the block succeeds, swap it onto ``out`` (a previous
@@ -101,6 +78,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+        os.chmod(stage, 0o777 & ~_umask())  # the mode a plain mkdir gives, not mkdtemp's private 0700
     except OSError as exc:
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     try:

@@ -17,7 +17,8 @@ from .data.join import dwell_of
 from .data.tables import SIMULATIONS_SCHEMA, read_parquet, read_sessions, require_column
 from .data.text import check_id
 from .errors import ValidationError, where
-from .io import atomic_path, ensure_writable_dir, write_json
+from .io import atomic_path, write_json
+from .outputs import owned_output
 
 PER_SAMPLE_COLUMNS = ("user_id", "slate_id", *M.METRIC_NAMES)
 SUM_TOLERANCE = 1e-3  # simulations store float32 distributions
@@ -44,7 +45,7 @@ def read_simulations(path: Path) -> dict[tuple[str, str], Simulated]:
     for row, (u, s, p, a) in enumerate(zip(cols["user_id"], cols["slate_id"], cols["p_click"], cols["slot_relevance"])):
         check_id(u, where(path, row, "user_id"))
         check_id(s, where(path, row, "slate_id"))
-        sim = _simulated_row(path, row, p, a)
+        sim = simulated_row(path, row, p, a)
         if (u, s) in out:  # the samples of one pair repeat its p_click and relevance; anything else is two runs mixed
             seen = out[(u, s)]
             if not (np.array_equal(seen.p_click, sim.p_click) and np.array_equal(seen.relevance, sim.relevance)):
@@ -56,7 +57,7 @@ def read_simulations(path: Path) -> dict[tuple[str, str], Simulated]:
     return out
 
 
-def _simulated_row(path: Path, row: int, p, a) -> Simulated:
+def simulated_row(path: Path, row: int, p, a) -> Simulated:
     """One row's p_click and slot_relevance: the same slot count, finite, ≥ 0, each summing to 1."""
     if p is None or a is None:
         raise ValidationError(f"{where(path, row)}: missing p_click or slot_relevance")
@@ -96,8 +97,11 @@ def _metrics_table(picked, users, slates, sims, dwell_lists, clicked, tau: float
 
 def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixation", tau: float = 1.0,
           split: str = "all", kernel: str = "auto", tie_rule: TieRule | str = TieRule.average,
-          topk_js_k: int = M.TOPK_JS_K) -> dict:
+          topk_js_k: int = M.TOPK_JS_K, overwrite: bool = False, inputs: tuple = ()) -> dict:
     """Score and write ``metrics.json`` + ``per_sample.csv``. Returns the metrics payload.
+
+    ``out`` follows `fixate_rt.outputs` (new, empty, or an earlier score output with ``overwrite``); ``inputs``:
+    further paths the caller reads, which ``out`` may not be or contain.
 
     ``tie_rule`` (docs/metrics.md): ``average`` reports ranking metrics as their expected value under random
     tie-breaking; ``lower-index`` and ``reference`` (higher index first) break ties deterministically."""
@@ -130,7 +134,16 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
                               f"(split '{split}', {unmatched} unmatched, {len(skipped_no_mass)} without {signal} mass)")
     users = [sessions.user_ids[i] for i in picked]
     slates = [sessions.slate_ids[i] for i in picked]
-    out = ensure_writable_dir(Path(out))  # only once every input has passed
+    with owned_output(out, "score", inputs=(sim_path, sessions_path, *inputs), overwrite=overwrite) as folder:
+        return _write_scores(folder, picked, users, slates, sims, dwell_lists, sessions, skipped_no_mass, unmatched,
+                             dict(sim=sim_path, sessions=sessions_path, signal=signal, tau=tau, split=split,
+                                  kernel=kernel, tie_rule=tie_rule, topk_js_k=topk_js_k))
+
+
+def _write_scores(out: Path, picked, users, slates, sims, dwell_lists, sessions, skipped_no_mass, unmatched,
+                  options: dict) -> dict:
+    sim_path, sessions_path, signal, tau, split, kernel, tie_rule, topk_js_k = (
+        options[k] for k in ("sim", "sessions", "signal", "tau", "split", "kernel", "tie_rule", "topk_js_k"))
     rows, impl_used = _metrics_table(picked, users, slates, sims, dwell_lists, sessions.clicked_slot, tau, kernel,
                                      tie_rule, topk_js_k)
     with atomic_path(out / "per_sample.csv") as tmp, open(tmp, "w", newline="") as fh:

@@ -21,15 +21,18 @@ import torch
 from PIL import Image
 
 from .backbones import SlateFeatures, resolve_device
-from .backends import Backend, BackendKind, ModelInfo, describe_model, open_backend
-from .config import Kernel, PoolMode, Probe, SimulateConfig, Template, parse_choice
+from . import checks
+from .backends import Backend, BackendKind, ExportTrust, ModelInfo, describe_model, open_backend
+from .config import Kernel, PoolMode, Probe, SimulateConfig, Template, parse_choice, parse_device
+from .data.text import check_id, check_prompt_text
 from .data.join import Inputs, load_inputs
 from .digests import run_digests
 from .data.slates import Layout, Slate, read_slates
 from .data.tables import SIMULATIONS_SCHEMA, Users, read_users
 from .errors import FixateError, ValidationError
-from .io import atomic_path, ensure_writable_dir, write_json
-from .locking import interruptible, output_lock
+from .io import atomic_path, write_json
+from .locking import interruptible
+from .outputs import check_output, owned_output
 from .pipeline import Batch, BatchPipeline
 from .plan import plan_ops
 from .prompts import SoftPromptBank
@@ -61,16 +64,27 @@ class Simulator:
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
                  residual: float = 0.5, pool_mode: PoolMode | str = "auto", kernel: Kernel | str = "auto",
                  batch_size: int = 8, probe: Probe | str = "rollout", backend: BackendKind | str = "auto",
-                 trust_export: bool = False, loaded: Backend | None = None,
+                 trust_export: bool = False, verify_key: Path | str | None = None, loaded: Backend | None = None,
                  template: Template | str = Template.fixate_rt, allow_template_mismatch: bool = False) -> None:
         """``model``: an embedded name, a checkpoint folder or an export folder (``backend="auto"`` runs an export
         folder in its own format and uses the prompt bank it ships unless ``prompts`` is given).
+        ``trust_export`` / ``verify_key``: how far an export folder is trusted (`fixate_rt.backends.trust`: ONNX
+        loads freely; torch.export and TorchScript folders only when trusted or signed by ``verify_key``'s owner).
         ``loaded``: an already loaded backend to reuse (then ``model``, ``device``, ``dtype`` are ignored).
         ``template``: the prompt template (`fixate_rt.template`); a bank trained under another one is refused
         unless ``allow_template_mismatch``."""
-        if batch_size < 1:
-            raise ValidationError(f"batch_size must be ≥ 1, got {batch_size}")
+        checks.integer(batch_size, 1, checks.MAX_BATCH, "batch_size")
+        residual = checks.finite(residual, 0.0, 1.0, "residual")
+        device = parse_device(device)
+        if loaded is None and not isinstance(model, str):
+            model = checks.path(model, "model")
+        if probe_layers is not None:
+            probe_layers = tuple(checks.integer(layer, 0, 4096, "probe_layers[]")
+                                 for layer in checks.sequence(probe_layers, "probe_layers"))
         info = describe_model(model, backend) if loaded is None else None
+        trust = ExportTrust.of(trust_export, verify_key)
+        if info is not None:
+            info.authorise(trust)  # before the bank or anything else of the folder is read
         kind = loaded.kind if loaded is not None else info.kind
         self.pool_mode = parse_choice(PoolMode, pool_mode, "pool_mode").value
         self.template = parse_choice(Template, template, "template")
@@ -94,7 +108,7 @@ class Simulator:
             prompts.check_template(self.template.value, source, allow_mismatch=allow_template_mismatch)
         self.prompts_source = str(source) if prompts is not None else None
         self.backend = loaded if loaded is not None else open_backend(model, kind, device=device, dtype=dtype,
-                                                                      trust=trust_export)
+                                                                      trust=trust)
         self.backend.use_template(self.template)
         if prompts is not None and self.backend.device.type == "cuda":
             prompts = prompts.to(self.backend.device, self.backend.dtype)  # mixed on the device, once per batch
@@ -129,16 +143,21 @@ class Simulator:
         ``profiles`` default to empty. With ``seed``, ``samples`` clicks per user are drawn exactly as
         `fixate-rt simulate --seed` draws them for (user, ``slate_id``).
         """
-        user_ids = [str(u) for u in user_ids]
-        profiles = [""] * len(user_ids) if profiles is None else list(profiles)
-        if len(profiles) != len(user_ids):
-            raise ValidationError(f"profiles: {len(profiles)} given for {len(user_ids)} user_ids (one per user)")
+        user_ids = checks.user_ids(user_ids)
+        profiles = checks.profiles(profiles, len(user_ids))
         if not isinstance(layout, Layout):
             raise ValidationError(f"layout: expected a fixate_rt Layout, got {type(layout).__name__}")
         if not isinstance(image, (Image.Image, SlateFeatures)):
-            raise ValidationError(f"image: expected a PIL image or encoded SlateFeatures, got {type(image).__name__}")
-        if samples < 1:
-            raise ValidationError(f"samples must be ≥ 1, got {samples}")
+            hint = " (convert an array with PIL.Image.fromarray)" if hasattr(image, "__array__") else ""
+            raise ValidationError(f"image: expected a PIL image or encoded SlateFeatures, got "
+                                  f"{type(image).__name__}{hint}")
+        if isinstance(image, Image.Image) and image.size != layout.image_size:
+            raise ValidationError(f"image is {image.size[0]}x{image.size[1]} but the layout says "
+                                  f"{layout.image_size[0]}x{layout.image_size[1]}")
+        checks.integer(samples, 1, checks.MAX_SAMPLES, "samples")
+        if seed is not None:
+            checks.seed(seed)
+        slate_id = check_id(slate_id, "slate_id") if slate_id != "" else slate_id
         feats = image if isinstance(image, SlateFeatures) else self.encode_slate(image, layout)
         # On CUDA everything stays on the device until the slate is done: one device→host copy per slate.
         p_all, rel_all, cold_all = [], [], []
@@ -171,8 +190,8 @@ class Simulator:
             slates = read_slates(Path(slates))
         if isinstance(users, (str, Path)):
             users = read_users(Path(users))
-        if samples < 1:
-            raise ValidationError(f"samples must be ≥ 1, got {samples}")
+        checks.integer(samples, 1, checks.MAX_SAMPLES, "samples")
+        checks.seed(seed)
         self._bound = (slates, users, samples, seed)
         return self
 
@@ -186,12 +205,14 @@ class Simulator:
         for column in ("user_id", "slate_id"):
             if column not in batch:
                 raise ValidationError(f"batch: missing column '{column}' (have {', '.join(map(str, batch))})")
-        uids, sids = [str(u) for u in batch["user_id"]], [str(s) for s in batch["slate_id"]]
+        uids = [check_id(str(u), f"batch, row {i}, field 'user_id'") for i, u in enumerate(batch["user_id"])]
+        sids = [str(s) for s in batch["slate_id"]]
         if len(uids) != len(sids):
             raise ValidationError(f"batch: {len(uids)} user_id values but {len(sids)} slate_id values")
         known = dict(zip(users.ids, users.profiles)) if users is not None else {}
         if "profile" in batch:
-            given = [str(p) if p is not None else "" for p in batch["profile"]]
+            given = [check_prompt_text(str(p) if p is not None else "", f"batch, row {i}, field 'profile'")
+                     for i, p in enumerate(batch["profile"])]
         else:
             given = [known.get(u, "") for u in uids]
         for row, sid in enumerate(sids):
@@ -210,6 +231,10 @@ class Simulator:
     def run(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]] | None = None, *,
             samples: int = 1, seed: int = 0, on_pairs: Callable[[int], None] | None = None) -> pa.Table:
         """Simulate ``pairs`` (default every user × every slate); one output row per (pair, sample), in pair order."""
+        if not isinstance(users, Users):
+            raise ValidationError(f"users: expected fixate_rt's Users (read_users), got {type(users).__name__}")
+        checks.integer(samples, 1, checks.MAX_SAMPLES, "samples")
+        checks.seed(seed)
         if pairs is None:
             pairs = [(u, s) for s in slates for u in users.ids]
         chunks = list(self.iter_chunks(users, slates, pairs, samples=samples, seed=seed, on_pairs=on_pairs))
@@ -311,6 +336,7 @@ def preflight(config: SimulateConfig) -> Preflight:
         raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
     data = load_inputs(users=config.users, images=config.images, pairs=config.pairs)
     info = describe_model(config.model, config.backend)
+    info.authorise(ExportTrust.of(config.trust_export, config.verify_key))  # before any file of the folder is read
     info.check_labels(data.slates, config.images)
     unserved = info.unserved_sizes({slate.layout.image_size for slate in data.slates.values()})
     if unserved:
@@ -327,6 +353,13 @@ def preflight(config: SimulateConfig) -> Preflight:
     return Preflight(data, info, bank, Path(source) if source is not None else None)
 
 
+def run_inputs(config: SimulateConfig) -> tuple[Path | None, ...]:
+    """The paths a simulation reads (its --out may neither be nor contain one of them)."""
+    model = Path(str(config.model))
+    return (config.users, config.images, config.pairs, config.prompts, model if model.exists() else None,
+            config.verify_key)
+
+
 def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None = None,
                    on_start: Callable[[int], None] | None = None) -> dict:
     """Validate inputs, simulate, write ``simulations.parquet`` + ``run.json`` atomically. Returns run.json."""
@@ -335,15 +368,17 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
     checked = preflight(config)
     data = checked.data
     users, slates, pairs = data.users, data.slates, data.all_pairs()
-    out = ensure_writable_dir(Path(config.out))
-    with output_lock(out, "fixate-rt simulate"):  # one run per --out: shards are never interleaved
-        t_read = time.perf_counter() - t0
-        sim = Simulator(config.model, prompts=checked.bank, device=config.device, probe_layers=None,
-                        residual=config.residual, pool_mode=config.pool_mode, kernel=config.kernel,
-                        batch_size=config.batch_size, probe=config.probe, backend=config.backend,
-                        trust_export=config.trust_export, template=config.template,
-                        allow_template_mismatch=config.allow_template_mismatch)
-        t_load = time.perf_counter() - t0 - t_read
+    check_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite, resume=config.resume)
+    t_read = time.perf_counter() - t0
+    # loaded before --out is created: a model or export folder that cannot load leaves nothing behind
+    sim = Simulator(config.model, prompts=checked.bank, device=config.device, probe_layers=None,
+                    residual=config.residual, pool_mode=config.pool_mode, kernel=config.kernel,
+                    batch_size=config.batch_size, probe=config.probe, backend=config.backend,
+                    trust_export=config.trust_export, verify_key=config.verify_key, template=config.template,
+                    allow_template_mismatch=config.allow_template_mismatch)
+    t_load = time.perf_counter() - t0 - t_read
+    with owned_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite,
+                      resume=config.resume) as out:  # locked: one run per --out, shards never interleaved
         n_pairs = len(pairs)
         digests = run_digests(config.model, users, slates, pairs, checked.bank_source)
         store = ShardStore(out, _fingerprint(config, sim, digests, len(pairs)), resume=config.resume)
@@ -380,6 +415,9 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
             "versions": versions(),
             "device": sim.backend.device_label(),
             "backend": sim.backend.kind.value,
+            "export_trust": getattr(sim.backend, "authorised_by", None),
+            "export_runtime": getattr(sim.backend, "runtime_options", None),
+            "quantization": getattr(sim.backend, "quantization", None),
             "backbone": {"name": sim.backend.name, "family": sim.backend.family,
                          "hidden_size": sim.backend.hidden_size, "num_layers": sim.backend.num_layers,
                          "probe_layers": list(sim.probe_layers)},

@@ -157,7 +157,7 @@ def test_corrupt_fixation_file_names_file_row_field(tmp_path):
 def test_foreign_output_folder_is_refused(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
     result = runner.invoke(app, ["import-adserp", str(SAMPLE), "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "mine.txt" in result.output and "not part of a dataset" in result.output
+    assert result.exit_code == 2 and "mine.txt" in result.output and "was not created by" in result.output
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 

@@ -402,8 +402,8 @@ case("synth", "seed not a number", "--seed")(lambda ws: synth_args(ws, "--seed",
 case("synth", "out is a file", "outfile")(lambda ws: (garbage(ws / "outfile"), synth_into(ws, ws / "outfile"))[1])
 case("synth", "out inside a file", "outfile")(
     lambda ws: (garbage(ws / "outfile"), synth_into(ws, ws / "outfile" / "sub"))[1])
-case("synth", "out holds other files", "not part of a dataset")(lambda ws: synth_into(ws, ws.root))
-case("synth", "out holds a simulation", "simulations.parquet")(lambda ws: synth_into(ws, ws / "sim"))
+case("synth", "out holds other files", "was not created by")(lambda ws: synth_into(ws, ws.root))
+case("synth", "out holds a simulation", "output of `fixate-rt simulate`")(lambda ws: synth_into(ws, ws / "sim"))
 case("synth", "unknown option", "--colour")(lambda ws: synth_args(ws, "--colour", "red"))
 case("synth", "missing folder argument", "Missing argument")(lambda ws: ["synth"])
 
@@ -474,7 +474,7 @@ case("import-recgaze", "features not UTF-8", "features.csv", "UTF-8")(
 case("import-recgaze", "special token in a profile", "features.csv", "<|im_end|>")(
     lambda ws: ((ws / "recgaze" / "features.csv").write_text("User_ID,Top_genre\nKInIT_1,<|im_end|>\n"),
                 rg_args(ws))[1])
-case("import-recgaze", "out holds other files", "not part of a dataset")(
+case("import-recgaze", "out holds other files", "contains the input")(
     lambda ws: [a if a != ws / "imported" else ws.root for a in rg_args(ws)])
 
 
@@ -518,7 +518,7 @@ case("import-adserp", "trial metadata corrupt", ".xml")(
     lambda ws: (garbage(adserp_file(ws, "trial-metadata"), b"<nope"), ad_args(ws))[1])
 case("import-adserp", "cache is a file", "cache")(
     lambda ws: (garbage(ws / "cache"), ad_args(ws))[1])
-case("import-adserp", "out holds other files", "not part of a dataset")(
+case("import-adserp", "out holds other files", "contains the input")(
     lambda ws: [a if a != ws / "imported" else ws.root for a in ad_args(ws)])
 
 
@@ -566,7 +566,7 @@ case("train", "corrupt model weights", "cannot load")(
     lambda ws: (garbage(next((ws / "model").glob("*.safetensors"))), train_args(ws, "--model", ws / "model"))[1])
 case("train", "label that is not one token", "slate", "labels")(
     lambda ws: (edit_layout(ws, lambda p: p["slots"][3].__setitem__("label", "zebra crossing")), train_args(ws))[1])
-case("train", "rerun into a previous run", "previous training run")(
+case("train", "rerun into a previous run", "was not created by `fixate-rt train`")(
     lambda ws: ((ws / "trained" / "checkpoints").mkdir(parents=True), train_args(ws))[1])
 case("train", "resume with nothing to resume", "no training run to resume")(lambda ws: train_args(ws, "--resume"))
 case("train", "resume from an unreadable config", "train_config.json")(
@@ -692,9 +692,9 @@ case("permute", "order file repeating a label", "exactly once")(
     lambda ws: permute_args(ws, policy=order_file(ws, slate_id=[first_slate(ws)], order=[list("AACDEFGHIJKLMNO")])))
 case("permute", "order file with a slate twice", "duplicate")(
     lambda ws: permute_args(ws, policy=order_file(ws, slate_id=[first_slate(ws)] * 2, order=[list("ABCDEFGHIJKLMNO")] * 2)))
-case("permute", "out is the source folder", "source folder")(
+case("permute", "out is the source folder", "is the input")(
     lambda ws: [a if a != ws / "variant" else ws / "data" / "slates" for a in permute_args(ws)])
-case("permute", "out holds other files", "other files")(
+case("permute", "out holds other files", "contains the input")(
     lambda ws: [a if a != ws / "variant" else ws / "data" for a in permute_args(ws)])
 case("permute", "out is a file", "outfile")(
     lambda ws: (garbage(ws / "outfile"), [a if a != ws / "variant" else ws / "outfile" for a in permute_args(ws)])[1])
@@ -755,7 +755,7 @@ case("compare", "click outside the slate", "click_slot")(
     lambda ws: (edit_run(second_run(ws), "click_slot", first_row_only(lambda v: 99)), cmp_args(ws))[1])
 case("compare", "empty user id", "user_id", "empty")(
     lambda ws: (edit_run(second_run(ws), "user_id", first_row_only(lambda v: "")), cmp_args(ws))[1])
-case("compare", "out holds other files", "other files")(
+case("compare", "out holds other files", "output of `fixate-rt synth`")(
     lambda ws: [a if a != ws / "cmp" else ws / "data" for a in cmp_args(ws)])
 case("compare", "out is a file", "outfile")(
     lambda ws: (garbage(ws / "outfile"), [a if a != ws / "cmp" else ws / "outfile" for a in cmp_args(ws)])[1])
@@ -786,7 +786,7 @@ case("position-bias", "negative click slot", "click_slot")(
     lambda ws: (edit_run(ws / "sim", "click_slot", first_row_only(lambda v: -1)), pb_args(ws))[1])
 case("position-bias", "out is a file", "outfile")(
     lambda ws: (garbage(ws / "outfile"), [a if a != ws / "pb" else ws / "outfile" for a in pb_args(ws)])[1])
-case("position-bias", "out holds other files", "other files")(
+case("position-bias", "out holds other files", "contains the input")(
     lambda ws: [a if a != ws / "pb" else ws / "data" for a in pb_args(ws)])
 case("position-bias", "too few sessions", "at least 10")(
     lambda ws: (pq.write_table(pq.read_table(ws / "sim" / "simulations.parquet").slice(0, 5),
@@ -812,9 +812,9 @@ case("export-clicks", "run not parquet", "simulations.parquet")(
 case("export-clicks", "unknown format", "--format")(lambda ws: ec_args(ws, fmt="csv"))
 case("export-clicks", "missing format", "--format")(
     lambda ws: [a for a in ec_args(ws) if a not in ("--format", "yandex")])
-case("export-clicks", "out is a file", "--out", "is a file")(
+case("export-clicks", "out is a file", "--out", "not a folder")(
     lambda ws: (garbage(ws / "outfile"), [a if a != ws / "log" else ws / "outfile" for a in ec_args(ws)])[1])
-case("export-clicks", "out holds other files", "other files")(
+case("export-clicks", "out holds other files", "contains the input")(
     lambda ws: [a if a != ws / "log" else ws / "data" for a in ec_args(ws)])
 # what position-bias and export-clicks both need: the slates each run was made on
 for command, args in (("position-bias", pb_args), ("export-clicks", ec_args)):

@@ -113,7 +113,7 @@ def test_corrupt_prompt_bank(case):
 
 def test_out_dir_not_writable(case):
     (case / "a-file").write_text("x")
-    _expect_error(_sim(case, **{"--out": case / "a-file" / "out"}), "a-file/out", "not writable")
+    _expect_error(_sim(case, **{"--out": case / "a-file" / "out"}), "a-file/out", "is not a folder")
 
 
 def test_unknown_user_in_pairs(case):

@@ -139,7 +139,7 @@ def test_unknown_address_is_one_line(synth_dir, tmp_path):
                              str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("fixate-rt: error")]
-    assert len(lines) == 1 and "--address 127.0.0.1:1: cannot connect" in lines[0]
+    assert len(lines) == 1 and "--address 127.0.0.1:1: not a Ray cluster (cannot connect" in lines[0]
 
 
 def test_missing_extra_is_one_line(synth_dir, tmp_path):

@@ -196,7 +196,8 @@ def test_position_bias_and_click_logs_on_the_demo_loop(loop, tmp_path):
     for (q, c), slot in zip(zip(lines[::2], lines[1::2]), sim.column("click_slot").to_pylist()):
         assert q[2] == "Q" and len(q) == 5 + 15 and c[2] == "C" and c[0] == q[0]
         assert q[5 + slot] == c[3]  # the clicked URL is the one at the clicked position
-    assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["clicks.tsv", "examination.tsv", "ids.csv"]
+    assert sorted(p.name for p in (tmp_path / "log").iterdir()) == [".fixate-rt-output.json", "clicks.tsv",
+                                                                    "examination.tsv", "ids.csv"]
     examination = [line.split("\t") for line in (tmp_path / "log" / "examination.tsv").read_text().splitlines()]
     assert len(examination) == sim.num_rows and all(abs(sum(map(float, r[3:])) - 1) < 1e-3 for r in examination)
 

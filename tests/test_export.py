@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fixate_rt import ops
 from fixate_rt.cli import app
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'fixate-rt[onnx]'")
@@ -59,7 +60,8 @@ def test_export_writes_graphs_manifest_and_validates(exported_any):
     assert set(manifest["graphs"]) == {"vision", "embed", "decoder"} and manifest["runtime"] == fmt
     assert all(g["file"].endswith("." + FORMATS[fmt]) and (out / g["file"]).is_file() for g in manifest["graphs"].values())
     assert manifest["family"] == {"tiny-qwen3vl": "qwen3_vl", "tiny-internvl": "internvl"}[name]
-    assert {o["name"] for o in manifest["graphs"]["decoder"]["outputs"]} == {"logits", "rollout_row"}
+    assert {o["name"] for o in manifest["graphs"]["decoder"]["outputs"]} == {"logits", "probe_q", "probe_k"}
+    assert manifest["probe"]["name"] == "qk" and manifest["probe"]["version"] == 2 and manifest["probe"]["scale"] > 0
     assert manifest["validation"] and max(manifest["validation"].values()) < 1e-4
     for file in ("tokenizer.json", "preprocessor_config.json", "config.json"):
         assert (out / file).is_file()
@@ -73,7 +75,7 @@ def test_exported_backend_matches_torch(exported_any, synth_dir, tmp_path):
         result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
                                      str(synth_dir / "slates"), "--out", str(tmp_path / backend), "--device", "cpu",
                                      "--model", model, "--backend", backend, "--samples", "2", "--batch-size", "3",
-                                     *(["--trust-export"] if backend == "torchscript" else [])])
+                                     *(["--trust-export"] if backend in ("export", "torchscript") else [])])
         assert result.exit_code == 0, result.output + (result.stderr or "")
         tables[backend] = pq.read_table(tmp_path / backend / "simulations.parquet").to_pydict()
     assert tables["torch"]["click_slot"] == tables[fmt]["click_slot"]
@@ -82,7 +84,8 @@ def test_exported_backend_matches_torch(exported_any, synth_dir, tmp_path):
         assert diff < 1e-4, (column, diff)
     run = json.loads((tmp_path / fmt / "run.json").read_text())
     assert run["backend"] == fmt
-    assert run["implementations"]["rollout_row_graph"] == {"impl": f"{fmt}-graph", "device": "cpu", "capture": "graph"}
+    impl = "cpp" if ops.cpp_available() else "torch"  # the same registry op as the torch backend, on Q/K from the graph
+    assert run["implementations"]["rollout_row_qk"] == {"impl": impl, "device": "cpu", "capture": f"{fmt}-graph-qk"}
 
 
 def test_export_folder_run_with_the_wrong_backend(exported_any, synth_dir, tmp_path):
@@ -154,3 +157,41 @@ def test_torchscript_is_marked_legacy(exported_any):
     _, fmt, out = exported_any
     manifest = json.loads((out / "manifest.json").read_text())
     assert ("legacy" in manifest) == (fmt == "torchscript")
+
+
+def test_int8_export_runs_and_says_so(synth_dir, tmp_path):
+    out = tmp_path / "int8"
+    result = runner.invoke(app, ["export", "--out", str(out), "--quantize", "int8"])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantization"]["decoder"].startswith("int8")
+    import onnx
+
+    graph = onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph
+    assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in graph.node)
+    result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
+                                 str(synth_dir / "slates"), "--out", str(tmp_path / "sim"), "--model", str(out)])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    run = json.loads((tmp_path / "sim" / "run.json").read_text())
+    assert run["quantization"] == manifest["quantization"]
+    assert np.isfinite(np.array(pq.read_table(tmp_path / "sim" / "simulations.parquet").column("p_click").to_pylist())).all()
+
+
+def test_quantize_needs_onnx(tmp_path):
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "q"), "--format", "export", "--quantize", "int8"])
+    assert result.exit_code == 2 and "only --format onnx has a quantised form" in result.stderr
+    assert not (tmp_path / "q").exists()
+
+
+def test_export_of_an_older_probe_contract_is_refused(exported, synth_dir, tmp_path):
+    """Folders whose decoder computed the rollout row in the graph (before the qk contract) say to re-export."""
+    _, out = exported
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["probe"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
+                                 str(synth_dir / "slates"), "--out", str(tmp_path / "o"), "--model", str(old)])
+    assert result.exit_code == 2 and "re-export" in result.stderr and "probe contract qk v2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

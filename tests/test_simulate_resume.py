@@ -162,3 +162,6 @@ def _interrupted_run(data, out, tiny):
     digests = run_digests(config.model, users, slates, pairs, sim.prompts_source)
     ShardStore(out, _fingerprint(config, sim, digests, len(pairs)),
                resume=False)
+    from fixate_rt.outputs import write_marker
+
+    write_marker(out, "simulate")  # the run had marked its folder when it started

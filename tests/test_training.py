@@ -84,7 +84,7 @@ def test_resume_refuses_a_changed_run_and_reruns_are_not_mixed(tmp_path, synth_d
     shutil.copytree(synth_dir, data)
     train(_cfg(data, tmp_path / "run", epochs=1))
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*"))
-    for over, needle in ((dict(resume=False), "holds a previous training run"), (dict(basis=2, resume=True), "'basis'")):
+    for over, needle in ((dict(resume=False), "earlier `fixate-rt train` output"), (dict(basis=2, resume=True), "'basis'")):
         with pytest.raises(Exception, match=needle):
             train(_cfg(data, tmp_path / "run", epochs=1, **over))
     users = pq.read_table(data / "users.parquet")

@@ -13,14 +13,16 @@ import torch
 from ..config import Backend as BackendKind
 from .describe import ModelInfo, describe_model
 from .protocol import Backend
+from .trust import ExportTrust
 
-__all__ = ["Backend", "BackendKind", "ModelInfo", "describe_model", "open_backend"]
+__all__ = ["Backend", "BackendKind", "ExportTrust", "ModelInfo", "describe_model", "open_backend"]
 
 
 def open_backend(model: str | Path, kind: BackendKind | str = BackendKind.auto, *, device: str = "auto",
-                 dtype: torch.dtype | None = None, trust: bool = False) -> Backend:
+                 dtype: torch.dtype | None = None, trust: ExportTrust | bool = False) -> Backend:
     """Load ``model`` (an embedded name, a local checkpoint, or an export folder) with backend ``kind``
-    (``auto``: the export folder's own format, else torch). ``trust`` allows TorchScript exports."""
+    (``auto``: the export folder's own format, else torch). ``trust``: how far an export folder is trusted
+    (`ExportTrust`; a bool is ``--trust-export``)."""
     kind = describe_model(model, kind).kind
     if kind.exported:
         from .exported import ExportedBackend

@@ -12,6 +12,7 @@ from ..config import parse_choice
 from ..errors import InputError, ValidationError
 from .graph_runtime import MANIFEST, read_manifest
 from .safe_load import member_path
+from .trust import ExportTrust, authorise
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,13 @@ class ModelInfo:
         if self.manifest is None or not self.manifest.get("prompts"):
             return None
         return member_path(Path(self.source), self.manifest["prompts"], Path(self.source) / MANIFEST, "prompts")
+
+    def authorise(self, trust: ExportTrust) -> str | None:
+        """For an export folder: may it load under ``trust`` (`fixate_rt.backends.trust`)? Raises one line if not;
+        returns how it was authorised. None for checkpoints (loaded from safetensors, never code)."""
+        if self.manifest is None:
+            return None
+        return authorise(Path(self.source), self.kind.value, trust)
 
     def check_bank(self, bank, source: object) -> None:
         """A bank fits this model: same hidden size, and (for export folders) trained on the same backbone."""

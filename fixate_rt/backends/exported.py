@@ -1,8 +1,9 @@
 """The exported backend: an export folder run without the transformers model classes.
 
 Its format (``onnx``: ONNX Runtime, CPU provider or CUDA when available; ``export``: torch.export programs;
-``torchscript``: legacy traces) is the backend's name. Only the rollout probe is available, computed inside the
-decoder graph: GLIMPSE and AttnLRP need gradients (torch backend).
+``torchscript``: legacy traces) is the backend's name. Only the rollout probe is available: the decoder graph
+returns the probed layers' Q and K (probe contract ``qk``) and the row is computed by the registry op
+``rollout_row_qk`` that the torch backend uses (C++ on CPU). GLIMPSE and AttnLRP need gradients (torch backend).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from ..backbones.inputs import InputAssembler
 from ..config import Backend as BackendKind
 from ..errors import InputError, UnavailableError
 from ..probes.operators import ProbeResult
-from .graph_runtime import GraphSession, choose_providers, onnx_status, read_manifest
+from .. import ops
+from .graph_runtime import GraphSession, choose_providers, onnx_status, read_manifest, runtime_options
 from .positions import mrope_positions
+from .trust import ExportTrust, authorise
 
 
 class ExportedBackend(InputAssembler):
@@ -27,8 +30,12 @@ class ExportedBackend(InputAssembler):
     supports_grad = False
 
     def __init__(self, folder: Path, manifest: dict, kind: BackendKind, sessions: dict[str, GraphSession],
-                 processor, providers: list[str]) -> None:
+                 processor, providers: list[str], authorised_by: str = "") -> None:
         self.folder, self.manifest, self.kind = folder, manifest, kind
+        self.authorised_by = authorised_by  # how the folder passed the trust check (run.json)
+        self.scale = float(manifest["probe"]["scale"])  # the probed layers' softmax scale
+        self.quantization = manifest.get("quantization")
+        self.runtime_options = runtime_options(kind.value)
         self.family, self.name = manifest["family"], str(folder)
         self.hidden_size, self.num_layers = manifest["hidden_size"], manifest["num_layers"]
         self.default_probe_layers = tuple(manifest["probe_layers"])
@@ -36,15 +43,18 @@ class ExportedBackend(InputAssembler):
         self.sessions, self.processor, self.providers = sessions, processor, providers
 
     @classmethod
-    def load(cls, folder: Path, kind: BackendKind | str, device: str = "auto", *, trust: bool = False) -> ExportedBackend:
-        """Open ``folder`` (checked: files inside it, SHA-256 as recorded, no loader that can run code unless
-        ``trust``: TorchScript)."""
+    def load(cls, folder: Path, kind: BackendKind | str, device: str = "auto", *,
+             trust: ExportTrust | bool = False) -> ExportedBackend:
+        """Open ``folder``: authorised by the trust model (`fixate_rt.backends.trust`: ONNX freely, the formats
+        that can carry code only when trusted or signed), every file inside it and as the manifest records."""
         from transformers import AutoConfig, AutoTokenizer
 
         kind = BackendKind(kind)
         if kind is BackendKind.onnx and onnx_status():
             raise UnavailableError(onnx_status())
         folder = Path(folder)
+        trust = ExportTrust.of(trust)
+        authorised_by = authorise(folder, read_manifest(folder, verify_files=False).get("runtime", "onnx"), trust)
         manifest = read_manifest(folder)
         runtime = manifest.get("runtime", "onnx")
         if runtime != kind.value:
@@ -52,7 +62,8 @@ class ExportedBackend(InputAssembler):
                              f"(or re-export with --format {kind.value})")
         providers = choose_providers(runtime, device)
         sessions = {name: GraphSession(runtime, folder / g["file"], [t["name"] for t in g["inputs"]],
-                                       [t["name"] for t in g["outputs"]], providers, trust=trust)
+                                       [t["name"] for t in g["outputs"]], providers, listed=manifest["files"],
+                                       authorised=True)
                     for name, g in manifest["graphs"].items()}
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
         if manifest["family"] == "internvl":
@@ -65,7 +76,7 @@ class ExportedBackend(InputAssembler):
             from ..backbones.processor import QwenVLProcessor
 
             processor = QwenVLProcessor(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(str(folder)))
-        return cls(folder, manifest, kind, sessions, processor, providers or ["cpu"])
+        return cls(folder, manifest, kind, sessions, processor, providers or ["cpu"], authorised_by)
 
     def device_label(self) -> str:
         return ",".join(self.providers)
@@ -107,18 +118,23 @@ class ExportedBackend(InputAssembler):
     def probe(self, inputs: DecoderInputs, slates: SlateFeatures | list[SlateFeatures], prompts: torch.Tensor | None,
               label_ids: list[int] | torch.Tensor, plan, *, layers: tuple[int, ...] = (), residual: float = 0.5,
               targets: torch.Tensor | None = None) -> ProbeResult:
-        """`Backend.probe`: label logits [B, S] and image-token relevance [B, P] from the graphs' rollout row.
+        """`Backend.probe`: label logits [B, S] and image-token relevance [B, P]: the rollout row computed by
+        ``rollout_row_qk`` from the decoder graph's Q [B, L, Hq, T, d] and K [B, L, Hkv, T, d].
 
-        The probed layers and the residual were fixed at export time (manifest); ``targets`` do not change rollout.
+        The probed layers were fixed at export time (manifest); ``targets`` do not change rollout.
         """
-        if plan.combine_op != "rollout_row_graph" or plan.differentiable:
+        if plan.combine_op != "rollout_row_qk" or plan.differentiable:
             raise UnavailableError(f"--probe {plan.probe.value} needs gradients: torch backend only "
                                    f"(exports carry rollout)")
-        label_logits, row = self.decode(inputs, slates, prompts, label_ids)
+        label_logits, q, k = self.decode(inputs, slates, prompts, label_ids)
+        last = torch.full((q.shape[0],), q.shape[-2] - 1, dtype=torch.long)
+        row = ops.rollout_row_qk(q, k, last, inputs.attention_mask, scale=self.scale, residual=residual,
+                                 impl=plan.combine_impl)
         return ProbeResult(label_logits.float(), inputs.image_tokens(row).abs().float())
 
-    def decode(self, inputs: DecoderInputs, slates, prompts, label_ids) -> tuple[torch.Tensor, torch.Tensor]:
-        """(label logits [B, S], rollout row [B, T]) from the embedding and decoder graphs."""
+    def decode(self, inputs: DecoderInputs, slates, prompts, label_ids) -> tuple[torch.Tensor, ...]:
+        """(label logits [B, S], probed layers' Q [B, L, Hq, T, d], K [B, L, Hkv, T, d]) from the embedding and
+        decoder graphs."""
         B = inputs.input_ids.shape[0]
         slates = [slates] * B if isinstance(slates, SlateFeatures) else list(slates)
         (embeds,) = self.sessions["embed"].run({"input_ids": inputs.input_ids.numpy()})
@@ -133,8 +149,8 @@ class ExportedBackend(InputAssembler):
             feed["visual_pos_masks"] = image
             feed["deepstack"] = np.stack([np.concatenate([f.deepstack[i].numpy() for f in slates])
                                           for i in range(len(slates[0].deepstack))])
-        logits, row = self.sessions["decoder"].run(feed)
-        logits = torch.from_numpy(logits)
+        logits, q, k = self.sessions["decoder"].run(feed)
+        logits, q, k = (torch.from_numpy(np.ascontiguousarray(t)) for t in (logits, q, k))
         if isinstance(label_ids, torch.Tensor):  # [B, S] per-row label ids (batches that mix slates)
-            return logits.gather(1, label_ids), torch.from_numpy(row)
-        return logits[:, label_ids], torch.from_numpy(row)
+            return logits.gather(1, label_ids), q, k
+        return logits[:, label_ids], q, k

@@ -18,13 +18,19 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UnavailableError, ValidationError
+from ..outputs import MARKER as OUTPUT_MARKER
+from ..limits import MAX_HIDDEN_SIZE, MAX_IMAGE_SIDE, MAX_LAYERS, bounded_int
 from .safe_load import check_onnx_external_data, check_pt2_archive, member_path, sha256_file, verify_digest
+from .trust import CODE_FORMATS, UNSIGNED
 
 FORMATS = ("onnx", "export", "torchscript")
 SUFFIX = {"onnx": "onnx", "export": "pt2", "torchscript": "pt"}
 BACKEND_NAMES = {"onnx": "onnx-runtime", "export": "torch.export", "torchscript": "torchscript (legacy)"}
 MANIFEST = "manifest.json"
 FORMAT = "fixate-rt/export/1"
+# The decoder graph's probe outputs this version reads (exporters/graphs.py writes the same; kept here so that
+# running an export needs nothing from the export-time package).
+PROBE_CONTRACT = {"name": "qk", "version": 2}
 
 
 def onnx_status() -> str:
@@ -41,22 +47,24 @@ class GraphSession:
     """A saved graph ready to run: ``run(feed) -> [outputs]`` with named numpy inputs."""
 
     def __init__(self, fmt: str, path: Path, input_names: list[str], output_names: list[str],
-                 providers: list[str] | None = None, *, trust: bool = False) -> None:
-        """``trust``: load TorchScript, whose archive carries code (refused otherwise)."""
+                 providers: list[str] | None = None, *, listed: dict, authorised: bool = False) -> None:
+        """``listed``: the manifest's verified ``files`` (an ONNX graph's external data must be among them).
+        ``authorised``: the folder passed `trust.authorise` (required for the formats that can carry code)."""
         self.fmt, self.path = fmt, Path(path)
         self.input_names, self.output_names = list(input_names), list(output_names)
+        if fmt in CODE_FORMATS and not authorised:
+            raise InputError(f"{path}: format '{fmt}' can run code while loading and the folder was not authorised "
+                             "(--trust-export or --verify-key)")
         if fmt == "export":
-            check_pt2_archive(self.path)
+            check_pt2_archive(self.path)  # even when trusted: a plain exported program needs none of what it refuses
         elif fmt == "onnx":
-            check_onnx_external_data(self.path, self.path.parent)
-        elif not trust:
-            raise InputError(f"{path}: TorchScript runs code stored in the file while loading; pass --trust-export "
-                             f"only for a folder you produced yourself (or re-export with --format export)")
+            check_onnx_external_data(self.path, self.path.parent, listed)
         try:
             if fmt == "onnx":
                 import onnxruntime as ort
 
-                self._ort = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+                self._ort = ort.InferenceSession(str(path), session_options(), providers=providers or
+                                                 ["CPUExecutionProvider"])
                 self.input_names = [i.name for i in self._ort.get_inputs()]
                 self.output_names = [o.name for o in self._ort.get_outputs()]
             elif fmt == "export":
@@ -77,6 +85,37 @@ class GraphSession:
             out = self._fn(*args)
         out = out if isinstance(out, tuple | list) else (out,)
         return [o.detach().cpu().numpy() for o in out]
+
+
+def session_options():
+    """ONNX Runtime's session options as its performance guide recommends for CPU inference: every graph
+    optimisation (operator fusion, constant folding, layout), intra-op threads = the CPUs this process may use
+    (affinity), sequential execution (the graphs are one chain)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = usable_cpus()
+    return options
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), not the machine's count."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def runtime_options(fmt: str) -> dict:
+    """What run.json records about how the graphs run."""
+    if fmt != "onnx":
+        return {"runtime": BACKEND_NAMES[fmt], "torch_threads": torch.get_num_threads()}
+    return {"runtime": BACKEND_NAMES[fmt], "graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "sequential",
+            "intra_op_num_threads": usable_cpus()}
 
 
 def choose_providers(fmt: str, device: str) -> list[str] | None:
@@ -116,22 +155,70 @@ def read_manifest(folder: Path, *, verify_files: bool = True) -> dict:
         raise ValidationError(f"{path}, field 'format': expected '{FORMAT}', got {found!r}")
     if manifest.get("runtime", "onnx") not in SUFFIX:
         raise ValidationError(f"{path}, field 'runtime': unknown {manifest.get('runtime')!r}")
+    check_contract(manifest, path)
+    check_shape(manifest, path)
     if not verify_files:
         return manifest
     digests = manifest.get("files")
     if not isinstance(digests, dict):
         raise ValidationError(f"{path}, field 'files': no SHA-256 list (exported by an older fixate-rt? re-export)")
-    named = [(f"graphs.{name}.file", g.get("file") if isinstance(g, dict) else None)
-             for name, g in manifest.get("graphs", {}).items()]
+    graphs = manifest.get("graphs")
+    if not isinstance(graphs, dict) or not graphs:
+        raise ValidationError(f"{path}, field 'graphs': missing or empty")
+    named = [(f"graphs.{name}.file", g.get("file") if isinstance(g, dict) else None) for name, g in graphs.items()]
     named += [(f"files.{name}", name) for name in digests]
     for field, name in named:
         member = member_path(folder, name, path, field)
         if not member.is_file():
             raise InputError(f"{member}: listed in the manifest ({field}) but missing")
         verify_digest(member, digests.get(name), path, f"files.{name}")
+    unlisted = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                      if (p.is_file() or p.is_symlink()) and p.relative_to(folder).as_posix() not in digests
+                      and p.name not in (MANIFEST, *UNSIGNED, OUTPUT_MARKER))
+    if unlisted:
+        raise ValidationError(f"{folder}: '{unlisted[0]}' is not listed in the manifest's SHA-256 list; an export "
+                              "folder holds only the files `fixate-rt export` wrote")
     return manifest
 
 
-def file_digests(folder: Path, names: list[str]) -> dict[str, str]:
-    """SHA-256 of each named file of an export folder (what the manifest records)."""
-    return {name: sha256_file(Path(folder) / name) for name in sorted(names)}
+def check_contract(manifest: dict, path: Path) -> None:
+    """The decoder's probe outputs are the contract this version reads (Q and K of the probed layers)."""
+    probe = manifest.get("probe")
+    if not isinstance(probe, dict) or probe.get("name") != PROBE_CONTRACT["name"] \
+            or probe.get("version") != PROBE_CONTRACT["version"]:
+        found = f"{probe.get('name')} v{probe.get('version')}" if isinstance(probe, dict) else "the in-graph rollout row"
+        raise InputError(f"{path}: exported by another fixate-rt (its decoder returns {found}; this version reads "
+                         f"probe contract {PROBE_CONTRACT['name']} v{PROBE_CONTRACT['version']}); re-export it with "
+                         "`fixate-rt export`")
+    scale = probe.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < 1e3:
+        raise ValidationError(f"{path}, field 'probe.scale': expected the attention scale (a positive number)")
+
+
+def check_shape(manifest: dict, path: Path) -> None:
+    """The sizes a manifest declares, bounded (fixate_rt.limits) before anything is allocated from them."""
+    bounded_int(manifest.get("hidden_size"), 1, MAX_HIDDEN_SIZE, f"{path}, field 'hidden_size'")
+    layers = bounded_int(manifest.get("num_layers"), 1, MAX_LAYERS, f"{path}, field 'num_layers'")
+    probe_layers = manifest.get("probe_layers")
+    if not isinstance(probe_layers, list) or not probe_layers:
+        raise ValidationError(f"{path}, field 'probe_layers': expected a non-empty list of layer indices")
+    for layer in probe_layers:
+        bounded_int(layer, 0, layers - 1, f"{path}, field 'probe_layers'")
+    sizes = (manifest.get("vision") or {}).get("sizes", []) if isinstance(manifest.get("vision"), dict) else None
+    if not isinstance(sizes, list):
+        raise ValidationError(f"{path}, field 'vision.sizes': expected a list")
+    for entry in sizes:
+        size = entry.get("image_size") if isinstance(entry, dict) else None
+        if not isinstance(size, list) or len(size) != 2:
+            raise ValidationError(f"{path}, field 'vision.sizes': expected [width, height] per entry, got {size!r}")
+        for side in size:
+            bounded_int(side, 28, MAX_IMAGE_SIDE, f"{path}, field 'vision.sizes.image_size'")
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file of an export folder but the manifest, the signature and the output marker (what the
+    manifest records: graphs, external data, tokenizer and processor files, the prompt bank)."""
+    folder = Path(folder)
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
+                   and p.name not in (MANIFEST, *UNSIGNED, OUTPUT_MARKER))
+    return {name: sha256_file(folder / name) for name in names}

@@ -1,26 +1,28 @@
-"""Checks that make loading an export folder safe: nothing in it may run code, nothing may point outside it.
+"""Checks that make opening an export folder's files safe: nothing may point outside the folder, nothing unlisted
+or changed is read, and a ``.pt2`` archive is inspected with the reader that loads it.
 
 - Every file the manifest names must resolve strictly inside the folder (no absolute path, no ``..``, no
-  symlink leading out) and match the SHA-256 the manifest records for it.
-- A torch.export ``.pt2`` archive may hold pickles (tensor subclasses stored with ``use_pickle``, custom objects,
-  the legacy weight format, the sample inputs). `torch.export.load` unpickles some of them with
-  ``weights_only=False``, which runs arbitrary code. `check_pt2_archive` refuses every pickled weight or
-  constant and every custom object, and proves each remaining pickle loads under torch's ``weights_only``
-  unpickler (which executes nothing) before `torch.export.load` is ever called.
-- An ONNX graph may name external data files: they too must lie inside the folder.
-- TorchScript cannot be checked this way (its archive carries code): it is loaded only when the user trusts
-  the folder (``--trust-export``).
+  symlink leading out) and match the SHA-256 the manifest records; a file the manifest does not list is refused.
+  (This catches accidents and tampering by a third party; whoever writes the folder also writes the manifest,
+  so the manifest alone never makes a format that can carry code safe: `fixate_rt.backends.trust` decides that.)
+- An ONNX graph's external-data files must lie inside the folder and be listed (hence verified) too.
+- A ``.pt2`` archive is read with ``torch._C.PyTorchFileReader``, the reader `torch.export.load` uses, and must
+  hold exactly the entries a plain exported program has: its JSON descriptions and raw tensor payloads. Duplicate
+  entry names (two zip readers may pick different copies), native libraries (an AOTInductor ``.so`` is dlopened
+  on load), pickles of any kind (sample inputs included: fixate-rt writes none), compressed entries and
+  oversized entries are refused outright.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import re
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError, ValidationError
+from ..limits import MAX_ARCHIVE_ENTRIES, MAX_ARCHIVE_ENTRY_BYTES
 
 
 def sha256_file(path: Path) -> str:
@@ -57,52 +59,98 @@ def verify_digest(path: Path, expected: object, source: Path, field: str) -> Non
 
 
 def _refuse(path: Path, what: str) -> None:
-    raise InputError(f"{path}: refused to load: {what}, which could run code while loading (only raw tensor "
-                     f"payloads are accepted; re-export with `fixate-rt export --format export`)")
+    raise InputError(f"{path}: refused to load: {what} (a fixate-rt export holds only JSON and raw tensors; "
+                     f"re-export with `fixate-rt export --format export`)")
+
+
+# The fixed entries of a torch.export archive (names as PyTorchFileReader gives them, without the root folder).
+_FIXED = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
+_MODEL = re.compile(r"models/[A-Za-z0-9_.-]+\.json")
+_PAYLOAD_CONFIG = re.compile(r"data/(weights|constants)/[A-Za-z0-9_.-]+_(weights|constants)_config\.json")
+_SAMPLE_INPUTS = re.compile(r"data/sample_inputs/[A-Za-z0-9_.-]+\.pt")
+_NATIVE_MAGIC = (b"\x7fELF", b"MZ", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
+
+
+def _zip_names(path: Path) -> list[str]:
+    """Every central-directory name, duplicates kept; all entries must be stored (uncompressed), as torch writes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(f"{path}: torch.export cannot load this graph (not a .pt2 archive: {exc})") from None
+    if len(infos) > MAX_ARCHIVE_ENTRIES:
+        _refuse(path, f"{len(infos)} archive entries (at most {MAX_ARCHIVE_ENTRIES})")
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            _refuse(path, f"compressed archive entry {info.filename!r}")
+        if info.file_size > MAX_ARCHIVE_ENTRY_BYTES:
+            _refuse(path, f"archive entry {info.filename!r} of {info.file_size} bytes (at most {MAX_ARCHIVE_ENTRY_BYTES})")
+    return [info.filename for info in infos]
+
+
+def _payload_names(reader, name: str, path: Path) -> set[str]:
+    """The raw tensor files a weights/constants config names; every entry must be a plain tensor payload."""
+    folder = name.rsplit("/", 1)[0]
+    try:
+        config = json.loads(reader.get_record(name))["config"]
+        if not isinstance(config, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, RuntimeError):
+        raise InputError(f"{path}: torch.export cannot load this graph (entry {name!r} is not a payload "
+                         f"config)") from None
+    names = set()
+    for fqn, meta in config.items():
+        if not isinstance(meta, dict) or meta.get("use_pickle", True):
+            _refuse(path, f"tensor '{fqn}' stored as a pickle")
+        payload = str(meta.get("path_name", ""))
+        if not re.fullmatch(r"(weight|tensor)_[0-9]+", payload):
+            _refuse(path, f"'{fqn}' stored as {payload!r}, not a raw tensor (custom objects carry code)")
+        names.add(f"{folder}/{payload}")
+    return names
 
 
 def check_pt2_archive(path: Path) -> None:
-    """Raise `InputError` unless loading this ``.pt2`` with `torch.export.load` cannot execute code."""
+    """Raise `InputError` unless this ``.pt2`` holds only what a plain exported program needs (see module doc)."""
     import torch
 
+    zip_names = _zip_names(path)
+    if len(set(zip_names)) != len(zip_names):
+        dup = next(n for n in zip_names if zip_names.count(n) > 1)
+        _refuse(path, f"duplicate archive entry {dup!r} (zip readers disagree on which copy counts)")
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{path}: torch.export cannot load this graph (not a .pt2 archive: {exc})") from None
-    with archive:
-        names = archive.namelist()
-        for name in names:
-            parts = PurePosixPath(name).parts
-            if name.startswith("/") or ".." in parts:
-                _refuse(path, f"archive entry {name!r} with an absolute or '..' path")
-        for name in names:
-            if name.endswith("_weights_config.json") or name.endswith("_constants_config.json"):
-                try:
-                    config = json.loads(archive.read(name))["config"]
-                except (ValueError, KeyError, TypeError):
-                    raise InputError(f"{path}: torch.export cannot load this graph (entry {name!r} is not a "
-                                     f"payload config)") from None
-                for fqn, meta in config.items():
-                    if not isinstance(meta, dict) or meta.get("use_pickle", True):
-                        _refuse(path, f"tensor '{fqn}' stored as a pickle")
-                    if name.endswith("_constants_config.json") and not str(meta.get("path_name", "")).startswith(
-                            "tensor_"):
-                        _refuse(path, f"constant '{fqn}' stored as a custom object")
-            elif PurePosixPath(name).parent.name in ("weights", "constants") and name.endswith(".pt"):
-                _refuse(path, f"legacy weight file {name!r}")
-        for name in names:
-            data = archive.read(name)
-            if not (name.endswith(".pt") or data[:1] == b"\x80"):
-                continue
-            try:  # torch's weights-only unpickler accepts tensors and containers and executes nothing else
-                torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-            except Exception as exc:  # noqa: BLE001 - any failure means the entry is not plain tensors
-                first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
-                _refuse(path, f"entry {name!r}, a pickle that is not plain tensors ({first})")
+        reader = torch._C.PyTorchFileReader(str(path))
+        records = set(reader.get_all_records())
+    except RuntimeError as exc:
+        first = (str(exc).splitlines() or ["unreadable"])[0][:160]
+        raise InputError(f"{path}: torch.export cannot load this graph ({first})") from None
+    stripped = {name.split("/", 1)[1] if "/" in name else name for name in zip_names}
+    if stripped != records or len(records) != len(zip_names):
+        _refuse(path, "an archive whose entries read differently through zipfile and through torch's reader")
+    payloads: set[str] = set()
+    for name in records:
+        if _PAYLOAD_CONFIG.fullmatch(name):
+            payloads |= _payload_names(reader, name, path)
+    for name in sorted(records):
+        lowered = name.lower()
+        if lowered.endswith((".so", ".dll", ".dylib", ".pyd", ".cubin", ".hsaco", ".o")) or "aotinductor" in lowered:
+            _refuse(path, f"native library entry {name!r} (torch.export.load would load and run it)")
+        if name in _FIXED or _MODEL.fullmatch(name) or _PAYLOAD_CONFIG.fullmatch(name):
+            data = reader.get_record(name)
+            if data[:4] in _NATIVE_MAGIC or data[:2] == b"MZ":
+                _refuse(path, f"native code in entry {name!r}")
+            continue
+        if name in payloads:  # raw tensor bytes: read as numbers, never executed or unpickled
+            continue
+        if _SAMPLE_INPUTS.fullmatch(name):
+            if reader.get_record_size(name) != 0:
+                _refuse(path, f"pickled sample inputs {name!r}")
+            continue
+        _refuse(path, f"unexpected archive entry {name!r}")
 
 
-def check_onnx_external_data(path: Path, folder: Path) -> None:
-    """Every external-data file an ONNX graph names must lie inside the export folder."""
+def check_onnx_external_data(path: Path, folder: Path, listed: dict) -> None:
+    """Every external-data file an ONNX graph names must lie inside the export folder and be listed in the
+    manifest's ``files`` (so its SHA-256 was verified)."""
     import onnx
 
     try:
@@ -113,4 +161,8 @@ def check_onnx_external_data(path: Path, folder: Path) -> None:
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             location = {e.key: e.value for e in tensor.external_data}.get("location", "")
-            member_path(path.parent, location, path, f"external data of '{tensor.name}'")
+            member = member_path(path.parent, location, path, f"external data of '{tensor.name}'")
+            name = member.resolve().relative_to(Path(folder).resolve()).as_posix()
+            if name not in listed:
+                raise ValidationError(f"{path}: external data file {location!r} of '{tensor.name}' is not listed "
+                                      f"(with its SHA-256) in the manifest; re-export with this version of fixate-rt")

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import MetricKernel, Signal, Split, TieRule
-from .common import OVERWRITE_HELP, app, fail_cleanly, out_console, refuse_finished
+from ..outputs import check_output, owned_output
+from .common import OVERWRITE_HELP, app, fail_cleanly, out_console
 from .display import print_comparison, print_score
 
 
@@ -31,7 +32,7 @@ def score(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Attention alignment (KL, JS, cosine, CSH@k, TGO@k, top-k JS, CC, SIM, NSS) and click metrics."""
-    refuse_finished(out, ("metrics.json", "per_sample.csv"), overwrite)
+    check_output(out, "score", inputs=(sim, sessions, compare), overwrite=overwrite)
     from ..io import write_json
     from ..score import compare as compare_runs
     from ..score import read_per_sample
@@ -40,7 +41,7 @@ def score(
     if compare is not None:
         read_per_sample(compare)  # checked before anything is written
     payload = run_score(sim, sessions, out, signal=signal.value, tau=tau, split=split.value, kernel=kernel.value,
-                        tie_rule=tie_rule, topk_js_k=topk_js_k)
+                        tie_rule=tie_rule, topk_js_k=topk_js_k, overwrite=overwrite, inputs=(compare,))
     print_score(payload, signal.value, split.value, out)
     if compare is not None:
         tests = compare_runs(out, compare)
@@ -65,13 +66,10 @@ def show(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """PNG per (user, slate): model slot relevance beside the fixation distribution, click and top slot marked."""
-    refuse_finished(out, ("*.png",), overwrite)
+    check_output(out, "show", inputs=(sim, sessions, images), overwrite=overwrite)
     from ..data.join import load_inputs
-    from ..data.text import file_safe
     from ..errors import ValidationError, where
-    from ..io import ensure_writable_dir
     from ..score import read_simulations
-    from ..viz import render_pair
 
     if tau <= 0:
         raise ValidationError(f"--tau must be > 0, got {tau}")
@@ -92,7 +90,14 @@ def show(
     chosen = chosen[:limit]
     if not chosen:
         raise ValidationError(f"{sessions}: no session with a simulation matches user={user} slate={slate}")
-    out = ensure_writable_dir(out)
+    with owned_output(out, "show", inputs=(sim, sessions, images), overwrite=overwrite) as folder:
+        _draw(folder, chosen, data, sims, signal, tau)
+
+
+def _draw(out: Path, chosen: list[int], data, sims, signal, tau: float) -> None:
+    from ..data.text import file_safe
+    from ..viz import render_pair
+
     for i in chosen:
         u, s = data.sessions.user_ids[i], data.sessions.slate_ids[i]
         path = out / f"{file_safe(u)}__{file_safe(s)}__{signal.value}.png"  # ids are data: encoded, never a path

@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
 from typing import Annotated, NamedTuple
 
 import typer
@@ -134,18 +133,6 @@ def fail_cleanly(fn: Callable) -> Callable:
 OVERWRITE_HELP = "Replace the finished output already in --out (without it, such a folder is refused)"
 
 
-def refuse_finished(out: Path | None, names: tuple[str, ...], overwrite: bool) -> None:
-    """A finished output is never replaced silently: refuse ``out`` if it holds any of ``names`` (files or folders
-    a previous run of this command wrote; ``*.png`` style patterns allowed) unless ``--overwrite`` was given."""
-    if out is None or overwrite or not Path(out).is_dir():
-        return
-    for name in names:
-        found = sorted(Path(out).glob(name)) if "*" in name else ([Path(out) / name] if (Path(out) / name).exists() else [])
-        if found:
-            raise FixateError(f"{out}: holds a finished run ({found[0].name}); pass --overwrite to replace it, or choose "
-                              "another --out")
-
-
 def option_panels(groups: dict[str, tuple[str, ...]]) -> Callable[[Callable], Callable]:
     """Put a command's options into named help panels (``{panel: parameter names}``), so a command with many
     options reads in groups; applied below ``@app.command`` (it edits the options' metadata in place)."""
@@ -193,4 +180,10 @@ def seeds_option(text: object) -> tuple[int, ...]:
         raise typer.BadParameter(f"expected comma-separated integers, got '{text}'") from None
     if not seeds:
         raise typer.BadParameter("expected at least one seed")
+    bad = next((s for s in seeds if not 0 <= s < 2**63), None)
+    if bad is not None:
+        raise typer.BadParameter(f"seeds must be in 0..2^63-1, got {bad}")
+    repeated = next((s for s in seeds if seeds.count(s) > 1), None)
+    if repeated is not None:
+        raise typer.BadParameter(f"seed {repeated} is given twice (each seed trains once)")
     return seeds

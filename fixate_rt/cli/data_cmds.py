@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import OVERWRITE_HELP, app, fail_cleanly, refuse_finished
+from ..outputs import check_output
+from .common import OVERWRITE_HELP, app, fail_cleanly
 from .display import print_adserp_report, print_stats
 from .progress import progress
 
@@ -18,17 +19,17 @@ def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (users.parquet, slates/, sessions.parquet, truth.json)")],
     users: Annotated[int, typer.Option(min=2, help="Number of users")] = 30,
     slates: Annotated[int, typer.Option(min=3, help="Number of slates")] = 40,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data)")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed (same seed, same data)")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Generate a synthetic RecGaze-like dataset with a known generative model."""
-    refuse_finished(out, ("users.parquet", "sessions.parquet", "slates"), overwrite)
+    check_output(out, "synth", overwrite=overwrite)
     from ..data.synth import SynthConfig, write_synth
 
     with progress("rendering", "slates") as bar:
         bar.total(slates)
         stats = write_synth(out, SynthConfig(n_users=users, n_slates=slates, seed=seed),
-                            progress=lambda done, total: bar.advance(1))
+                            progress=lambda done, total: bar.advance(1), overwrite=overwrite)
     print_stats(f"synthetic data in {out}", stats)
 
 
@@ -42,10 +43,10 @@ def import_recgaze(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Convert FixATE-processed RecGaze records (+ lettered viewport images) into fixate-rt's formats."""
-    refuse_finished(out, ("users.parquet", "sessions.parquet", "slates"), overwrite)
+    check_output(out, "import-recgaze", inputs=(records, images_root, user_features), overwrite=overwrite)
     from ..data.recgaze import import_recgaze as run_import
 
-    counts = run_import(records, images_root, out, user_features)
+    counts = run_import(records, images_root, out, user_features, overwrite=overwrite)
     print(f"imported {counts['records']} records: {counts['users']} users ({counts['profiles_found']} with a profile), "
           f"{counts['slates']} slates -> {out}")
 
@@ -55,19 +56,19 @@ def import_recgaze(
 def import_adserp(
     data_dir: Annotated[Path, typer.Argument(help="AdSERP folder (fixation-data/, mouse-movement-data/, serps/, ...)")],
     out: Annotated[Path, typer.Option(help="output folder (users.parquet, slates/, sessions.parquet, import_report.json)")],
-    seed: Annotated[int, typer.Option(help="seed of the per-user train/val/test split")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed of the per-user train/val/test split")] = 0,
     cache: Annotated[Optional[Path], typer.Option(help="organic-box cache folder [default: $FIXATE_RT_CACHE/adserp-organic]")] = None,
     stop_gap_ms: Annotated[float, typer.Option(help="a gap of at least this many ms between scroll events is a stop")] = 400.0,
     viewport_height: Annotated[int, typer.Option(min=100, help="viewport height in screenshot px (docs/method.md: 922)")] = 922,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Turn AdSERP trials into slates (viewport at the last scroll stop before the click, labelled slots) and sessions."""
-    refuse_finished(out, ("users.parquet", "sessions.parquet", "slates", "import_report.json"), overwrite)
+    check_output(out, "import-adserp", inputs=(data_dir, cache), overwrite=overwrite)
     from ..data.adserp import import_adserp as run_import
 
     with progress("importing", "trials") as bar:
         report = run_import(data_dir, out, seed=seed, cache_dir=cache, gap_ms=stop_gap_ms,
-                            viewport=(1280, viewport_height),
+                            viewport=(1280, viewport_height), overwrite=overwrite,
                             on_trial=lambda name: (bar.advance(1), bar.describe(f"trial {name}")))
     print_adserp_report(report, out)
 

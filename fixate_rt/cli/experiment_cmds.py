@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import ClickLogFormat, LabelMode
-from .common import OVERWRITE_HELP, app, fail_cleanly, out_console, refuse_finished
+from ..outputs import check_output
+from .common import OVERWRITE_HELP, app, fail_cleanly, out_console
 
 
 @app.command(rich_help_panel="Experiments")
@@ -25,10 +26,10 @@ def permute(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """The same items in other positions: pixels, layout labels and item metadata move with their items."""
-    refuse_finished(out, (".permutation.json",), overwrite)
+    check_output(out, "permute", inputs=(images,), overwrite=overwrite)
     from ..experiments.permute import parse_policy, permute_folder
 
-    result = permute_folder(images, out, parse_policy(policy, seed), labels.value)
+    result = permute_folder(images, out, parse_policy(policy, seed), labels.value, overwrite=overwrite)
     out_console.print(f"{result['slates']} variant slates ({result['moved_items']} items moved) -> {out}")
 
 
@@ -48,13 +49,13 @@ def compare(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Click share per item, per position and overall, B − A, with paired bootstrap intervals over users."""
-    refuse_finished(out, ("compare.json", "compare.png"), overwrite)
+    check_output(out, "compare", inputs=(sim_a, sim_b, images_a, images_b), overwrite=overwrite)
     from ..experiments.compare import compare_runs
     from ..experiments.reports import write_compare
 
     result = compare_runs(sim_a, sim_b, resamples=resamples, level=level, seed=seed, allow_unpaired=allow_unpaired,
                           images_a=images_a, images_b=images_b)
-    write_compare(out, result)
+    write_compare(out, result, inputs=(sim_a, sim_b, images_a, images_b), overwrite=overwrite)
     tv = result["overall"]
     out_console.print(f"{result['users']} paired users; total variation of item clicks {tv['total_variation']:.3f} "
                       f"[{tv['low']:.3f}, {tv['high']:.3f}] -> {out / 'compare.png'}")
@@ -71,7 +72,7 @@ def position_bias(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Examination by position: the model's attention, and logit, PBM and cascade click models fitted to clicks."""
-    refuse_finished(out, ("position_bias.json", "position_bias.png"), overwrite)
+    check_output(out, "position-bias", inputs=(*sims, images), overwrite=overwrite)
     from ..experiments.position_bias import position_bias as fit
     from ..experiments.reports import write_position_bias
     from ..experiments.runs import read_run, slates_of
@@ -79,7 +80,8 @@ def position_bias(
     runs = [read_run(s) for s in sims]
     slates = [slates_of(run, images) for run in runs]  # each folder read (and its images decoded) once
     result = fit(runs, slates)
-    write_position_bias(out, result, slates[0][sorted(set(runs[0].slates))[0]])
+    write_position_bias(out, result, slates[0][sorted(set(runs[0].slates))[0]], inputs=(*sims, images),
+                        overwrite=overwrite)
     theta = ", ".join(f"{v:.2f}" for v in result["logit"]["theta"])
     out_console.print(f"{result['sessions']} sessions; logit θ by position: {theta} -> {out / 'position_bias.png'}")
 
@@ -96,11 +98,10 @@ def export_clicks(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Simulated sessions as click logs, with the model's per-position attention as examination."""
-    from ..experiments.click_logs import LOG_FILES
     from ..experiments.click_logs import export_clicks as write
     from ..experiments.runs import read_run
 
-    refuse_finished(out, tuple(LOG_FILES.values()), overwrite)
-    result = write(read_run(sim), out, format.value, images)
+    check_output(out, "export-clicks", inputs=(sim, images), overwrite=overwrite)
+    result = write(read_run(sim), out, format.value, images, overwrite=overwrite)
     out_console.print(f"{result['sessions']} sessions over {result['queries']} slates ({result['urls']} items) "
                       f"-> {result['out']}")

@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..config import MODEL_HELP, ExportFormat
+from ..config import MODEL_HELP, ExportFormat, Quantization
 from .common import (ImageSize, OVERWRITE_HELP, app, fail_cleanly,
-                     image_size_option, out_console, refuse_finished)
+                     image_size_option, out_console)
 
 
 @app.command(rich_help_panel="Models")
@@ -26,13 +26,27 @@ def export(
         parser=image_size_option, metavar="WxH",
         help="WxH of the slates the vision graph must serve; repeat for several sizes (Qwen-VL: one graph per "
              "patch grid)")] = ["1100x619"],
+    quantize: Annotated[Optional[Quantization], typer.Option(
+        help="int8: ONNX Runtime's dynamic int8 quantisation of the decoder's MatMul weights (--format onnx only; "
+             "fidelity cost in docs/export.md)")] = None,
+    sign_key: Annotated[Optional[Path], typer.Option(help="Elliptic-curve private key (PEM): sign the finished "
+                                                          "folder (model.sig) so that simulate --verify-key "
+                                                          "can load it without --trust-export")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Export the frozen VLM (vision, embedding, decoder with in-graph rollout) and validate it against PyTorch."""
-    refuse_finished(out, ("manifest.json",), overwrite)
     import warnings
 
+    from ..outputs import check_output
 
+    model_path = Path(model)
+    if quantize is not None and format is not ExportFormat.onnx:
+        from ..errors import ValidationError
+
+        raise ValidationError(f"--quantize {quantize.value}: only --format onnx has a quantised form (ONNX Runtime's "
+                              f"dynamic quantisation); got --format {format.value}")
+    check_output(out, "export", inputs=(prompts, sign_key, model_path if model_path.exists() else None),
+                 overwrite=overwrite)
     sizes = [tuple(image_size_option(size)) for size in image_size]
     from ..exporters.export import export_model
 
@@ -40,7 +54,8 @@ def export(
         print("note: TorchScript is deprecated upstream (legacy format); prefer --format export", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        manifest = export_model(model, out, fmt=format.value, prompts=prompts, image_size=sizes)
+        manifest = export_model(model, out, fmt=format.value, prompts=prompts, image_size=sizes, sign_key=sign_key,
+                                quantize=quantize.value if quantize is not None else None, overwrite=overwrite)
     for warning in caught:
         if "exceeds" in str(warning.message):
             print(f"warning: {warning.message}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,7 +12,8 @@ import typer
 
 from ..config import (MODEL_HELP, Backend, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template,
                       parse_device)
-from .common import OVERWRITE_HELP, app, fail_cleanly, option_panels, out_console, refuse_finished
+from ..outputs import check_output, owned_output
+from .common import OVERWRITE_HELP, app, fail_cleanly, option_panels, out_console
 from .display import print_profile, print_simulation_summary
 from .progress import progress
 
@@ -18,7 +21,7 @@ from .progress import progress
 @app.command(rich_help_panel="Simulation")
 @option_panels({
     "Inputs and output": ("users", "images", "pairs", "prompts", "out"),
-    "Model and probe": ("model", "backend", "trust_export", "template", "allow_template_mismatch", "device", "probe",
+    "Model and probe": ("model", "backend", "trust_export", "verify_key", "template", "allow_template_mismatch", "device", "probe",
                         "kernel", "pool"),
     "Clicks": ("samples", "seed", "batch_size"),
     "Long and distributed runs": ("shard_pairs", "resume", "overwrite", "engine", "address", "workers",
@@ -33,7 +36,7 @@ def simulate(
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank prompts.safetensors")] = None,
     pairs: Annotated[Optional[Path], typer.Option(help="Parquet of (user_id, slate_id) to simulate; default all")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Clicks drawn per (user, slate)")] = 1,
-    seed: Annotated[int, typer.Option(help="Click sampling seed")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Click sampling seed")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
@@ -41,8 +44,11 @@ def simulate(
     pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode (auto: overlap for layouts with overlapping boxes, else exclusive)")] = PoolMode.auto,
     backend: Annotated[Backend, typer.Option(help="auto: an export folder in its own format, else torch; or name "
                                                   "one (torch, onnx, export, torchscript)")] = Backend.auto,
-    trust_export: Annotated[bool, typer.Option("--trust-export", help="Load a TorchScript export: RUNS CODE FROM "
-                                                                     "THAT FOLDER; only for folders you made")] = False,
+    trust_export: Annotated[bool, typer.Option("--trust-export", help="Load an unsigned torch.export or TorchScript "
+                                                                     "export: RUNS CODE FROM THAT FOLDER; only for "
+                                                                     "folders you made")] = False,
+    verify_key: Annotated[Optional[Path], typer.Option(help="Public key (PEM): the export folder must carry a valid "
+                                                            "signature by its private key (export --sign-key)")] = None,
     shard_pairs: Annotated[int, typer.Option(min=1, help="Pairs per output shard (local) or chunk (ray) written "
                                                          "during the run")] = 4096,
     engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (pip install "
@@ -59,14 +65,14 @@ def simulate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Simulate clicks of every user on every slate; report click probability and slot relevance."""
-    refuse_finished(out, (() if resume else ("simulations.parquet", "run.json")), overwrite)
-    from ..simulate import run_simulation
+    from ..simulate import run_inputs, run_simulation
 
     config = SimulateConfig(users=users, images=images, out=out, model=model, prompts=prompts, pairs=pairs,
                             samples=samples, seed=seed, batch_size=batch_size, device=device, probe=probe,
                             kernel=kernel, pool_mode=pool, backend=backend, shard_pairs=shard_pairs, resume=resume,
-                            trust_export=trust_export, template=template,
-                            allow_template_mismatch=allow_template_mismatch)
+                            trust_export=trust_export, verify_key=verify_key, template=template,
+                            allow_template_mismatch=allow_template_mismatch, overwrite=overwrite)
+    check_output(out, "simulate", inputs=run_inputs(config), overwrite=overwrite, resume=resume)
     t0 = time.perf_counter()
     if engine is Engine.ray:  # Ray Data reports its own progress
         from ..distributed import run_distributed
@@ -102,22 +108,26 @@ def profile(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Latency per stage (p50/p90), pairs/s, peak memory and decoder FLOP utilisation."""
-    refuse_finished(out, ("profile.json", "trace.json"), overwrite)
+    if out is not None:
+        check_output(out, "profile", inputs=(users, images), overwrite=overwrite)
     from ..errors import ValidationError
-    from ..io import ensure_writable_dir, write_json
+    from ..io import write_json
     from ..profile import STAGES, run_profile
 
     if (users is None) != (images is None):
         raise ValidationError("--users and --images go together (or neither: synthetic data)")
     if trace and out is None:
         raise ValidationError("--trace writes OUT/trace.json: give --out")
-    if out is not None and ((out.exists() and not out.is_dir()) or any(p.exists() and not p.is_dir()
-                                                                        for p in out.parents)):
-        raise ValidationError(f"--out {out}: not a folder path (profile.json is written into the folder)")
-    report = run_profile(model, batch_size=batch_size, pairs=n_pairs, backend=backend.value, probe_name=probe.value,
-                         device=parse_device(device), warmup=warmup, trace=out / "trace.json" if trace else None,
-                         peak_tflops=peak_tflops, kernel=kernel.value, users=users, images=images)
-    print_profile(report, STAGES)
-    if out is not None:
-        write_json(ensure_writable_dir(out) / "profile.json", report)
+    with tempfile.TemporaryDirectory(prefix="fixate-rt-trace-") as scratch:  # --out is written only at the end
+        report = run_profile(model, batch_size=batch_size, pairs=n_pairs, backend=backend.value,
+                             probe_name=probe.value, device=parse_device(device), warmup=warmup,
+                             trace=Path(scratch) / "trace.json" if trace else None, peak_tflops=peak_tflops,
+                             kernel=kernel.value, users=users, images=images)
+        print_profile(report, STAGES)
+        if out is not None:
+            with owned_output(out, "profile", inputs=(users, images), overwrite=overwrite) as folder:
+                if trace:
+                    report["trace"] = str(out / "trace.json")
+                    shutil.move(Path(scratch) / "trace.json", folder / "trace.json")
+                write_json(folder / "profile.json", report)
         out_console.print(f"report: {out / 'profile.json'}" + (f"; trace: {out / 'trace.json'}" if trace else ""))

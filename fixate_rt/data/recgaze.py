@@ -145,14 +145,16 @@ def _scaled_layout(rec: dict, source_size: tuple[int, int]) -> tuple[tuple[int, 
     return size, Layout(size, boxes.astype(np.float32), labels)
 
 
-def import_recgaze(jsonl: Path, images_root: Path, out: Path, user_features: Path | None = None) -> dict:
+def import_recgaze(jsonl: Path, images_root: Path, out: Path, user_features: Path | None = None, *,
+                   overwrite: bool = False) -> dict:
     """Convert; returns counts. Every problem names the file and line (and field); every record, image and box
     is checked before anything is written, and the output is validated before it is moved into place."""
     jsonl, images_root, out = Path(jsonl), Path(images_root), Path(out)
     text = read_utf8(jsonl, "records file")
     if not images_root.is_dir():
         raise InputError(f"{images_root}: image folder not found")
-    check_dataset_target(out)
+    sources = (jsonl, images_root, user_features)
+    check_dataset_target(out, "import-recgaze", inputs=sources, overwrite=overwrite)
     profiles = _profiles(user_features)
     records = [_record(line, jsonl, i + 1, images_root) for i, line in enumerate(text.splitlines()) if line.strip()]
     if not records:
@@ -165,7 +167,7 @@ def import_recgaze(jsonl: Path, images_root: Path, out: Path, user_features: Pat
         first[rec["slate_id"]] = rec["where"].rsplit(", ", 1)[1]
     layouts = [_scaled_layout(rec, image_size(rec["image"])) for rec in records]  # every image decoded once here
     has_cursor = all(rec["cur"] is not None for rec in records)
-    with staged_dataset(out) as stage:
+    with staged_dataset(out, "import-recgaze", inputs=sources, overwrite=overwrite) as stage:
         slates_dir = stage / "slates"
         slates_dir.mkdir()
         for rec, (size, layout) in zip(records, layouts):

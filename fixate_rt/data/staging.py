@@ -2,8 +2,8 @@
 half-written: `synth` and the importers build it in a staging folder beside ``--out``, validate what they built
 with the same checks every command applies to its inputs, and only then swap it into place.
 
-A rerun into the same ``--out`` replaces the previous dataset whole (no stale slates from a larger earlier run);
-a folder that holds anything else is refused, so no user file is ever deleted.
+A rerun into the same ``--out`` with ``--overwrite`` replaces the previous dataset whole (no stale slates from a
+larger earlier run); a folder that holds anything else is refused, so no user file is ever deleted.
 """
 
 from __future__ import annotations
@@ -12,27 +12,13 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import InputError, ValidationError
-from ..io import foreign_entry, staged_folder
+from ..errors import ValidationError
+from ..outputs import check_output, staged_output
 
-# Every entry a dataset folder may hold (synth's truth files, the AdSERP import report).
-DATASET_ENTRIES = frozenset({"users.parquet", "sessions.parquet", "slates", "truth.json", "true_attention.npy",
-                             "import_report.json"})
-
-
-def check_dataset_target(out: Path) -> None:
-    """``out`` must be absent, an empty folder, or a previous dataset (then it is replaced whole)."""
-    out = Path(out)
-    if not out.exists():
-        if out.parent.exists() and not out.parent.is_dir():
-            raise InputError(f"{out}: its parent {out.parent} is not a folder")
-        return
-    foreign = foreign_entry(out, lambda p: p.name in DATASET_ENTRIES)
-    if foreign == out:
-        raise InputError(f"{out}: exists and is not a folder; choose another --out")
-    if foreign is not None:
-        raise InputError(f"{out}: holds '{foreign.name}', which is not part of a dataset; choose a new or empty "
-                         "folder (a previous dataset there is replaced whole)")
+def check_dataset_target(out: Path, command: str, *, inputs=(), overwrite: bool = False) -> None:
+    """``out`` must be absent, an empty folder, or this command's earlier dataset with ``overwrite`` (then it is
+    replaced whole); the ownership rules are `fixate_rt.outputs`'."""
+    check_output(out, command, inputs=inputs, overwrite=overwrite)
 
 
 def validate_dataset(folder: Path, shown_as: Path) -> None:
@@ -47,11 +33,11 @@ def validate_dataset(folder: Path, shown_as: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_dataset(out: Path) -> Iterator[Path]:
-    """Yield an empty staging folder; when the block succeeds, validate it and swap it onto ``out``.
+def staged_dataset(out: Path, command: str, *, inputs=(), overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty, marked staging folder; when the block succeeds, validate it and swap it onto ``out``.
 
     Call `check_dataset_target` (and every input check) first: this creates ``out``'s parent folders.
     """
-    with staged_folder(out) as stage:
+    with staged_output(out, command, inputs=inputs, overwrite=overwrite) as stage:
         yield stage
         validate_dataset(stage, Path(out))

@@ -192,14 +192,14 @@ def statistics(data: SynthData) -> dict:
     }
 
 
-def write_synth(out: Path, cfg: SynthConfig, progress=None) -> dict:
+def write_synth(out: Path, cfg: SynthConfig, progress=None, *, overwrite: bool = False) -> dict:
     """Generate and write users.parquet, slates/ (PNG + layout.json), sessions.parquet, truth.json.
 
-    Built in a staging folder, validated, then swapped onto ``out`` (`staging.staged_dataset`): a rerun replaces
-    the previous synthetic data whole, and a folder holding anything else is refused."""
-    check_dataset_target(Path(out))
+    Built in a staging folder, validated, then swapped onto ``out`` (`staging.staged_dataset`): a rerun with
+    ``overwrite`` replaces the previous synthetic data whole, and a folder holding anything else is refused."""
+    check_dataset_target(Path(out), "synth", overwrite=overwrite)
     data, row_genres = generate(cfg)
-    with staged_dataset(Path(out)) as stage:
+    with staged_dataset(Path(out), "synth", overwrite=overwrite) as stage:
         slates_dir = stage / "slates"
         slates_dir.mkdir()
         write_layout(slates_dir / "layout.json", geo.recgaze_layout())

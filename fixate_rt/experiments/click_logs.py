@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ValidationError
+from ..outputs import check_output
 from .reports import report_folder
 from .runs import Run, item_keys, slates_of
 
@@ -46,13 +47,12 @@ def _ids(run: Run, images) -> tuple[dict[str, int], dict[tuple[str, str], int], 
     return queries, urls, keys
 
 
-def export_clicks(run: Run, out: Path, fmt: str, images=None) -> dict:
+def export_clicks(run: Run, out: Path, fmt: str, images=None, *, overwrite: bool = False) -> dict:
     """Write ``run``'s sessions into the folder ``out`` in ``fmt``; returns counts and the log file's path."""
     if fmt not in FORMATS:
         raise ValidationError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValidationError(f"--out {out}: is a file; export-clicks writes a folder")
+    check_output(out, "export-clicks", inputs=(run.source, images), overwrite=overwrite)
     queries, urls, keys = _ids(run, images)
     for sid in set(run.slates):
         n = len(keys[sid])
@@ -60,7 +60,7 @@ def export_clicks(run: Run, out: Path, fmt: str, images=None) -> dict:
         if any(len(run.p_click[r]) != n for r in rows):
             raise ValidationError(f"{run.source}: slate '{sid}' has {n} slots in its layout but the run has "
                                   f"{len(run.p_click[rows[0]])}")
-    with report_folder(out) as stage:
+    with report_folder(out, "export-clicks", inputs=(run.source, images), overwrite=overwrite) as stage:
         (_write_yandex if fmt == "yandex" else _write_clax)(run, stage, queries, urls, keys)
     return {"sessions": int(run.users.size), "queries": len(queries), "urls": len(urls),
             "out": str(out / LOG_FILES[fmt])}

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ValidationError
+from ..limits import MAX_RESAMPLES
 from .runs import Run, item_keys, read_run, slates_of
 
 BOOTSTRAP_CHUNK = 250
@@ -116,8 +117,8 @@ def compare_runs(path_a: Path, path_b: Path, *, resamples: int = 2000, level: fl
     """Effects of going from A to B on click shares per item, per position and overall (see module doc)."""
     if not (0 < level < 1) or not math.isfinite(level):
         raise ValidationError(f"--level must be between 0 and 1, got {level}")
-    if resamples < 100:
-        raise ValidationError(f"--resamples must be ≥ 100, got {resamples}")
+    if not 100 <= resamples <= MAX_RESAMPLES:
+        raise ValidationError(f"--resamples must be in 100..{MAX_RESAMPLES}, got {resamples}")
     a, b = read_run(path_a), read_run(path_b)
     users = check_pairing(a, b, allow_unpaired)
     check_items(a, b, images_a, images_b)

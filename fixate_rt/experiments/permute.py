@@ -163,13 +163,14 @@ def _redraw_grid_letters(image: Image.Image, boxes: np.ndarray, labels: tuple[st
         draw.text((cx, box[3] + 4 * grid.SCALE), label, fill=(255, 255, 255), font=font, anchor="mt")
 
 
-def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item") -> dict:
+def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item", *, overwrite: bool = False) -> dict:
     """Write a variant of every slate of ``images`` into ``out`` (PNG + per-slate layout + .permutation.json).
 
     Every order is checked (each item once, boxes of equal size) before anything is written; the folder is built
     beside ``out``, read back with the slate checks, and swapped into place."""
     from ..data.slates import read_slates, write_layout
-    from ..io import foreign_entry, staged_folder, write_json
+    from ..io import write_json
+    from ..outputs import check_output, staged_output
 
     if labels not in ("item", "position"):
         raise ValidationError(f"--labels must be item or position, got '{labels}'")
@@ -190,11 +191,8 @@ def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item"
         check_order(order, slate, "--policy")
         check_movable(slate, order, images)
         orders[sid] = order
-    if foreign_entry(out, lambda p: p.name == RECORD or p.suffix in (".png", ".json")) is not None:
-        raise ValidationError(f"{out}: exists and holds other files than a variant folder; choose a new --out")
-    if out.resolve() == images.resolve():
-        raise ValidationError(f"--out {out}: is the source folder; write the variants to a new folder")
-    with staged_folder(out) as stage:
+    check_output(out, "permute", inputs=(images,), overwrite=overwrite)
+    with staged_output(out, "permute", inputs=(images,), overwrite=overwrite) as stage:
         for sid, slate in slates.items():
             image, layout = permute_slate(slate, orders[sid], labels)
             image.save(stage / f"{sid}.png", format="PNG")

@@ -28,6 +28,13 @@ def read_truth(data: Path) -> tuple[dict[str, dict], dict[str, list[str]]]:
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON (line {exc.lineno})") from None
     try:
+        listed = [u["user_id"] for u in truth["users"]]
+        twice = next((u for u in listed if listed.count(u) > 1), None)
+        if twice is not None:
+            raise ValidationError(f"{path}, field 'users': user {twice!r} is listed twice")
+        bad = next((u["user_id"] for u in truth["users"] if not isinstance(u["preferred_genres"], list)), None)
+        if bad is not None:
+            raise ValidationError(f"{path}, field 'users': user {bad!r} needs preferred_genres as a list of genres")
         users = {u["user_id"]: {"top": u["top_genre"], "preferred": list(u["preferred_genres"])} for u in truth["users"]}
         slates = {sid: [it["genre"] for it in s["items"]] for sid, s in truth["slates"].items()}
     except (KeyError, TypeError, AttributeError) as exc:

@@ -12,18 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..io import foreign_entry, staged_folder, write_json
-
-ALLOWED_SUFFIXES = (".json", ".csv", ".png", ".tsv", ".parquet")
+from ..io import write_json
+from ..outputs import staged_output
 
 
 @contextlib.contextmanager
-def report_folder(out: Path) -> Iterator[Path]:
-    """A staging folder swapped onto ``out`` when the block succeeds; ``out`` must be new or a previous report."""
-    if foreign_entry(out, lambda p: p.suffix in ALLOWED_SUFFIXES) is not None:
-        raise InputError(f"{out}: exists and holds other files than a report; choose a new --out")
-    with staged_folder(out) as stage:
+def report_folder(out: Path, command: str, *, inputs=(), overwrite: bool = False) -> Iterator[Path]:
+    """A marked staging folder swapped onto ``out`` when the block succeeds; ``out`` must be new, empty, or this
+    command's earlier report with ``overwrite`` (`fixate_rt.outputs`)."""
+    with staged_output(out, command, inputs=inputs, overwrite=overwrite) as stage:
         yield stage
 
 
@@ -78,8 +75,8 @@ def _run_name(path: str) -> str:
     return p.parent.name if p.suffix == ".parquet" else p.name
 
 
-def write_compare(out: Path, result: dict) -> None:
-    with report_folder(out) as stage:
+def write_compare(out: Path, result: dict, *, inputs=(), overwrite: bool = False) -> None:
+    with report_folder(out, "compare", inputs=inputs, overwrite=overwrite) as stage:
         write_json(stage / "compare.json", result)
         write_csv(stage / "per_item.csv", result["per_item"])
         write_csv(stage / "per_position.csv", result["per_position"])
@@ -129,8 +126,8 @@ def plot_position_bias(path: Path, result: dict, slate) -> None:
     plt.close(fig)
 
 
-def write_position_bias(out: Path, result: dict, slate) -> None:
-    with report_folder(out) as stage:
+def write_position_bias(out: Path, result: dict, slate, *, inputs=(), overwrite: bool = False) -> None:
+    with report_folder(out, "position-bias", inputs=inputs, overwrite=overwrite) as stage:
         write_json(stage / "position_bias.json", result)
         rows = [{"position": k, "attention": result["attention"][k], "click_share": result["click_share"][k],
                  "logit_beta": result["logit"]["beta"][k], "logit_theta": result["logit"]["theta"][k],

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from ..data.slates import Slate, read_slates
 from ..data.text import check_id
 from ..errors import InputError, ValidationError, where
+from ..score import simulated_row
 
 COLUMNS = ("user_id", "slate_id", "click_slot", "click_label", "p_click", "slot_relevance")
 
@@ -83,11 +84,15 @@ def read_run(path: Path) -> Run:
     ids = table.column("click_item_id").to_pylist() if "click_item_id" in table.column_names else [None] * len(labels)
     p = table.column("p_click").to_pylist()
     rel = table.column("slot_relevance").to_pylist()
-    for row, (k, pr, r) in enumerate(zip(slot, p, rel)):
-        if not isinstance(k, int) or pr is None or not 0 <= k < len(pr):
+    first: dict[tuple[str, str], tuple[int, np.ndarray, np.ndarray]] = {}
+    for row, (u, s, k, pr, r) in enumerate(zip(users, slates, slot, p, rel)):
+        sim = simulated_row(path, row, pr, r)  # `score`'s row rules: one length, finite, ≥ 0, sums to 1
+        if not isinstance(k, int) or not 0 <= k < sim.p_click.size:
             raise ValidationError(f"{where(path, row, 'click_slot')}: {k!r} is not a slot of the row's p_click")
-        if r is None or len(r) != len(pr) or not (np.isfinite(pr).all() and np.isfinite(r).all()):
-            raise ValidationError(f"{where(path, row)}: p_click and slot_relevance must be finite and of one length")
+        seen = first.setdefault((u, s), (row, sim.p_click, sim.relevance))
+        if seen[0] != row and not (np.array_equal(seen[1], sim.p_click) and np.array_equal(seen[2], sim.relevance)):
+            raise ValidationError(f"{where(path, row)}: ({u}, {s}) repeats row {seen[0]} with other p_click or "
+                                  "slot_relevance (two simulations mixed?)")
     # an all-null id column written by an older Ray run reads as float NaN: treated as null, like any missing id
     item = np.array([str(i) if isinstance(i, str) else str(lab) for i, lab in zip(ids, labels)], dtype=object)
     return Run(path, np.array(users, dtype=object), np.array(slates, dtype=object), slot.astype(np.int64), item, p,
@@ -104,6 +109,10 @@ def slates_of(run: Run, images: Path | None) -> dict[str, Slate]:
     unknown = sorted(set(run.slates) - set(slates))
     if unknown:
         raise ValidationError(f"{run.source}: slate '{unknown[0]}' is not in {folder}")
+    for row, (sid, p) in enumerate(zip(run.slates, run.p_click)):
+        if len(p) != slates[sid].layout.n_slots:
+            raise ValidationError(f"{where(run.source, row, 'p_click')}: {len(p)} slots but slate '{sid}' in {folder} "
+                                  f"has {slates[sid].layout.n_slots}")
     return slates
 
 

@@ -17,6 +17,14 @@ from . import presets
 PROBES = tuple(p.value for p in Probe)
 
 
+def _utf8(path: object) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     sessions: Path
@@ -104,6 +112,10 @@ class TrainConfig:
             (self.epochs >= 1 and self.batch_size >= 1 and self.grad_accum >= 1, "--epochs, --batch-size, --grad-accum ≥ 1"),
             (finite(self.tau, 0.0) and self.tau > 0, f"--tau must be finite and > 0, got {self.tau}"),
             (len(self.seeds) >= 1, "--seeds needs at least one seed"),
+            (all(isinstance(s, int) and 0 <= s < 2**63 for s in self.seeds), f"--seeds must be in 0..2^63-1, got "
+                                                                             f"{list(self.seeds)}"),
+            (len(set(self.seeds)) == len(self.seeds), f"--seeds: each seed once, got {list(self.seeds)}"),
+            (_utf8(self.out), f"--out {self.out!r}: not valid UTF-8"),
             (not self.freeze_basis or self.init_from is not None, "--freeze-basis needs --init-from prompts.safetensors"),
         ]
         for ok, message in checks:

@@ -14,8 +14,9 @@ from .. import metrics as M
 from ..backbones import load
 from ..backends.describe import describe_model
 from ..errors import ValidationError
-from ..io import atomic_path, ensure_writable_dir, write_json
-from ..locking import interruptible, output_lock
+from ..io import atomic_path, write_json
+from ..locking import interruptible
+from ..outputs import check_output, owned_output
 from ..prompts import SoftPromptBank, config_hash
 from .config import TrainConfig
 from .data import SlateCache, load_corpus
@@ -99,9 +100,6 @@ def learning_curve(path: Path, results: list[SeedResult], selection: str = "comp
 # Options a resumed run may change: where files are (their content is compared by digest), how it runs.
 RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "device", "kernel", "sessions", "images", "users", "out",
                                "init_from"})
-# What a training run writes into its folder (an --overwrite deletes these, and nothing else, first).
-RUN_OUTPUTS = ("checkpoints", "prompts.safetensors", "train_config.json", "metrics.json", "learning_curve.png",
-               "per_sample_seed*.csv")
 
 
 def _input_digests(cfg: TrainConfig, corpus) -> dict[str, str | None]:
@@ -115,14 +113,12 @@ def _input_digests(cfg: TrainConfig, corpus) -> dict[str, str | None]:
 
 def check_output_folder(cfg: TrainConfig, digests: dict) -> None:
     """``--resume`` continues only the same run (every option that shapes it and every input's content equal);
-    without it, a folder holding a previous run is refused rather than mixed with this one's files."""
+    without it, a folder holding a previous run is refused rather than mixed with this one's files (unless
+    ``--overwrite``: `fixate_rt.outputs` rules)."""
     out = Path(cfg.out)
     saved_path = out / "train_config.json"
+    check_output(out, "train", inputs=train_inputs(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
     if not cfg.resume:
-        if not cfg.overwrite and (saved_path.exists() or (out / "checkpoints").exists()
-                                  or (out / "prompts.safetensors").exists()):
-            raise ValidationError(f"{out}: holds a previous training run; pass --resume to continue it, --overwrite "
-                                  "to replace it, or choose another --out")
         return
     if not saved_path.is_file():
         raise ValidationError(f"{out}: no training run to resume here (no train_config.json)")
@@ -146,12 +142,10 @@ def check_output_folder(cfg: TrainConfig, digests: dict) -> None:
                                   "interrupted run")
 
 
-def _remove_previous_run(out: Path) -> None:
-    import shutil
-
-    for pattern in RUN_OUTPUTS:
-        for path in out.glob(pattern) if out.is_dir() else ():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+def train_inputs(cfg: TrainConfig) -> tuple[Path | None, ...]:
+    """The paths a training run reads (its --out may neither be nor contain one of them)."""
+    model = Path(str(cfg.model))
+    return (cfg.sessions, cfg.images, cfg.users, cfg.init_from, model if model.exists() else None)
 
 
 def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
@@ -174,14 +168,15 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
     digests = _input_digests(cfg, corpus)
     check_output_folder(cfg, digests)
     backbone = load(cfg.model, device=cfg.device)
-    if cfg.overwrite and not cfg.resume:
-        _remove_previous_run(Path(cfg.out))
-    out = ensure_writable_dir(Path(cfg.out))  # after the model loaded: a checkpoint that fails leaves no folder
-    kept = f"the checkpoints of finished epochs are kept in {out / 'checkpoints'}; rerun the same command with --resume"
-    with output_lock(out, "fixate-rt train"), interruptible(lambda: kept):  # one run per --out
-        backbone.use_template(cfg.template)
-        tiles = backbone.set_max_tiles(cfg.max_tiles) if cfg.max_tiles is not None else None
-        pipes = Pipelines.build(backbone, SlateCache(backbone, corpus.slates), cfg)
+    backbone.use_template(cfg.template)
+    tiles = backbone.set_max_tiles(cfg.max_tiles) if cfg.max_tiles is not None else None
+    pipes = Pipelines.build(backbone, SlateCache(backbone, corpus.slates), cfg)  # an impossible op plan: no folder
+    kept = f"the checkpoints of finished epochs are kept in {Path(cfg.out) / 'checkpoints'}; rerun the same command " \
+           "with --resume"
+    # created after the model loaded (a checkpoint that fails leaves no folder); the lock is held before an
+    # --overwrite deletes the previous run's files, so a run in progress there is never touched
+    with owned_output(cfg.out, "train", inputs=train_inputs(cfg), overwrite=cfg.overwrite, resume=cfg.resume) as out, \
+            interruptible(lambda: kept):
         profiles = dict(zip(corpus.users.ids, corpus.users.profiles))
         if on_start is not None:
             per_epoch = [-(-len(c.split("train")) // (cfg.batch_size * cfg.grad_accum)) for c in splits.values()]

@@ -181,11 +181,11 @@ def read_participants(path: Path) -> dict[str, str]:
 
 def import_adserp(data_dir: Path, out: Path, *, seed: int = 0, cache_dir: Path | None = None,
                   viewport: tuple[int, int] = geo.VIEWPORT, gap_ms: float = geo.STOP_GAP_MS,
-                  on_trial: Callable[[str], None] | None = None) -> dict:
+                  on_trial: Callable[[str], None] | None = None, overwrite: bool = False) -> dict:
     """Import every trial of ``data_dir`` into ``out`` (users.parquet, slates/, sessions.parquet, import_report.json).
 
     The output is built in a temporary folder beside ``out`` and moved into place at the end, so an interrupted
-    import leaves nothing half-written. ``out`` may be absent, empty, or a previous AdSERP import (replaced).
+    import leaves nothing half-written. ``out`` may be absent, empty, or a previous AdSERP import (replaced with ``overwrite``).
     """
     data_dir, out = Path(data_dir), Path(out)
     if not data_dir.is_dir():
@@ -194,7 +194,7 @@ def import_adserp(data_dir: Path, out: Path, *, seed: int = 0, cache_dir: Path |
         raise ValidationError(f"--stop-gap-ms must be > 0, got {gap_ms}")
     if not (100 <= viewport[1] <= 20_000 and 100 <= viewport[0] <= geo.SCREENSHOT_WIDTH):
         raise ValidationError(f"--viewport-height must be in 100..20000, got {viewport[1]}")
-    check_dataset_target(out)
+    check_dataset_target(out, "import-adserp", inputs=(data_dir, cache_dir), overwrite=overwrite)
     profiles = read_participants(data_dir / "participants.csv")
     names = list_trials(data_dir)
     for name in names:
@@ -231,13 +231,15 @@ def import_adserp(data_dir: Path, out: Path, *, seed: int = 0, cache_dir: Path |
               "skipped": len(trials) - len(samples), "users": len(user_ids),
               "users_without_profile": [u for u in user_ids if u not in profiles], "organic_box_cache": cache,
               "per_trial": entries}
-    _write(out, samples, splits, Users(user_ids, tuple(profiles.get(u, "") for u in user_ids)), report)
+    _write(out, samples, splits, Users(user_ids, tuple(profiles.get(u, "") for u in user_ids)), report,
+           inputs=(data_dir, cache_dir), overwrite=overwrite)
     return report
 
 
-def _write(out: Path, samples: list[Sample], splits: list[str], users: Users, report: dict) -> None:
+def _write(out: Path, samples: list[Sample], splits: list[str], users: Users, report: dict, *, inputs=(),
+           overwrite: bool = False) -> None:
     """Stage, validate and swap the whole output into place (`staging.staged_dataset`)."""
-    with staged_dataset(out) as stage:
+    with staged_dataset(out, "import-adserp", inputs=inputs, overwrite=overwrite) as stage:
         slates = stage / "slates"
         slates.mkdir()
         for s in samples:  # the staging folder makes the whole output atomic; files need no temp names of their own
