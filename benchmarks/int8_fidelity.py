@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "int8_fidelity"
-METRICS = ("kl", "js", "cosine", "csh@1", "csh@3", "tgo@3", "logloss", "auc", "accuracy")
+METRICS = ("kl", "js", "cosine", "csh@1", "csh@3", "tgo@3", "logloss", "auc", "correct")
 
 
 def main() -> None:
@@ -43,7 +43,8 @@ def main() -> None:
     runs = {}
     for name, quantize in (("fp32", None), ("int8", "int8")):
         folder = WORK / f"export-{name}"
-        export_model(args.model, folder, fmt="onnx", quantize=quantize, overwrite=True)
+        if not (folder / "manifest.json").is_file():  # exported once (a minute each), then reused
+            export_model(args.model, folder, fmt="onnx", quantize=quantize, overwrite=True)
         sim = WORK / f"sim-{name}"
         run_simulation(SimulateConfig(users=data / "users.parquet", images=data / "slates", out=sim, model=str(folder),
                                       samples=args.samples, seed=0, device="cpu", overwrite=True))

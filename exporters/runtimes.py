@@ -12,6 +12,7 @@ How a saved graph is run lives in ``fixate_rt.backends.graph_runtime``.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -65,8 +66,14 @@ def quantize_decoder(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     staged = path.with_name(path.stem + ".int8.onnx")
-    quantize_dynamic(str(path), str(staged), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     use_external_data_format=False)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs a generic "consider pre-processing" hint on the root logger
+    try:
+        quantize_dynamic(str(path), str(staged), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         use_external_data_format=False)
+    finally:
+        root.setLevel(level)
     data = path.with_name(path.name + ".data")
     path.unlink()
     if data.exists():

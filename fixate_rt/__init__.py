@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
-# Importing fixate_rt changes nothing in the host process (no logging or progress-bar settings).
-from .config import SimulateConfig  # noqa: E402
-from .data.slates import Layout  # noqa: E402
-from .prompts import SoftPromptBank  # noqa: E402
-from .simulate import Simulator, run_simulation  # noqa: E402
-
+# Importing fixate_rt changes nothing in the host process (no logging or progress-bar settings) and loads nothing
+# heavy: the names below are imported on first use, so `fixate-rt --help` and the CLI's thread settings come before
+# torch is loaded.
 # ``fixate_rt.simulate`` is the module (``import fixate_rt.simulate`` reaches it); the file-to-file run is
 # ``run_simulation(config)``.
 __all__ = ["Layout", "SimulateConfig", "Simulator", "SoftPromptBank", "run_simulation", "__version__"]
+_WHERE = {"Layout": ".data.slates", "SimulateConfig": ".config", "Simulator": ".simulate", "SoftPromptBank": ".prompts",
+          "run_simulation": ".simulate"}
+
+if TYPE_CHECKING:
+    from .config import SimulateConfig
+    from .data.slates import Layout
+    from .prompts import SoftPromptBank
+    from .simulate import Simulator, run_simulation
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fixate_rt' has no attribute {name!r}")

@@ -200,6 +200,7 @@ class SimulateConfig:
     shard_pairs: int = 4096  # pairs per output shard (what an interruption can lose at most)
     resume: bool = False
     overwrite: bool = False  # replace this command's earlier output in `out` (never anything else)
+    threads: int | None = None  # compute threads; None: the CPUs this process may use (fixate_rt.threads)
     template: Template = Template.fixate_rt  # the prompt template (fixate_rt/template.py)
     allow_template_mismatch: bool = False  # run a bank trained under another template
 
@@ -222,6 +223,8 @@ class SimulateConfig:
         checks.integer(self.batch_size, 1, checks.MAX_BATCH, "batch_size")
         checks.integer(self.shard_pairs, 1, 10 * checks.MAX_BATCH, "shard_pairs")
         checks.finite(self.residual, 0.0, 1.0, "residual")
+        if self.threads is not None:
+            checks.integer(self.threads, 1, 1024, "threads")
         for name in ("trust_export", "resume", "overwrite", "allow_template_mismatch"):
             checks.flag(getattr(self, name), name)
 

@@ -59,13 +59,16 @@ def _profile_data(folder: Path, users: Path | None, images: Path | None, batch_s
 def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int | None = None,
                 backend: str = "auto", probe_name: str = "rollout", device: str = "auto", warmup: int = 1,
                 trace: Path | None = None, peak_tflops: float | None = None, kernel: str = "auto",
-                users: Path | None = None, images: Path | None = None) -> dict:
+                users: Path | None = None, images: Path | None = None, threads: int | None = None) -> dict:
     """Run `simulate`'s own pipeline (`Simulator`) and time it stage by stage.
 
     On ``users``/``images`` when given (default: all their pairs), else on synthetic slates with ``batch_size``
     users each (default 64 pairs). The first ``warmup`` batches run untimed. Returns the report dict.
     """
     from .simulate import Simulator, assemble
+    from .threads import apply_threads
+
+    thread_info = apply_threads(threads)
 
     if peak_tflops is not None and not (np.isfinite(peak_tflops) and peak_tflops > 0):
         raise ValidationError(f"--peak-tflops must be a positive number, got {peak_tflops}")
@@ -143,6 +146,7 @@ def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int 
     achieved = flops / dec_p50 / 1e12 if flops and dec_p50 > 0 else None
     return {
         "model": bb.name, "family": bb.family, "backend": bb.kind.value, "probe": sim.probe, "device": device_name,
+        "threads": thread_info,
         "data": {"users": str(users), "images": str(images)} if given else "synthetic",
         "batch_size": batch_size, "pairs": n, "warmup_pairs": len(warm), "sequence_length": seq_len,
         "implementations": sim.plan.record(),

@@ -38,6 +38,7 @@ from .plan import plan_ops
 from .prompts import SoftPromptBank
 from .seeding import draw_click
 from .shards import ShardStore
+from .threads import apply_threads
 from .summary import SlotSummary
 from .timing import StageTimer
 from .versions import versions
@@ -369,6 +370,7 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
     data = checked.data
     users, slates, pairs = data.users, data.slates, data.all_pairs()
     check_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite, resume=config.resume)
+    thread_info = apply_threads(config.threads)
     t_read = time.perf_counter() - t0
     # loaded before --out is created: a model or export folder that cannot load leaves nothing behind
     sim = Simulator(config.model, prompts=checked.bank, device=config.device, probe_layers=None,
@@ -415,6 +417,7 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
             "versions": versions(),
             "device": sim.backend.device_label(),
             "backend": sim.backend.kind.value,
+            "threads": thread_info,
             "export_trust": getattr(sim.backend, "authorised_by", None),
             "export_runtime": getattr(sim.backend, "runtime_options", None),
             "quantization": getattr(sim.backend, "quantization", None),

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import threads
 from ..errors import InputError, UnavailableError, ValidationError
 from ..outputs import MARKER as OUTPUT_MARKER
 from ..limits import MAX_HIDDEN_SIZE, MAX_IMAGE_SIDE, MAX_LAYERS, bounded_int
@@ -90,24 +92,17 @@ class GraphSession:
 def session_options():
     """ONNX Runtime's session options as its performance guide recommends for CPU inference: every graph
     optimisation (operator fusion, constant folding, layout), intra-op threads = the CPUs this process may use
-    (affinity), sequential execution (the graphs are one chain)."""
+    (affinity and cgroup quota, or --threads), sequential execution (the graphs are one chain), and no spinning
+    while idle when OpenMP waits passively (`fixate_rt.threads`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = usable_cpus()
+    options.intra_op_num_threads = threads.chosen()
+    if os.environ.get(threads.WAIT_POLICY, "").upper() == "PASSIVE":  # the same waiting as torch's OpenMP pools
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), not the machine's count."""
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def runtime_options(fmt: str) -> dict:
@@ -115,7 +110,8 @@ def runtime_options(fmt: str) -> dict:
     if fmt != "onnx":
         return {"runtime": BACKEND_NAMES[fmt], "torch_threads": torch.get_num_threads()}
     return {"runtime": BACKEND_NAMES[fmt], "graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "sequential",
-            "intra_op_num_threads": usable_cpus()}
+            "intra_op_num_threads": threads.chosen(),
+            "allow_spinning": os.environ.get(threads.WAIT_POLICY, "").upper() != "PASSIVE"}
 
 
 def choose_providers(fmt: str, device: str) -> list[str] | None:

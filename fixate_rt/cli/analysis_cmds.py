@@ -30,9 +30,14 @@ def score(
     = TieRule.average,
     topk_js_k: Annotated[int, typer.Option(min=1, max=64, help="k of top-k JS (the reference: 5 RecGaze, 3 AdSERP)")] = 5,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Compute threads [default: the CPUs this "
+                                                                     "process may use (affinity, cgroup quota)]")] = None,
 ) -> None:
     """Attention alignment (KL, JS, cosine, CSH@k, TGO@k, top-k JS, CC, SIM, NSS) and click metrics."""
     check_output(out, "score", inputs=(sim, sessions, compare), overwrite=overwrite)
+    from ..threads import apply_threads
+
+    apply_threads(threads)
     from ..io import write_json
     from ..score import compare as compare_runs
     from ..score import read_per_sample

@@ -23,7 +23,7 @@ from .progress import progress
     "Inputs and output": ("users", "images", "pairs", "prompts", "out"),
     "Model and probe": ("model", "backend", "trust_export", "verify_key", "template", "allow_template_mismatch", "device", "probe",
                         "kernel", "pool"),
-    "Clicks": ("samples", "seed", "batch_size"),
+    "Clicks": ("samples", "seed", "batch_size", "threads"),
     "Long and distributed runs": ("shard_pairs", "resume", "overwrite", "engine", "address", "workers",
                                   "gpus_per_worker"),
 })
@@ -38,6 +38,8 @@ def simulate(
     samples: Annotated[int, typer.Option(min=1, help="Clicks drawn per (user, slate)")] = 1,
     seed: Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Click sampling seed")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Compute threads [default: the CPUs this "
+                                                                     "process may use (affinity, cgroup quota)]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
@@ -71,7 +73,7 @@ def simulate(
                             samples=samples, seed=seed, batch_size=batch_size, device=device, probe=probe,
                             kernel=kernel, pool_mode=pool, backend=backend, shard_pairs=shard_pairs, resume=resume,
                             trust_export=trust_export, verify_key=verify_key, template=template,
-                            allow_template_mismatch=allow_template_mismatch, overwrite=overwrite)
+                            allow_template_mismatch=allow_template_mismatch, overwrite=overwrite, threads=threads)
     check_output(out, "simulate", inputs=run_inputs(config), overwrite=overwrite, resume=resume)
     t0 = time.perf_counter()
     if engine is Engine.ray:  # Ray Data reports its own progress
@@ -105,6 +107,8 @@ def profile(
     trace: Annotated[bool, typer.Option("--trace", help="Also record a PyTorch profiler (Chrome) trace: "
                                                          "OUT/trace.json")] = False,
     peak_tflops: Annotated[Optional[float], typer.Option(help="Device peak for utilisation (else a known table)")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Compute threads [default: the CPUs this "
+                                                                     "process may use (affinity, cgroup quota)]")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Latency per stage (p50/p90), pairs/s, peak memory and decoder FLOP utilisation."""
@@ -122,7 +126,7 @@ def profile(
         report = run_profile(model, batch_size=batch_size, pairs=n_pairs, backend=backend.value,
                              probe_name=probe.value, device=parse_device(device), warmup=warmup,
                              trace=Path(scratch) / "trace.json" if trace else None, peak_tflops=peak_tflops,
-                             kernel=kernel.value, users=users, images=images)
+                             kernel=kernel.value, users=users, images=images, threads=threads)
         print_profile(report, STAGES)
         if out is not None:
             with owned_output(out, "profile", inputs=(users, images), overwrite=overwrite) as folder:
@@ -130,4 +134,4 @@ def profile(
                     report["trace"] = str(out / "trace.json")
                     shutil.move(Path(scratch) / "trace.json", folder / "trace.json")
                 write_json(folder / "profile.json", report)
-        out_console.print(f"report: {out / 'profile.json'}" + (f"; trace: {out / 'trace.json'}" if trace else ""))
+            out_console.print(f"report: {out / 'profile.json'}" + (f"; trace: {out / 'trace.json'}" if trace else ""))

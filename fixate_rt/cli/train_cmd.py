@@ -23,7 +23,7 @@ from .progress import progress
                      "choice_weight", "beta", "gamma", "attn_loss"),
     "Evaluation and selection": ("preset", "eval_every", "patience", "seeds", "selection", "tie_rule", "topk_js_k"),
     "Ablations": ("random_prompt", "no_user_alpha", "no_ntp"),
-    "Run": ("resume", "overwrite"),
+    "Run": ("resume", "overwrite", "threads"),
 })
 @fail_cleanly
 def train(
@@ -58,6 +58,8 @@ def train(
         help="comma-separated seeds [default: the preset's five, else 42,123,456,789,2024]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     kernel: Annotated[Kernel, typer.Option(help="evaluation op implementation (training always uses torch)")] = Kernel.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Compute threads [default: the CPUs this "
+                                                                     "process may use (affinity, cgroup quota)]")] = None,
     freeze_basis: Annotated[bool, typer.Option("--freeze-basis", help="cold start: train alpha only (needs --init-from)")] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to start from")] = None,
     random_prompt: Annotated[bool, typer.Option("--random-prompt", help="ablation: untrained random soft prompt")] = False,
@@ -95,7 +97,8 @@ def train(
                       batch_size=batch_size, grad_accum=grad_accum, lr_basis=lr_basis, lr_alpha=lr_alpha,
                       lambda_attn=lambda_attn, warmup_steps=warmup_steps, choice_weight=choice_weight, beta=beta,
                       gamma=gamma, attn_loss=attn_loss.value, eval_every=eval_every, patience=patience,
-                      seeds=seed_list, device=parse_device(device), kernel=kernel.value, freeze_basis=freeze_basis,
+                      seeds=seed_list, device=parse_device(device), kernel=kernel.value, threads=threads,
+                      freeze_basis=freeze_basis,
                       init_from=init_from,
                       random_prompt=random_prompt, no_user_alpha=no_user_alpha, no_ntp=no_ntp, resume=resume,
                       overwrite=overwrite)

@@ -57,6 +57,7 @@ class TrainConfig:
     seeds: tuple[int, ...] = (42, 123, 456, 789, 2024)
     device: str = "auto"
     kernel: str = "auto"
+    threads: int | None = None  # compute threads; None: the CPUs this process may use (fixate_rt.threads)
     pool_mode: str = "auto"  # overlap when a slate's boxes overlap, else exclusive
     # Cold start and ablations (docs/method.md §3 "Ablations", §5 "Ablation switches").
     freeze_basis: bool = False

@@ -18,6 +18,7 @@ from ..io import atomic_path, write_json
 from ..locking import interruptible
 from ..outputs import check_output, owned_output
 from ..prompts import SoftPromptBank, config_hash
+from ..threads import apply_threads
 from .config import TrainConfig
 from .data import SlateCache, load_corpus
 from .evaluate import COLUMNS, evaluate_columns
@@ -98,7 +99,7 @@ def learning_curve(path: Path, results: list[SeedResult], selection: str = "comp
 
 
 # Options a resumed run may change: where files are (their content is compared by digest), how it runs.
-RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "device", "kernel", "sessions", "images", "users", "out",
+RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "device", "kernel", "threads", "sessions", "images", "users", "out",
                                "init_from"})
 
 
@@ -167,6 +168,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
             raise ValidationError(f"{cfg.sessions}: seed {seed} has no train-split session with {cfg.signal} mass")
     digests = _input_digests(cfg, corpus)
     check_output_folder(cfg, digests)
+    thread_info = apply_threads(cfg.threads)
     backbone = load(cfg.model, device=cfg.device)
     backbone.use_template(cfg.template)
     tiles = backbone.set_max_tiles(cfg.max_tiles) if cfg.max_tiles is not None else None
@@ -217,7 +219,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
                                for n in M.METRIC_NAMES}
         first = seeds_json[str(cfg.seeds[0])]
         payload = {
-            "command": "train", "model": backbone.name, "probe": cfg.probe, "seeds": list(cfg.seeds),
+            "command": "train", "threads": thread_info, "model": backbone.name, "probe": cfg.probe, "seeds": list(cfg.seeds),
             "protocol": {**cfg.protocol(), "max_tiles_applied": tiles},
             "samples": {**first["samples"], "dropped_no_signal": corpus.dropped_no_mass},
             "test_split": first["tested_on"],
