@@ -168,3 +168,36 @@ def test_check_output_is_read_only(tmp_path):
     assert not (tmp_path / "new").exists()
     os.makedirs(target)
     assert check_output(target, "score") is False and list(target.iterdir()) == []
+
+
+def test_train_seeds_are_distinct_and_non_negative(synth_dir, tmp_path):
+    base = ["train", "--sessions", str(synth_dir / "sessions.parquet"), "--images", str(synth_dir / "slates"),
+            "--users", str(synth_dir / "users.parquet"), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    for seeds, needle in (("42,42", "given twice"), ("-1", "0..2^63-1")):
+        result = runner.invoke(app, [*base, "--seeds", seeds])
+        assert result.exit_code == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_ray_options_are_bounded_before_any_work(synth_dir, tmp_path):
+    """--workers beyond the bound, and an --address that answers but is not a Ray cluster (an HTTP server here):
+    refused at once, nothing written."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # the server's own log would share stderr with the one-line error
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = ["simulate", "--users", str(synth_dir / "users.parquet"), "--images", str(synth_dir / "slates"),
+            "--out", str(tmp_path / "o"), "--engine", "ray"]
+    try:
+        _one_line_error(runner.invoke(app, [*base, "--workers", "100000"]), "--workers", "1..1024")
+        _one_line_error(runner.invoke(app, [*base, "--address", f"127.0.0.1:{server.server_address[1]}"]),
+                        "not a Ray cluster", "gRPC")
+    finally:
+        server.shutdown()
+    assert not (tmp_path / "o").exists()
