@@ -14,16 +14,9 @@ from typer.testing import CliRunner
 
 from fixate_rt.cli import app
 from fixate_rt.outputs import MARKER, WRITES, check_output
+from test_export_safety import _one_line_error
 
 runner = CliRunner()
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def _tree(folder):
