@@ -1,0 +1,74 @@
+"""Peak memory of one exported decoder call at long slates: does it grow O(T) or O(T²)?
+
+The mid-shaped Qwen3-VL ONNX export (probe contract qk v2) is run once per length T on one sample in a fresh
+process; the figure is the growth of the process's peak RSS during that call (after the session was created and
+warmed up at T = 64). The same for the PyTorch backend's decoder (fused Q/K capture) as the baseline.
+
+    python benchmarks/export_memory.py [--lengths 1024 2048 4096 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = ROOT / "benchmarks" / "work" / "export-qk2" / "mid-qwen3vl-onnx"
+CHILD = r"""
+import resource, sys
+import numpy as np
+T, P = int(sys.argv[1]), 600
+from fixate_rt.backends.graph_runtime import GraphSession, read_manifest
+from pathlib import Path
+folder = Path(sys.argv[2])
+manifest = read_manifest(folder)
+g = manifest["graphs"]["decoder"]
+session = GraphSession("onnx", folder / g["file"], [t["name"] for t in g["inputs"]], [t["name"] for t in g["outputs"]],
+                       listed=manifest["files"])
+D = manifest["hidden_size"]
+def feed(T):
+    rng = np.random.default_rng(0)
+    vis = np.zeros((1, T), bool); vis[:, 8:8 + min(P, T - 16)] = True
+    n = int(vis.sum())
+    return {"inputs_embeds": rng.standard_normal((1, T, D), dtype=np.float32) * 0.1,
+            "attention_mask": np.ones((1, T), np.int64),
+            "position_ids": np.broadcast_to(np.arange(T), (3, 1, T)).copy().astype(np.int64),
+            "visual_pos_masks": vis, "deepstack": rng.standard_normal((3, n, D), dtype=np.float32) * 0.1}
+session.run(feed(64))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = session.run(feed(T))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024, sum(o.nbytes for o in out) / 2**20)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    args = ap.parse_args()
+    if not (FOLDER / "manifest.json").is_file():
+        from fixate_rt.exporters.export import export_model
+
+        export_model("mid-qwen3vl", FOLDER, fmt="onnx", overwrite=True)
+    rows = []
+    for T in args.lengths:
+        out = subprocess.run([sys.executable, "-c", CHILD, str(T), str(FOLDER)], capture_output=True, text=True,
+                             check=True).stdout.split()
+        rows.append({"T": T, "peak_rss_growth_mib": round(float(out[0]), 1), "outputs_mib": round(float(out[1]), 1)})
+        print(rows[-1], flush=True)
+    for a, b in zip(rows, rows[1:]):
+        b["growth_vs_previous"] = round(b["peak_rss_growth_mib"] / max(a["peak_rss_growth_mib"], 1e-9), 2)
+    payload = {"meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                        "model": "mid-qwen3vl (ONNX, probe contract qk v2)", "batch": 1, "platform": platform.platform(),
+                        "command": "python benchmarks/export_memory.py"}, "rows": rows}
+    (ROOT / "benchmarks" / "results" / "export_memory.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(json.dumps(payload, indent=1))
+
+
+if __name__ == "__main__":
+    main()
