@@ -81,8 +81,11 @@ def _cpp(fn_name: str) -> Callable:
 def _triton_reason(device: torch.device) -> str:
     import os
 
-    from .kernels.availability import triton_status
-
+    try:
+        from .kernels.availability import triton_status
+    except ImportError as exc:  # a clone on PYTHONPATH, not installed: kernels/ is mapped in by the package build
+        return (f"fixate_rt.kernels cannot be imported ({exc}); install the package (pip install -e .) rather than "
+                "putting the repository on PYTHONPATH")
     reason = triton_status()
     if reason:
         return reason

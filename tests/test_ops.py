@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,13 @@ def test_the_kernels_folder_cannot_shadow_a_top_level_kernels_package():
     from fixate_rt.kernels.availability import triton_status
 
     assert isinstance(triton_status(), str)
+
+
+def test_available_answers_with_a_reason_when_the_kernels_cannot_be_imported(monkeypatch):
+    """A clone on PYTHONPATH but not installed has no fixate_rt.kernels: `available` names why, never raises."""
+    from fixate_rt import ops
+
+    monkeypatch.setitem(sys.modules, "fixate_rt.kernels", None)  # makes the import fail as it does in such a clone
+    monkeypatch.setitem(sys.modules, "fixate_rt.kernels.availability", None)
+    reasons = ops.available("rollout_row_qk", "cpu")
+    assert "pip install -e ." in reasons["triton"]

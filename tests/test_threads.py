@@ -62,3 +62,4 @@ def test_simulate_threads_recorded(synth_dir, tmp_path):
         assert bad.exit_code == 2 and "--threads" in bad.stderr
     finally:
         torch.set_num_threads(before)
+
