@@ -34,7 +34,7 @@ def export(
                                                           "can load it without --trust-export")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
-    """Export the frozen VLM (vision, embedding, decoder with in-graph rollout) and validate it against PyTorch."""
+    """Export the frozen VLM (vision, embedding, decoder returning the probed layers' Q/K) and validate it."""
     import warnings
 
     from ..outputs import check_output
