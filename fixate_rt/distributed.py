@@ -22,10 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .checks import integer
 from .config import SimulateConfig
 from .errors import InputError, UnavailableError, ValidationError
 from .io import write_json
-from .limits import MAX_WORKERS, RAY_CONNECT_TIMEOUT_S, bounded_int
+from .limits import MAX_WORKERS, RAY_CONNECT_TIMEOUT_S
 from .shards import check_fingerprint
 
 FAULT_HOOK = "FIXATE_RT_TEST_ACTOR_EXIT_ONCE"  # tests: the first actor call that finds no marker file exits
@@ -242,7 +243,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
 
     started, t0 = utc_now(), time.perf_counter()
     require_ray()
-    bounded_int(workers, 1, MAX_WORKERS, "--workers")
+    integer(workers, 1, MAX_WORKERS, "--workers")
     if not (math.isfinite(gpus_per_worker) and 0 <= gpus_per_worker <= 64):
         raise ValidationError(f"--gpus-per-worker must be in 0..64, got {gpus_per_worker}")
     checked = preflight(config)  # the bank is loaded and checked once; that object is broadcast to the workers

@@ -8,8 +8,6 @@ before anything could be reported.
 
 from __future__ import annotations
 
-from .errors import ValidationError
-
 # Export folders
 MAX_ARCHIVE_ENTRY_BYTES = 16 * 2**30  # one entry of a .pt2 archive (and one ONNX external-data file)
 MAX_ARCHIVE_ENTRIES = 100_000  # entries in one .pt2 archive
@@ -28,9 +26,3 @@ LIMITS = {
     "MAX_RESAMPLES": MAX_RESAMPLES, "MAX_WORKERS": MAX_WORKERS, "RAY_CONNECT_TIMEOUT_S": RAY_CONNECT_TIMEOUT_S,
 }
 
-
-def bounded_int(value: object, low: int, high: int, what: str) -> int:
-    """``value`` as an int in ``low..high`` (bools and non-integers refused), else a `ValidationError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(f"{what} must be an integer in {low}..{high}, got {value!r}")
-    return value

@@ -19,10 +19,17 @@ import numpy as np
 import torch
 
 from .. import threads
+from ..checks import integer
 from ..errors import InputError, UnavailableError, ValidationError
+from ..limits import MAX_HIDDEN_SIZE, MAX_IMAGE_SIDE, MAX_LAYERS
 from ..outputs import MARKER as OUTPUT_MARKER
-from ..limits import MAX_HIDDEN_SIZE, MAX_IMAGE_SIDE, MAX_LAYERS, bounded_int
-from .safe_load import check_onnx_external_data, check_pt2_archive, member_path, sha256_file, verify_digest
+from .safe_load import (
+    check_onnx_external_data,
+    check_pt2_archive,
+    member_path,
+    sha256_file,
+    verify_digest,
+)
 from .trust import CODE_FORMATS, UNSIGNED
 
 FORMATS = ("onnx", "export", "torchscript")
@@ -96,22 +103,29 @@ def session_options():
     while idle when OpenMP waits passively (`fixate_rt.threads`)."""
     import onnxruntime as ort
 
+    settings = _ort_settings()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads.chosen()
-    if os.environ.get(threads.WAIT_POLICY, "").upper() == "PASSIVE":  # the same waiting as torch's OpenMP pools
+    options.intra_op_num_threads = settings["intra_op_num_threads"]
+    if not settings["allow_spinning"]:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def _ort_settings() -> dict:
+    """The session settings `session_options` applies, as run.json records them."""
+    return {"graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "sequential",
+            "intra_op_num_threads": threads.chosen(),
+            # the same waiting as torch's OpenMP pools
+            "allow_spinning": os.environ.get(threads.WAIT_POLICY, "").upper() != "PASSIVE"}
 
 
 def runtime_options(fmt: str) -> dict:
     """What run.json records about how the graphs run."""
     if fmt != "onnx":
         return {"runtime": BACKEND_NAMES[fmt], "torch_threads": torch.get_num_threads()}
-    return {"runtime": BACKEND_NAMES[fmt], "graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "sequential",
-            "intra_op_num_threads": threads.chosen(),
-            "allow_spinning": os.environ.get(threads.WAIT_POLICY, "").upper() != "PASSIVE"}
+    return {"runtime": BACKEND_NAMES[fmt], **_ort_settings()}
 
 
 def choose_providers(fmt: str, device: str) -> list[str] | None:
@@ -168,9 +182,7 @@ def read_manifest(folder: Path, *, verify_files: bool = True) -> dict:
         if not member.is_file():
             raise InputError(f"{member}: listed in the manifest ({field}) but missing")
         verify_digest(member, digests.get(name), path, f"files.{name}")
-    unlisted = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                      if (p.is_file() or p.is_symlink()) and p.relative_to(folder).as_posix() not in digests
-                      and p.name not in (MANIFEST, *UNSIGNED, OUTPUT_MARKER))
+    unlisted = [name for name in _payload_files(folder) if name not in digests]
     if unlisted:
         raise ValidationError(f"{folder}: '{unlisted[0]}' is not listed in the manifest's SHA-256 list; an export "
                               "folder holds only the files `fixate-rt export` wrote")
@@ -193,13 +205,13 @@ def check_contract(manifest: dict, path: Path) -> None:
 
 def check_shape(manifest: dict, path: Path) -> None:
     """The sizes a manifest declares, bounded (fixate_rt.limits) before anything is allocated from them."""
-    bounded_int(manifest.get("hidden_size"), 1, MAX_HIDDEN_SIZE, f"{path}, field 'hidden_size'")
-    layers = bounded_int(manifest.get("num_layers"), 1, MAX_LAYERS, f"{path}, field 'num_layers'")
+    integer(manifest.get("hidden_size"), 1, MAX_HIDDEN_SIZE, f"{path}, field 'hidden_size'")
+    layers = integer(manifest.get("num_layers"), 1, MAX_LAYERS, f"{path}, field 'num_layers'")
     probe_layers = manifest.get("probe_layers")
     if not isinstance(probe_layers, list) or not probe_layers:
         raise ValidationError(f"{path}, field 'probe_layers': expected a non-empty list of layer indices")
     for layer in probe_layers:
-        bounded_int(layer, 0, layers - 1, f"{path}, field 'probe_layers'")
+        integer(layer, 0, layers - 1, f"{path}, field 'probe_layers'")
     sizes = (manifest.get("vision") or {}).get("sizes", []) if isinstance(manifest.get("vision"), dict) else None
     if not isinstance(sizes, list):
         raise ValidationError(f"{path}, field 'vision.sizes': expected a list")
@@ -208,13 +220,18 @@ def check_shape(manifest: dict, path: Path) -> None:
         if not isinstance(size, list) or len(size) != 2:
             raise ValidationError(f"{path}, field 'vision.sizes': expected [width, height] per entry, got {size!r}")
         for side in size:
-            bounded_int(side, 28, MAX_IMAGE_SIDE, f"{path}, field 'vision.sizes.image_size'")
+            integer(side, 28, MAX_IMAGE_SIDE, f"{path}, field 'vision.sizes.image_size'")
 
 
 def file_digests(folder: Path) -> dict[str, str]:
     """SHA-256 of every file of an export folder but the manifest, the signature and the output marker (what the
     manifest records: graphs, external data, tokenizer and processor files, the prompt bank)."""
+    return {name: sha256_file(Path(folder) / name) for name in _payload_files(folder)}
+
+
+def _payload_files(folder: Path) -> list[str]:
+    """Every file (or link) of an export folder but the manifest, the signature, the lock and the output marker,
+    as sorted relative POSIX names: what the manifest's SHA-256 list must cover exactly."""
     folder = Path(folder)
-    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
-                   and p.name not in (MANIFEST, *UNSIGNED, OUTPUT_MARKER))
-    return {name: sha256_file(folder / name) for name in names}
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.name not in (MANIFEST, *UNSIGNED, OUTPUT_MARKER))

@@ -68,7 +68,7 @@ _FIXED = {"archive_format", "archive_version", "byteorder", ".data/version", ".d
 _MODEL = re.compile(r"models/[A-Za-z0-9_.-]+\.json")
 _PAYLOAD_CONFIG = re.compile(r"data/(weights|constants)/[A-Za-z0-9_.-]+_(weights|constants)_config\.json")
 _SAMPLE_INPUTS = re.compile(r"data/sample_inputs/[A-Za-z0-9_.-]+\.pt")
-_NATIVE_MAGIC = (b"\x7fELF", b"MZ", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
+_NATIVE_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")  # ELF, Mach-O
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -136,7 +136,7 @@ def check_pt2_archive(path: Path) -> None:
             _refuse(path, f"native library entry {name!r} (torch.export.load would load and run it)")
         if name in _FIXED or _MODEL.fullmatch(name) or _PAYLOAD_CONFIG.fullmatch(name):
             data = reader.get_record(name)
-            if data[:4] in _NATIVE_MAGIC or data[:2] == b"MZ":
+            if data[:4] in _NATIVE_MAGIC or data[:2] == b"MZ":  # ... or a PE (Windows) header
                 _refuse(path, f"native code in entry {name!r}")
             continue
         if name in payloads:  # raw tensor bytes: read as numbers, never executed or unpickled

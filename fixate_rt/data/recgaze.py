@@ -23,9 +23,10 @@ from PIL import Image
 
 from ..errors import InputError, ValidationError
 from ..io import read_utf8
+from ..outputs import check_output
 from .images import MAX_PIXELS, image_size, load_rgb
 from .slates import Layout, write_layout
-from .staging import check_dataset_target, staged_dataset
+from .staging import staged_dataset
 from .tables import SPLITS, Sessions, Users, write_sessions, write_users
 from .text import check_id, check_path_id, check_prompt_text
 
@@ -154,7 +155,7 @@ def import_recgaze(jsonl: Path, images_root: Path, out: Path, user_features: Pat
     if not images_root.is_dir():
         raise InputError(f"{images_root}: image folder not found")
     sources = (jsonl, images_root, user_features)
-    check_dataset_target(out, "import-recgaze", inputs=sources, overwrite=overwrite)
+    check_output(out, "import-recgaze", inputs=sources, overwrite=overwrite)
     profiles = _profiles(user_features)
     records = [_record(line, jsonl, i + 1, images_root) for i, line in enumerate(text.splitlines()) if line.strip()]
     if not records:

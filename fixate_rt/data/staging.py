@@ -13,12 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ValidationError
-from ..outputs import check_output, staged_output
-
-def check_dataset_target(out: Path, command: str, *, inputs=(), overwrite: bool = False) -> None:
-    """``out`` must be absent, an empty folder, or this command's earlier dataset with ``overwrite`` (then it is
-    replaced whole); the ownership rules are `fixate_rt.outputs`'."""
-    check_output(out, command, inputs=inputs, overwrite=overwrite)
+from ..outputs import staged_output
 
 
 def validate_dataset(folder: Path, shown_as: Path) -> None:
@@ -36,7 +31,7 @@ def validate_dataset(folder: Path, shown_as: Path) -> None:
 def staged_dataset(out: Path, command: str, *, inputs=(), overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty, marked staging folder; when the block succeeds, validate it and swap it onto ``out``.
 
-    Call `check_dataset_target` (and every input check) first: this creates ``out``'s parent folders.
+    Call `fixate_rt.outputs.check_output` (and every input check) first: this creates ``out``'s parent folders.
     """
     with staged_output(out, command, inputs=inputs, overwrite=overwrite) as stage:
         yield stage

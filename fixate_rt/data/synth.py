@@ -24,13 +24,13 @@ import numpy as np
 
 from ..errors import ValidationError
 from ..io import write_json
+from ..outputs import check_output
 from . import layout as geo
 from .render import render_slate
 from .slates import write_layout
-from .staging import check_dataset_target, staged_dataset
+from .staging import staged_dataset
 from .synth_vocab import GENRES, TITLE_WORDS
 from .tables import Sessions, Users, write_sessions, write_users
-
 
 MAX_USERS = 100_000
 MAX_SLATES = 100_000
@@ -197,7 +197,7 @@ def write_synth(out: Path, cfg: SynthConfig, progress=None, *, overwrite: bool =
 
     Built in a staging folder, validated, then swapped onto ``out`` (`staging.staged_dataset`): a rerun with
     ``overwrite`` replaces the previous synthetic data whole, and a folder holding anything else is refused."""
-    check_dataset_target(Path(out), "synth", overwrite=overwrite)
+    check_output(Path(out), "synth", overwrite=overwrite)
     data, row_genres = generate(cfg)
     with staged_dataset(Path(out), "synth", overwrite=overwrite) as stage:
         slates_dir = stage / "slates"

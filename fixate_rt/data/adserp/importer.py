@@ -22,10 +22,11 @@ from PIL import Image
 
 from ...errors import InputError, ValidationError
 from ...io import cache_root, read_utf8, write_json
+from ...outputs import check_output
 from ..badges import draw_badges
 from ..images import load_rgb
 from ..slates import MAX_SLOTS, Layout, default_labels, write_layout
-from ..staging import check_dataset_target, staged_dataset
+from ..staging import staged_dataset
 from ..tables import Sessions, Users, write_sessions, write_users
 from ..text import check_id, check_path_id, check_prompt_text
 from . import geometry as geo
@@ -194,7 +195,7 @@ def import_adserp(data_dir: Path, out: Path, *, seed: int = 0, cache_dir: Path |
         raise ValidationError(f"--stop-gap-ms must be > 0, got {gap_ms}")
     if not (100 <= viewport[1] <= 20_000 and 100 <= viewport[0] <= geo.SCREENSHOT_WIDTH):
         raise ValidationError(f"--viewport-height must be in 100..20000, got {viewport[1]}")
-    check_dataset_target(out, "import-adserp", inputs=(data_dir, cache_dir), overwrite=overwrite)
+    check_output(out, "import-adserp", inputs=(data_dir, cache_dir), overwrite=overwrite)
     profiles = read_participants(data_dir / "participants.csv")
     names = list_trials(data_dir)
     for name in names:
