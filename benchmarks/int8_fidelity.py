@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from fixate_rt.run.layout import read_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "int8_fidelity"
@@ -48,8 +49,8 @@ def main() -> None:
         sim = WORK / f"sim-{name}"
         run_simulation(SimulateConfig(users=data / "users.parquet", images=data / "slates", out=sim, model=str(folder),
                                       samples=args.samples, seed=0, device="cpu", overwrite=True))
-        scored = score(sim / "simulations.parquet", data / "sessions.parquet", WORK / f"score-{name}", overwrite=True)
-        runs[name] = (pq.read_table(sim / "simulations.parquet").to_pydict(), scored)
+        scored = score(sim, data / "sessions.parquet", WORK / f"score-{name}", overwrite=True)
+        runs[name] = (read_simulation(sim)[0].to_pydict(), scored)
     a, b = runs["fp32"][0], runs["int8"][0]
     p_a, p_b = np.array(a["p_click"]), np.array(b["p_click"])
     r_a, r_b = np.clip(np.array(a["slot_relevance"]), 1e-12, None), np.clip(np.array(b["slot_relevance"]), 1e-12, None)

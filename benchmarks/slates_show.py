@@ -52,7 +52,7 @@ def main() -> None:
               "--pairs", work / "pairs.parquet", "--device", "cpu"]
     cli("simulate", *common, "--out", work / "backbone")
     cli("simulate", *common, "--prompts", args.run / "prompts.safetensors", "--out", work / "fixate")
-    base, steered = (read_simulations(work / name / "simulations.parquet") for name in ("backbone", "fixate"))
+    base, steered = (read_simulations(work / name) for name in ("backbone", "fixate"))
     data = load_inputs(images=args.data / "slates", sessions=args.data / "sessions.parquet", signal="fixation")
     gain = {}
     for i, (u, s) in enumerate(zip(data.sessions.user_ids, data.sessions.slate_ids)):
@@ -64,7 +64,7 @@ def main() -> None:
           f"(median over {len(gain)} test pairs {np.median(list(gain.values())):+.3f})")
     panels = []
     for name in ("backbone", "fixate"):
-        cli("show", "--sim", work / name / "simulations.parquet", "--sessions", args.data / "sessions.parquet",
+        cli("show", "--sim", work / name, "--sessions", args.data / "sessions.parquet",
             "--images", args.data / "slates", "--out", work / f"show_{name}", "--user", user, "--slate", slate)
         panels.append(Image.open(next((work / f"show_{name}").glob("*.png"))).convert("RGB"))
     width = max(p.width for p in panels)

@@ -13,13 +13,14 @@ __version__ = "0.1.0"
 # ``run_simulation(config)``.
 __all__ = ["Layout", "SimulateConfig", "Simulator", "SoftPromptBank", "run_simulation", "__version__"]
 _WHERE = {"Layout": ".data.slates", "SimulateConfig": ".config", "Simulator": ".simulate", "SoftPromptBank": ".prompts",
-          "run_simulation": ".simulate"}
+          "run_simulation": ".run.local"}
 
 if TYPE_CHECKING:
     from .config import SimulateConfig
     from .data.slates import Layout
     from .prompts import SoftPromptBank
-    from .simulate import Simulator, run_simulation
+    from .run.local import run_simulation
+    from .simulate import Simulator
 
 
 def __getattr__(name: str):

@@ -36,7 +36,8 @@ DATASET = ("users.parquet", "sessions.parquet", "slates", "truth.json", "true_at
 
 # What each command may leave in its --out (file-name patterns). Anything else makes the folder not its own.
 WRITES: dict[str, tuple[str, ...]] = {
-    "simulate": ("simulations.parquet", "run.json", "shards", "simulations", "ray-run.json", "ray-logs"),
+    # (simulations.parquet, shards and ray-run.json are the layouts before 0.2: --overwrite replaces them too)
+    "simulate": ("simulations", "run.json", "ray-logs", "simulations.parquet", "shards", "ray-run.json"),
     "score": ("metrics.json", "per_sample.csv"),
     "show": ("*.png",),
     "train": ("checkpoints", "prompts.safetensors", "train_config.json", "metrics.json", "learning_curve.png",

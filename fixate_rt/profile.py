@@ -65,7 +65,8 @@ def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int 
     On ``users``/``images`` when given (default: all their pairs), else on synthetic slates with ``batch_size``
     users each (default 64 pairs). The first ``warmup`` batches run untimed. Returns the report dict.
     """
-    from .simulate import Simulator, assemble
+    from .run.layout import chunk_ranges, part_name
+    from .simulate import Simulator
     from .threads import apply_threads
 
     thread_info = apply_threads(threads)
@@ -113,13 +114,10 @@ def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int 
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
         def timed_run() -> None:
-            chunks = []
-            for i, chunk in enumerate(sim.iter_chunks(data.users, data.slates, timed, chunk_pairs=4096)):
-                with sim.timer.stage("write"):  # as simulate: a shard per chunk, then the assembled table
-                    pq.write_table(chunk, tmp / f"part-{i}.parquet")
-                    chunks.append(chunk)
-            with sim.timer.stage("write"):
-                pq.write_table(assemble(chunks), tmp / "simulations.parquet")
+            for c, span in enumerate(chunk_ranges(len(timed), 4096)):  # simulate's default --shard-pairs
+                rows = sim.simulate_pairs(data.users, data.slates, timed, span)
+                with sim.timer.stage("write"):  # as simulate: one part file per chunk
+                    pq.write_table(rows, tmp / part_name(c))
 
         t0 = time.perf_counter()
         if trace is not None:

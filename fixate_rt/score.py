@@ -14,7 +14,7 @@ from . import metrics as M
 from . import ops
 from .config import TieRule, parse_choice
 from .data.join import dwell_of
-from .data.tables import SIMULATIONS_SCHEMA, read_parquet, read_sessions, require_column
+from .data.tables import SIMULATIONS_SCHEMA, read_sessions, require_column
 from .data.text import check_id
 from .errors import ValidationError, where
 from .io import atomic_path, write_json
@@ -33,9 +33,12 @@ class Simulated:
 
 
 def read_simulations(path: Path) -> dict[tuple[str, str], Simulated]:
-    """simulations.parquet -> {(user, slate): Simulated}; samples of a pair share p and relevance."""
-    path = Path(path)
-    table = read_parquet(path, "simulations")
+    """A simulation (a simulate --out folder, its simulations/ folder or a Parquet file; `fixate_rt.run.layout`)
+    -> {(user, slate): Simulated}; samples of a pair share p and relevance."""
+    from .run.layout import read_simulation
+
+    table, files = read_simulation(path)
+    path = files.rows
     cols = {}
     for name in ("user_id", "slate_id", "p_click", "slot_relevance"):
         kind = SIMULATIONS_SCHEMA.field(name).type

@@ -7,41 +7,34 @@ the soft prompt at position 0, decode, read the answer-label logits at the last 
 
 from __future__ import annotations
 
-import datetime
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from .backbones import SlateFeatures, resolve_device
 from . import checks
+from .backbones import SlateFeatures, resolve_device
 from .backends import Backend, BackendKind, ExportTrust, ModelInfo, describe_model, open_backend
 from .config import Kernel, PoolMode, Probe, SimulateConfig, Template, parse_choice, parse_device
-from .data.text import check_id, check_prompt_text
-from .data.join import Inputs, load_inputs
-from .digests import run_digests
 from .data.slates import Layout, Slate, read_slates
-from .data.tables import SIMULATIONS_SCHEMA, Users, read_users
+from .data.tables import Users, read_users
+from .data.text import check_id, check_prompt_text
 from .errors import FixateError, ValidationError
-from .io import atomic_path, write_json
-from .locking import interruptible
-from .outputs import check_output, owned_output
 from .pipeline import Batch, BatchPipeline
 from .plan import plan_ops
 from .prompts import SoftPromptBank
+from .run.layout import PART_SCHEMA
 from .seeding import draw_click
-from .shards import ShardStore
-from .threads import apply_threads
-from .summary import SlotSummary
 from .timing import StageTimer
-from .versions import versions
+
+if TYPE_CHECKING:
+    from .run.preflight import Preflight
 
 
 @dataclass
@@ -61,30 +54,33 @@ class Simulator:
     Every op is decided once, in ``self.plan`` (`fixate_rt.plan`); batches go through `BatchPipeline`.
     """
 
-    def __init__(self, model: str | Path = "tiny-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
+    def __init__(self, model: str | Path | ModelInfo = "tiny-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
                  residual: float = 0.5, pool_mode: PoolMode | str = "auto", kernel: Kernel | str = "auto",
                  batch_size: int = 8, probe: Probe | str = "rollout", backend: BackendKind | str = "auto",
                  trust_export: bool = False, verify_key: Path | str | None = None, loaded: Backend | None = None,
-                 template: Template | str = Template.fixate_rt, allow_template_mismatch: bool = False) -> None:
+                 template: Template | str = Template.fixate_rt, allow_template_mismatch: bool = False,
+                 _preflighted: bool = False) -> None:
         """``model``: an embedded name, a checkpoint folder or an export folder (``backend="auto"`` runs an export
-        folder in its own format and uses the prompt bank it ships unless ``prompts`` is given).
+        folder in its own format and uses the prompt bank it ships unless ``prompts`` is given), or its
+        `describe_model` description (then ``backend`` is the description's).
         ``trust_export`` / ``verify_key``: how far an export folder is trusted (`fixate_rt.backends.trust`: ONNX
         loads freely; torch.export and TorchScript folders only when trusted or signed by ``verify_key``'s owner).
         ``loaded``: an already loaded backend to reuse (then ``model``, ``device``, ``dtype`` are ignored).
         ``template``: the prompt template (`fixate_rt.template`); a bank trained under another one is refused
-        unless ``allow_template_mismatch``."""
+        unless ``allow_template_mismatch``. (``_preflighted``: `from_config` has authorised the model and
+        checked the bank already.)"""
         checks.integer(batch_size, 1, checks.MAX_BATCH, "batch_size")
         residual = checks.finite(residual, 0.0, 1.0, "residual")
         device = parse_device(device)
-        if loaded is None and not isinstance(model, str):
+        if loaded is None and not isinstance(model, (str, ModelInfo)):
             model = checks.path(model, "model")
         if probe_layers is not None:
             probe_layers = tuple(checks.integer(layer, 0, 4096, "probe_layers[]")
                                  for layer in checks.sequence(probe_layers, "probe_layers"))
-        info = describe_model(model, backend) if loaded is None else None
+        info = None if loaded is not None else model if isinstance(model, ModelInfo) else describe_model(model, backend)
         trust = ExportTrust.of(trust_export, verify_key)
-        if info is not None:
+        if info is not None and not _preflighted:
             info.authorise(trust)  # before the bank or anything else of the folder is read
         kind = loaded.kind if loaded is not None else info.kind
         self.pool_mode = parse_choice(PoolMode, pool_mode, "pool_mode").value
@@ -101,15 +97,14 @@ class Simulator:
             prompts = SoftPromptBank.load(Path(prompts))
         else:
             source = "prompt bank"
-        if prompts is not None:
+        if prompts is not None and not _preflighted:
             if info is not None:
                 info.check_bank(prompts, source)
             else:
                 prompts.check_hidden_size(loaded.hidden_size, source)
             prompts.check_template(self.template.value, source, allow_mismatch=allow_template_mismatch)
         self.prompts_source = str(source) if prompts is not None else None
-        self.backend = loaded if loaded is not None else open_backend(model, kind, device=device, dtype=dtype,
-                                                                      trust=trust)
+        self.backend = loaded if loaded is not None else open_backend(info, device=device, dtype=dtype, trust=trust)
         self.backend.use_template(self.template)
         if prompts is not None and self.backend.device.type == "cuda":
             prompts = prompts.to(self.backend.device, self.backend.dtype)  # mixed on the device, once per batch
@@ -123,6 +118,16 @@ class Simulator:
         self.timer = StageTimer(self.backend.device)
         self.pipeline = BatchPipeline(self.backend, self.plan, layers=self.probe_layers, residual=residual,
                                       pool_mode=self.pool_mode, timer=self.timer)
+
+    @classmethod
+    def from_config(cls, config: SimulateConfig, checked: Preflight) -> Simulator:
+        """The simulator of a `fixate-rt simulate` run, built from what `preflight` resolved: the model is
+        described, authorised and its prompt bank loaded and checked once, not again here."""
+        return cls(checked.info, prompts=checked.bank, device=config.device, residual=config.residual,
+                   pool_mode=config.pool_mode, kernel=config.kernel, batch_size=config.batch_size,
+                   probe=config.probe, trust_export=config.trust_export, verify_key=config.verify_key,
+                   template=config.template, allow_template_mismatch=config.allow_template_mismatch,
+                   _preflighted=True)
 
     @property
     def probe(self) -> str:
@@ -221,59 +226,68 @@ class Simulator:
                 raise ValidationError(f"batch, row {row}, field 'slate_id': unknown slate '{sid}'")
         profile_of = dict(zip(uids, given))
         batch_users = Users(tuple(profile_of), tuple(profile_of.values()))
-        table = assemble(list(self.iter_chunks(batch_users, slates, list(zip(uids, sids)), samples=samples,
-                                               seed=seed)))
+        batch_pairs = list(zip(uids, sids))
+        table = self.simulate_pairs(batch_users, slates, batch_pairs, range(len(batch_pairs)), samples=samples,
+                                    seed=seed)
         rows = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-        if "pair" in batch:  # a global pair index (distributed runs) passes through, one per output row
-            rows["pair"] = np.repeat(np.asarray(batch["pair"], dtype=np.int64), samples)
+        if "pair" in batch:  # a global pair index (distributed runs) replaces the batch-local one, row by row
+            rows["pair"] = np.asarray(batch["pair"], dtype=np.int64)[rows["pair"]]
+        else:
+            del rows["pair"]
         return rows
 
     # --------------------------------------------------------------------------------- many slates
     def run(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]] | None = None, *,
             samples: int = 1, seed: int = 0, on_pairs: Callable[[int], None] | None = None) -> pa.Table:
-        """Simulate ``pairs`` (default every user × every slate); one output row per (pair, sample), in pair order."""
+        """Simulate ``pairs`` (default every user × every slate): one row per (pair, sample), in pair order, with
+        the simulation columns plus ``pair`` (the pair's index in ``pairs``)."""
         if not isinstance(users, Users):
             raise ValidationError(f"users: expected fixate_rt's Users (read_users), got {type(users).__name__}")
         checks.integer(samples, 1, checks.MAX_SAMPLES, "samples")
         checks.seed(seed)
         if pairs is None:
             pairs = [(u, s) for s in slates for u in users.ids]
-        chunks = list(self.iter_chunks(users, slates, pairs, samples=samples, seed=seed, on_pairs=on_pairs))
-        return assemble(chunks)
+        return self.simulate_pairs(users, slates, pairs, range(len(pairs)), samples=samples, seed=seed,
+                                   on_pairs=on_pairs)
 
-    def iter_chunks(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]], *, samples: int = 1,
-                    seed: int = 0, skip: frozenset[int] = frozenset(), chunk_pairs: int | None = None,
-                    on_pairs: Callable[[int], None] | None = None) -> Iterator[pa.Table]:
-        """Rows of every pair not in ``skip`` (indices into ``pairs``), as tables of about ``chunk_pairs`` pairs.
+    def simulate_pairs(self, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]],
+                       indices: Sequence[int], *, samples: int = 1, seed: int = 0,
+                       on_pairs: Callable[[int], None] | None = None) -> pa.Table:
+        """Rows of the pairs at ``indices`` (into ``pairs``; one chunk of a run), sorted by (pair, sample).
 
-        Each table has the simulation columns plus ``pair`` (the pair's index), so chunks written as shards can
-        be resumed and reassembled in pair order (``assemble``). Slates are vision-encoded once each.
+        Pairs are grouped by slate so each slate is vision-encoded once; the last few slates' features are kept,
+        so a slate whose pairs span two consecutive chunks is not encoded twice.
         """
         profile = dict(zip(users.ids, users.profiles))
         by_slate: dict[str, list[int]] = defaultdict(list)
-        for i, (_, sid) in enumerate(pairs):
-            if i not in skip:
-                by_slate[sid].append(i)
-        step = max(chunk_pairs, self.batch_size) if chunk_pairs else None
-        pending: list[tuple[int, np.ndarray, np.ndarray, bool]] = []
+        for i in indices:
+            by_slate[pairs[i][1]].append(i)
+        results: list[tuple[int, np.ndarray, np.ndarray, bool]] = []
         for sid, idx in by_slate.items():
-            slate = slates[sid]
-            with self.timer.stage("preprocess"):
-                image = slate.load_image()
-            feats = self.encode_slate(image, slate.layout)
-            for start in range(0, len(idx), step or len(idx)):
-                part = idx[start:start + step] if step else idx
-                uids = [pairs[i][0] for i in part]
-                res = self.simulate_slate(feats, slate.layout, uids, [profile[u] for u in uids])
-                _require_finite(res, uids, sid)
-                pending.extend(zip(part, res.p_click, res.slot_relevance, res.cold_start))
-                if on_pairs is not None:
-                    on_pairs(len(part))
-                if step and len(pending) >= step:
-                    yield self._rows(pending, pairs, slates, samples, seed)
-                    pending = []
-        if pending:
-            yield self._rows(pending, pairs, slates, samples, seed)
+            feats = self._features(sid, slates[sid])
+            uids = [pairs[i][0] for i in idx]
+            res = self.simulate_slate(feats, slates[sid].layout, uids, [profile[u] for u in uids])
+            _require_finite(res, uids, sid)
+            results.extend(zip(idx, res.p_click, res.slot_relevance, res.cold_start))
+            if on_pairs is not None:
+                on_pairs(len(idx))
+        return self._rows(results, pairs, slates, samples, seed)
+
+    FEATURE_CACHE = 4  # slates whose vision features are kept between chunks
+
+    def _features(self, slate_id: str, slate: Slate) -> SlateFeatures:
+        cache = self.__dict__.setdefault("_feature_cache", {})
+        key = (slate_id, slate.image_path)
+        if key in cache:
+            cache[key] = cache.pop(key)  # most recently used last
+            return cache[key]
+        with self.timer.stage("preprocess"):
+            image = slate.load_image()
+        feats = self.encode_slate(image, slate.layout)
+        cache[key] = feats
+        while len(cache) > self.FEATURE_CACHE:
+            cache.pop(next(iter(cache)))
+        return feats
 
     def _rows(self, results: list[tuple[int, np.ndarray, np.ndarray, bool]], pairs: list[tuple[str, str]],
               slates: dict[str, Slate], samples: int, seed: int) -> pa.Table:
@@ -286,12 +300,12 @@ class Simulator:
                 for k in range(samples):
                     click = draw_click(p, seed, uid, sid, k)
                     keys = layout.slot_keys(click)
-                    for name, value in zip(SHARD_SCHEMA.names,
+                    for name, value in zip(PART_SCHEMA.names,
                                            (uid, sid, k, click, layout.labels[click], p.tolist(), rel.tolist(), cold,
                                             keys["item_id"], keys["kind"], keys["rank"], keys["row"], keys["col"], i)):
                         cols[name].append(value)
-            return pa.table({name: pa.array(cols[name], SHARD_SCHEMA.field(name).type) for name in SHARD_SCHEMA.names},
-                            schema=SHARD_SCHEMA)
+            return pa.table({name: pa.array(cols[name], PART_SCHEMA.field(name).type) for name in PART_SCHEMA.names},
+                            schema=PART_SCHEMA)
 
 
 class NonFiniteOutput(FixateError):
@@ -307,155 +321,3 @@ def _require_finite(res: SlateResult, uids: list[str], slate_id: str) -> None:
                                   f"{'decoder' if name == 'p_click' else 'probe'}); check the model's weights")
 
 
-SHARD_SCHEMA = SIMULATIONS_SCHEMA.append(pa.field("pair", pa.int64()))
-
-
-def assemble(chunks: list[pa.Table]) -> pa.Table:
-    """Chunks with a ``pair`` column → one simulations table in pair order (stable over samples)."""
-    if not chunks:
-        return SIMULATIONS_SCHEMA.empty_table()
-    table = pa.concat_tables(chunks)
-    order = np.argsort(table.column("pair").to_numpy(), kind="stable")
-    return table.take(pa.array(order)).drop_columns(["pair"])
-
-
-@dataclass
-class Preflight:
-    """What `preflight` read and checked: the inputs, the model's description and the prompt bank (or None)."""
-
-    data: Inputs
-    info: ModelInfo
-    bank: SoftPromptBank | None
-    bank_source: Path | None
-
-
-def preflight(config: SimulateConfig) -> Preflight:
-    """Every check that needs no model: options, inputs and their cross-references, the model's backend, the
-    slate sizes an export serves, and the prompt bank (readable, finite, its shape and hidden size, its
-    template). Shared by the local and the distributed engine; nothing is written before it passes."""
-    if config.samples < 1:
-        raise ValidationError(f"--samples must be ≥ 1, got {config.samples}")
-    data = load_inputs(users=config.users, images=config.images, pairs=config.pairs)
-    info = describe_model(config.model, config.backend)
-    info.authorise(ExportTrust.of(config.trust_export, config.verify_key))  # before any file of the folder is read
-    info.check_labels(data.slates, config.images)
-    unserved = info.unserved_sizes({slate.layout.image_size for slate in data.slates.values()})
-    if unserved:
-        sid = next(s for s, slate in data.slates.items() if slate.layout.image_size in set(unserved))
-        w, h = data.slates[sid].layout.image_size
-        raise ValidationError(f"{config.images}, slate '{sid}': {w}x{h} is not served by the export in {config.model} "
-                              f"(it serves {info.served_sizes_text()}); re-export adding --image-size {w}x{h}")
-    source = config.prompts or info.bundled_prompts
-    bank = None
-    if source is not None:
-        bank = SoftPromptBank.load(Path(source))
-        info.check_bank(bank, source)
-        bank.check_template(config.template.value, source, allow_mismatch=config.allow_template_mismatch)
-    return Preflight(data, info, bank, Path(source) if source is not None else None)
-
-
-def run_inputs(config: SimulateConfig) -> tuple[Path | None, ...]:
-    """The paths a simulation reads (its --out may neither be nor contain one of them)."""
-    model = Path(str(config.model))
-    return (config.users, config.images, config.pairs, config.prompts, model if model.exists() else None,
-            config.verify_key)
-
-
-def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | None = None,
-                   on_start: Callable[[int], None] | None = None) -> dict:
-    """Validate inputs, simulate, write ``simulations.parquet`` + ``run.json`` atomically. Returns run.json."""
-    t0 = time.perf_counter()
-    started = utc_now()
-    checked = preflight(config)
-    data = checked.data
-    users, slates, pairs = data.users, data.slates, data.all_pairs()
-    check_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite, resume=config.resume)
-    thread_info = apply_threads(config.threads)
-    t_read = time.perf_counter() - t0
-    # loaded before --out is created: a model or export folder that cannot load leaves nothing behind
-    sim = Simulator(config.model, prompts=checked.bank, device=config.device, probe_layers=None,
-                    residual=config.residual, pool_mode=config.pool_mode, kernel=config.kernel,
-                    batch_size=config.batch_size, probe=config.probe, backend=config.backend,
-                    trust_export=config.trust_export, verify_key=config.verify_key, template=config.template,
-                    allow_template_mismatch=config.allow_template_mismatch)
-    t_load = time.perf_counter() - t0 - t_read
-    with owned_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite,
-                      resume=config.resume) as out:  # locked: one run per --out, shards never interleaved
-        n_pairs = len(pairs)
-        digests = run_digests(config.model, users, slates, pairs, checked.bank_source)
-        store = ShardStore(out, _fingerprint(config, sim, digests, len(pairs)), resume=config.resume)
-        resumed = len(store.done)
-        if on_start is not None:
-            on_start(n_pairs)
-        if resumed and on_pairs is not None:
-            on_pairs(resumed)
-        t_run = time.perf_counter()
-        def kept() -> str:
-            return (f"{len(store.done)} of {n_pairs} pairs are kept in {store.dir}; rerun the same command with "
-                    "--resume to continue")
-
-        with interruptible(kept):
-            for chunk in sim.iter_chunks(users, slates, pairs, samples=config.samples, seed=config.seed,
-                                         skip=frozenset(store.done), chunk_pairs=config.shard_pairs,
-                                         on_pairs=on_pairs):
-                with sim.timer.stage("write"):
-                    store.write(chunk)
-        with sim.timer.stage("write"):
-            table = assemble(store.read_all())
-            if table.num_rows != n_pairs * config.samples or len(store.done) != n_pairs:
-                raise ValidationError(f"{store.dir}: shards hold {table.num_rows} rows for {len(store.done)} pairs; "
-                                      f"expected {n_pairs * config.samples} rows for {n_pairs} pairs")
-            with atomic_path(out / "simulations.parquet") as tmp:
-                pq.write_table(table, tmp)
-        run_s = time.perf_counter() - t_run
-        info = {
-            "command": "simulate",
-            "started_at": started,
-            "finished_at": utc_now(),
-            "config": config.to_json(),
-            "digests_sha256": digests,
-            "versions": versions(),
-            "device": sim.backend.device_label(),
-            "backend": sim.backend.kind.value,
-            "threads": thread_info,
-            "export_trust": getattr(sim.backend, "authorised_by", None),
-            "export_runtime": getattr(sim.backend, "runtime_options", None),
-            "quantization": getattr(sim.backend, "quantization", None),
-            "backbone": {"name": sim.backend.name, "family": sim.backend.family,
-                         "hidden_size": sim.backend.hidden_size, "num_layers": sim.backend.num_layers,
-                         "probe_layers": list(sim.probe_layers)},
-            "probe": sim.probe,
-            "template": sim.template.value,
-            "implementations": sim.plan.record(),
-            "pairs": n_pairs,
-            "resumed_pairs": resumed,
-            "rows": table.num_rows,
-            "cold_start_pairs": int(np.sum(table.column("cold_start").to_numpy())) // config.samples,
-            "timings_s": {"read_inputs": round(t_read, 4), "load_model": round(t_load, 4), **sim.timer.rounded(),
-                          "run_total": round(run_s, 4)},
-            "pairs_per_s": round((n_pairs - resumed) / run_s, 3) if run_s > 0 else None,
-            "summary": _summary(table, slates),
-            "outputs": {"simulations": str(out / "simulations.parquet")},
-        }
-        write_json(out / "run.json", info)
-        store.remove()
-        return info
-
-
-def _fingerprint(config: SimulateConfig, sim: Simulator, digests: dict, n_pairs: int) -> dict:
-    """Everything that changes a row (a resumed run must match it): the inputs' and model's digests, the probe,
-    pooling, seed and samples, the backend. Batch size, device and kernel may change."""
-    return {**{f"{name}_sha256": value for name, value in digests.items()}, "n_pairs": n_pairs,
-            "model": str(config.model), "seed": config.seed, "samples": config.samples, "probe": config.probe.value,
-            "pool_mode": config.pool_mode.value, "residual": config.residual, "backend": sim.backend.kind.value,
-            "template": config.template.value}
-
-
-def _summary(table: pa.Table, slates: dict[str, Slate]) -> dict:
-    summary = SlotSummary(slates)
-    summary.add(table)
-    return summary.result()
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -18,7 +18,7 @@ fixate-rt import-adserp data/adserp-sample --out "$OUT/data"
 # Each trial is one (participant, page) session: simulate exactly those pairs.
 fixate-rt simulate --users "$OUT/data/users.parquet" --images "$OUT/data/slates" --pairs "$OUT/data/sessions.parquet" \
   --out "$OUT/sim" --samples 1 --seed 0
-fixate-rt score --sim "$OUT/sim/simulations.parquet" --sessions "$OUT/data/sessions.parquet" --out "$OUT/score"
-fixate-rt show --sim "$OUT/sim/simulations.parquet" --sessions "$OUT/data/sessions.parquet" \
+fixate-rt score --sim "$OUT/sim" --sessions "$OUT/data/sessions.parquet" --out "$OUT/score"
+fixate-rt show --sim "$OUT/sim" --sessions "$OUT/data/sessions.parquet" \
   --images "$OUT/data/slates" --out "$OUT/show"
 python scripts/adserp_table.py "$OUT"

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from fixate_rt import Layout, SimulateConfig, Simulator
 from fixate_rt.errors import FixateError, ValidationError
+from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -29,7 +30,7 @@ def cli_run(synth_dir, tmp_path_factory):
                                  str(synth_dir / "slates"), "--out", str(out), "--device", "cpu", "--samples", "3",
                                  "--seed", "5"])
     assert result.exit_code == 0, result.output
-    return out, pq.read_table(out / "simulations.parquet").to_pydict()
+    return out, read_simulation(out)[0].to_pydict()
 
 
 @pytest.mark.parametrize("kwargs, message", [

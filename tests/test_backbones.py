@@ -159,7 +159,7 @@ def test_simulate_and_score_with_every_family(name, tmp_path, synth_dir):
     info = json.loads((tmp_path / "sim" / "run.json").read_text())
     expected = {"tiny-qwen2vl": "qwen2_vl", "tiny-qwen25vl": "qwen2_5_vl", "tiny-internvl": "internvl"}[name]
     assert info["backbone"]["family"] == expected
-    score = runner.invoke(app, ["score", "--sim", str(tmp_path / "sim" / "simulations.parquet"), "--sessions",
+    score = runner.invoke(app, ["score", "--sim", str(tmp_path / "sim"), "--sessions",
                                 str(synth_dir / "sessions.parquet"), "--out", str(tmp_path / "score")])
     assert score.exit_code == 0, score.output
     metrics = json.loads((tmp_path / "score" / "metrics.json").read_text())

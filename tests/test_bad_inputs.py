@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from PIL import Image
 
 from bad_inputs import Workspace, expect_clean_error, make_workspace, write_good_inputs
+from fixate_rt.run.layout import read_simulation
 
 
 @pytest.fixture(scope="session")
@@ -206,23 +208,33 @@ case("simulate", "out is a file", "out")(
 
 # ---------------------------------------------------------------------------------------------- score
 def sim_file(ws: Workspace) -> Path:
-    return ws / "sim" / "simulations.parquet"
+    return ws / "sim"
+
+
+def only_part(run: Path) -> Path:
+    """The one part file of a small run's simulations/ folder (the file the cases below corrupt)."""
+    (part,) = sorted((run / "simulations").glob("part-*.parquet"))
+    return part
+
+
+def sim_part(ws: Workspace) -> Path:
+    return only_part(sim_file(ws))
 
 
 def edit_sim_row(ws: Workspace, column: str, row: int, value) -> Path:
     """Replace one cell; a callable ``value`` gets the old cell (so cases need not know the slot count)."""
-    t = pq.read_table(sim_file(ws))
+    t = pq.read_table(sim_part(ws))
     values = t.column(column).to_pylist()
     values[row] = value(values[row]) if callable(value) else value
-    return edit_parquet(sim_file(ws), column, pa.array(values, t.schema.field(column).type))
+    return edit_parquet(sim_part(ws), column, pa.array(values, t.schema.field(column).type))
 
 
 def duplicate_sim_row(ws: Workspace, row: int, **changes) -> Path:
-    t = pq.read_table(sim_file(ws))
+    t = pq.read_table(sim_part(ws))
     extra = t.slice(row, 1).to_pylist()[0]
     extra.update(changes)
-    pq.write_table(pa.concat_tables([t, pa.Table.from_pylist([extra], schema=t.schema)]), sim_file(ws))
-    return sim_file(ws)
+    pq.write_table(pa.concat_tables([t, pa.Table.from_pylist([extra], schema=t.schema)]), sim_part(ws))
+    return sim_part(ws)
 
 
 def sessions_file(ws: Workspace) -> Path:
@@ -245,12 +257,12 @@ def shifted(values: list) -> list:
 
 # what score and show both read: the simulation and the sessions
 for command, args in (("score", score_args), ("show", show_args)):
-    case(command, "missing simulation", "simulations.parquet", "not found")(
-        lambda ws, args=args: (sim_file(ws).unlink(), args(ws))[1])
-    case(command, "simulation is not parquet", "simulations.parquet")(
-        lambda ws, args=args: (garbage(sim_file(ws)), args(ws))[1])
+    case(command, "missing simulation", "sim", "no simulation")(
+        lambda ws, args=args: (shutil.rmtree(sim_file(ws) / "simulations"), args(ws))[1])
+    case(command, "simulation is not parquet", "simulations")(
+        lambda ws, args=args: (garbage(sim_part(ws)), args(ws))[1])
     case(command, "simulation without p_click", "p_click")(
-        lambda ws, args=args: (drop_column(sim_file(ws), "p_click"), args(ws))[1])
+        lambda ws, args=args: (drop_column(sim_part(ws), "p_click"), args(ws))[1])
     case(command, "NaN p_click", "row 0", "p_click", "non-finite")(
         lambda ws, args=args: (edit_sim_row(ws, "p_click", 0, lambda v: [float("nan")] * len(v)), args(ws))[1])
     case(command, "negative relevance", "row 1", "slot_relevance", "negative")(
@@ -261,7 +273,7 @@ for command, args in (("score", score_args), ("show", show_args)):
         lambda ws, args=args: (edit_sim_row(ws, "p_click", 0, [0.5, 0.5]), args(ws))[1])
     case(command, "conflicting duplicate simulation rows", "repeats row 0")(
         lambda ws, args=args: (duplicate_sim_row(ws, 0, p_click=shifted(
-            pq.read_table(sim_file(ws)).column("p_click").to_pylist()[0])), args(ws))[1])
+            pq.read_table(sim_part(ws)).column("p_click").to_pylist()[0])), args(ws))[1])
     case(command, "empty user id in the simulation", "user_id", "empty")(
         lambda ws, args=args: (edit_sim_row(ws, "user_id", 0, ""), args(ws))[1])
     case(command, "missing sessions", "sessions.parquet", "not found")(
@@ -720,9 +732,9 @@ def cmp_args(ws: Workspace, *extra) -> list:
 
 
 def edit_run(path: Path, column: str, fn) -> Path:
-    t = pq.read_table(path / "simulations.parquet")
+    t = read_simulation(path)[0]
     values = [fn(v) for v in t.column(column).to_pylist()]
-    edit_parquet(path / "simulations.parquet", column, pa.array(values, t.schema.field(column).type))
+    edit_parquet(only_part(path), column, pa.array(values, t.schema.field(column).type))
     return path
 
 
@@ -738,10 +750,10 @@ def first_row_only(fn):
 
 
 case("compare", "missing run", "not found")(lambda ws: ["compare", ws / "nope", ws / "sim", "--out", ws / "cmp"])
-case("compare", "run not parquet", "simulations.parquet")(
-    lambda ws: (garbage(second_run(ws) / "simulations.parquet"), cmp_args(ws))[1])
+case("compare", "run not parquet", "simulations")(
+    lambda ws: (garbage(only_part(second_run(ws))), cmp_args(ws))[1])
 case("compare", "run without click_slot", "click_slot")(
-    lambda ws: (drop_column(second_run(ws) / "simulations.parquet", "click_slot"), cmp_args(ws))[1])
+    lambda ws: (drop_column(only_part(second_run(ws)), "click_slot"), cmp_args(ws))[1])
 case("compare", "unpaired users", "only in A", "--allow-unpaired")(
     lambda ws: (edit_run(second_run(ws), "user_id", lambda u: u if u != "u000" else "someone"), cmp_args(ws))[1])
 case("compare", "runs over other slates", "different slates")(
@@ -775,10 +787,10 @@ def pb_args(ws: Workspace, *runs, images=True) -> list:
 
 
 case("position-bias", "missing run", "not found")(lambda ws: pb_args(ws, ws / "nope"))
-case("position-bias", "run not parquet", "simulations.parquet")(
-    lambda ws: (garbage(ws / "sim" / "simulations.parquet"), pb_args(ws))[1])
+case("position-bias", "run not parquet", "simulations")(
+    lambda ws: (garbage(only_part(ws / "sim")), pb_args(ws))[1])
 case("position-bias", "run without slot_relevance", "slot_relevance")(
-    lambda ws: (drop_column(ws / "sim" / "simulations.parquet", "slot_relevance"), pb_args(ws))[1])
+    lambda ws: (drop_column(only_part(ws / "sim"), "slot_relevance"), pb_args(ws))[1])
 case("position-bias", "NaN relevance", "finite")(
     lambda ws: (edit_run(ws / "sim", "slot_relevance", first_row_only(lambda v: [float("nan")] * len(v))),
                 pb_args(ws))[1])
@@ -789,14 +801,14 @@ case("position-bias", "out is a file", "outfile")(
 case("position-bias", "out holds other files", "contains the input")(
     lambda ws: [a if a != ws / "pb" else ws / "data" for a in pb_args(ws)])
 case("position-bias", "too few sessions", "at least 10")(
-    lambda ws: (pq.write_table(pq.read_table(ws / "sim" / "simulations.parquet").slice(0, 5),
-                               ws / "sim" / "simulations.parquet"), pb_args(ws))[1])
+    lambda ws: (pq.write_table(read_simulation(ws / "sim")[0].slice(0, 5), ws / "few.parquet"),
+                pb_args(ws, ws / "few.parquet"))[1])
 case("position-bias", "corrupt slate image", ".png")(
     lambda ws: (garbage(ws / "data" / "slates" / f"{first_slate(ws)}.png"), pb_args(ws))[1])
 case("position-bias", "empty slate id", "slate_id", "empty")(
     lambda ws: (edit_run(ws / "sim", "slate_id", first_row_only(lambda v: "")), pb_args(ws))[1])
 case("position-bias", "one of two runs corrupt", "sim2")(
-    lambda ws: (garbage(second_run(ws) / "simulations.parquet"), pb_args(ws, ws / "sim", ws / "sim2"))[1])
+    lambda ws: (garbage(only_part(second_run(ws))), pb_args(ws, ws / "sim", ws / "sim2"))[1])
 case("position-bias", "no run given", "Missing argument")(lambda ws: ["position-bias", "--out", ws / "pb"])
 
 
@@ -807,8 +819,8 @@ def ec_args(ws: Workspace, *extra, fmt="yandex", images=True) -> list:
 
 case("export-clicks", "missing run", "not found")(
     lambda ws: [a if a != ws / "sim" else ws / "nope" for a in ec_args(ws)])
-case("export-clicks", "run not parquet", "simulations.parquet")(
-    lambda ws: (garbage(ws / "sim" / "simulations.parquet"), ec_args(ws))[1])
+case("export-clicks", "run not parquet", "simulations")(
+    lambda ws: (garbage(only_part(ws / "sim")), ec_args(ws))[1])
 case("export-clicks", "unknown format", "--format")(lambda ws: ec_args(ws, fmt="csv"))
 case("export-clicks", "missing format", "--format")(
     lambda ws: [a for a in ec_args(ws) if a not in ("--format", "yandex")])
@@ -833,7 +845,7 @@ case("export-clicks", "click outside the slate", "click_slot")(
 case("export-clicks", "empty slate id", "slate_id", "empty")(
     lambda ws: (edit_run(ws / "sim", "slate_id", first_row_only(lambda v: "")), ec_args(ws))[1])
 case("export-clicks", "run without click_label", "click_label")(
-    lambda ws: (drop_column(ws / "sim" / "simulations.parquet", "click_label"), ec_args(ws))[1])
+    lambda ws: (drop_column(only_part(ws / "sim"), "click_label"), ec_args(ws))[1])
 case("export-clicks", "corrupt layout", "layout.json")(
     lambda ws: (garbage(ws / "data" / "slates" / "layout.json", b"{nope"), ec_args(ws))[1])
 case("export-clicks", "unknown option", "--colour")(lambda ws: ec_args(ws, "--colour", "red"))
@@ -868,8 +880,8 @@ case("profile-match", "a slate with fewer posters than slots", "p_click", "poste
     lambda ws: (edit_truth(ws, lambda t: [s["items"].pop() for s in t["slates"].values()]), pm_args(ws))[1])
 case("profile-match", "missing run", "not found")(
     lambda ws: [a if a != ws / "sim" else ws / "nope" for a in pm_args(ws)])
-case("profile-match", "run not parquet", "simulations.parquet")(
-    lambda ws: (garbage(ws / "sim" / "simulations.parquet"), pm_args(ws))[1])
+case("profile-match", "run not parquet", "simulations")(
+    lambda ws: (garbage(only_part(ws / "sim")), pm_args(ws))[1])
 case("profile-match", "user not in the truth", "user_id", "ghost")(
     lambda ws: (edit_run(ws / "sim", "user_id", first_row_only(lambda v: "ghost")), pm_args(ws))[1])
 case("profile-match", "slate not in the truth", "slate_id", "ghost")(
@@ -881,7 +893,7 @@ case("profile-match", "NaN p_click", "p_click", "non-finite")(
 case("profile-match", "click outside the slate", "click_slot")(
     lambda ws: (edit_run(ws / "sim", "click_slot", first_row_only(lambda v: 40)), pm_args(ws))[1])
 case("profile-match", "run without click_slot", "click_slot")(
-    lambda ws: (drop_column(ws / "sim" / "simulations.parquet", "click_slot"), pm_args(ws))[1])
+    lambda ws: (drop_column(only_part(ws / "sim"), "click_slot"), pm_args(ws))[1])
 case("profile-match", "no data given", "Missing option", "--data")(lambda ws: ["profile-match", "--sim", ws / "sim"])
 
 
@@ -905,7 +917,7 @@ def test_show_names_files_from_encoded_ids_inside_out(ws):
     from bad_inputs import tree
 
     evil = "../../escaped/x"
-    for path in (sim_file(ws), sessions_file(ws)):
+    for path in (sim_part(ws), sessions_file(ws)):
         t = pq.read_table(path)
         ids = [evil if u == "u000" else u for u in t.column("user_id").to_pylist()]
         edit_parquet(path, "user_id", pa.array(ids, pa.string()))
@@ -932,7 +944,7 @@ def test_documented_limits_are_the_enforced_ones():
 
 def test_a_model_that_outputs_nan_stops_naming_the_stage(ws):
     """Weights that pass every check but compute NaN: the run stops at the first such pair, naming it and the
-    stage; no simulations.parquet is written."""
+    stage; no run.json is written (the run is not finished)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -944,4 +956,4 @@ def test_a_model_that_outputs_nan_stops_naming_the_stage(ws):
     code, lines, output = ws.run(sim_args(ws, "--model", ws / "model"))
     assert code == 2 and "Traceback" not in output, output[-1500:]
     assert len(lines) == 1 and "non-finite p_click" in lines[0] and "stage: decoder" in lines[0], lines
-    assert not (ws / "out" / "simulations.parquet").exists()
+    assert not (ws / "out" / "run.json").exists() and not list(ws.root.glob("out/simulations/part-*"))

@@ -34,7 +34,7 @@ def _expect_error(args, *needles, out=None):
     if out is not None:
         leftovers = [p.name for p in out.rglob("*")] if out.exists() else []
         assert not [name for name in leftovers if not name.startswith(".")], leftovers
-        assert "simulations.parquet" not in leftovers and "run.json" not in leftovers
+        assert "simulations" not in leftovers and "run.json" not in leftovers
     return lines[0]
 
 
@@ -198,7 +198,7 @@ def test_a_finished_output_is_never_replaced_silently(tmp_path, synth_dir):
     sim_args = ["simulate", "--users", synth_dir / "users.parquet", "--images", synth_dir / "slates", "--out",
                 tmp_path / "sim", "--device", "cpu"]
     runs = [["synth", tmp_path / "data", "--users", "2", "--slates", "3"], sim_args,
-            ["score", "--sim", tmp_path / "sim" / "simulations.parquet", "--sessions", synth_dir / "sessions.parquet",
+            ["score", "--sim", tmp_path / "sim", "--sessions", synth_dir / "sessions.parquet",
              "--out", tmp_path / "score"],
             ["export-clicks", tmp_path / "sim", "--format", "yandex", "--out", tmp_path / "log"]]
     for args in runs:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from fixate_rt import metrics as M
 from fixate_rt.cli import app
 from fixate_rt.data.tables import read_sessions
+from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -34,7 +35,7 @@ def sims(tmp_path_factory, synth_dir):
 
 
 def test_score_writes_metrics_and_per_sample(sims, synth_dir, tmp_path):
-    result = _ok(["score", "--sim", sims["rollout"] / "simulations.parquet", "--sessions",
+    result = _ok(["score", "--sim", sims["rollout"], "--sessions",
                   synth_dir / "sessions.parquet", "--out", tmp_path])
     assert "csh@1" in result.output
     with open(tmp_path / "per_sample.csv") as fh:
@@ -45,7 +46,7 @@ def test_score_writes_metrics_and_per_sample(sims, synth_dir, tmp_path):
     payload = json.loads((tmp_path / "metrics.json").read_text())
     assert payload["n_samples"] == 24 and payload["n_users"] == 6
     # Recompute one row independently from the raw files.
-    table = pq.read_table(sims["rollout"] / "simulations.parquet").to_pylist()
+    table = read_simulation(sims["rollout"])[0].to_pylist()
     sim = next(r for r in table if r["user_id"] == rows[5]["user_id"] and r["slate_id"] == rows[5]["slate_id"])
     sessions = read_sessions(synth_dir / "sessions.parquet")
     i = next(i for i, (u, s) in enumerate(zip(sessions.user_ids, sessions.slate_ids))
@@ -58,9 +59,9 @@ def test_score_writes_metrics_and_per_sample(sims, synth_dir, tmp_path):
 
 
 def test_score_split_cursor_and_compare(sims, synth_dir, tmp_path):
-    _ok(["score", "--sim", sims["attnlrp"] / "simulations.parquet", "--sessions", synth_dir / "sessions.parquet",
+    _ok(["score", "--sim", sims["attnlrp"], "--sessions", synth_dir / "sessions.parquet",
          "--out", tmp_path / "a"])
-    result = _ok(["score", "--sim", sims["rollout"] / "simulations.parquet", "--sessions",
+    result = _ok(["score", "--sim", sims["rollout"], "--sessions",
                   synth_dir / "sessions.parquet", "--out", tmp_path / "r", "--signal", "cursor", "--split", "test",
                   "--compare", tmp_path / "a"])
     payload = json.loads((tmp_path / "r" / "metrics.json").read_text())
@@ -78,7 +79,7 @@ def test_score_reports_sessions_without_mass(sims, synth_dir, tmp_path):
     table = table.set_column(table.column_names.index("fixation_ms"), "fixation_ms",
                              pa.array(fix, pa.list_(pa.float32())))
     pq.write_table(table, tmp_path / "sessions.parquet")
-    result = _ok(["score", "--sim", sims["rollout"] / "simulations.parquet", "--sessions",
+    result = _ok(["score", "--sim", sims["rollout"], "--sessions",
                   tmp_path / "sessions.parquet", "--out", tmp_path / "o"])
     payload = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert payload["skipped_no_mass"]["count"] == 1 and payload["n_samples"] == 23
@@ -93,7 +94,7 @@ def test_score_bad_inputs_exit_2(sims, synth_dir, tmp_path):
 
 
 def test_show_writes_pngs(sims, synth_dir, tmp_path):
-    result = _ok(["show", "--sim", sims["attnlrp"] / "simulations.parquet", "--sessions",
+    result = _ok(["show", "--sim", sims["attnlrp"], "--sessions",
                   synth_dir / "sessions.parquet", "--images", synth_dir / "slates", "--out", tmp_path,
                   "--user", "u002", "--limit", "2"])
     pngs = sorted(tmp_path.glob("*.png"))

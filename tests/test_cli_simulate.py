@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from fixate_rt.cli import app
 from fixate_rt.prompts import SoftPromptBank
+from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -19,7 +20,7 @@ def _simulate(synth_dir, out, *extra):
             "--out", str(out), "--device", "cpu", *extra]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + (result.stderr or "")
-    return pq.read_table(out / "simulations.parquet"), json.loads((out / "run.json").read_text())
+    return read_simulation(out)[0], json.loads((out / "run.json").read_text())
 
 
 @pytest.fixture(scope="module")

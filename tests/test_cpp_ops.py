@@ -10,6 +10,7 @@ import torch
 from fixate_rt import ops
 from fixate_rt.errors import UnavailableError
 from fixate_rt.probes import reference as ref
+from fixate_rt.run.layout import read_simulation
 
 needs_cpp = pytest.mark.skipif(not ops.cpp_available(), reason="fixate_rt._C not built (FIXATE_RT_BUILD_CPP=OFF)")
 
@@ -94,7 +95,7 @@ def test_simulate_same_results_with_torch_and_cpp_kernels(tmp_path, synth_dir):
                                           str(synth_dir / "slates"), "--out", str(tmp_path / kernel), "--device", "cpu",
                                           "--kernel", kernel])
         assert result.exit_code == 0, result.output
-        tables[kernel] = pq.read_table(tmp_path / kernel / "simulations.parquet").to_pydict()
+        tables[kernel] = read_simulation(tmp_path / kernel)[0].to_pydict()
         run = __import__("json").loads((tmp_path / kernel / "run.json").read_text())
         probe_op = ({"rollout_row": {"impl": "torch", "device": "cpu", "capture": "mean"}} if kernel == "torch" else
                     {"rollout_row_qk": {"impl": "cpp", "device": "cpu", "capture": "qk"}})  # every layer SDPA

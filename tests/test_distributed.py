@@ -16,7 +16,10 @@ from typer.testing import CliRunner
 
 from fixate_rt.cli import app
 
+from fixate_rt.run.layout import read_simulation
+
 import ray  # noqa: E402  (the test extra installs Ray: these tests never skip)
+
 runner = CliRunner()
 
 
@@ -34,7 +37,7 @@ def local(synth_dir, tmp_path_factory):
                                  str(synth_dir / "slates"), "--out", str(out), "--samples", "2", "--seed", "4",
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    return pq.read_table(out / "simulations.parquet").to_pydict()
+    return read_simulation(out)[0].to_pydict()
 
 
 def _in_local_order(table: pa.Table) -> dict:
@@ -102,28 +105,50 @@ def test_killed_actor_loses_and_doubles_nothing(cluster, synth_dir, local, tmp_p
     _same_rows(_in_local_order(table), local)
 
 
-def test_cli_engine_ray_writes_parquet_and_resumes(cluster, synth_dir, local, tmp_path):
+def test_cli_engine_ray_writes_the_local_layout_and_either_engine_resumes(cluster, synth_dir, tmp_path):
+    """One layout for both engines: the same part files, byte-identical tables (sorted by pair and sample), the
+    same run.json keys; a chunk lost from either engine's run is recomputed by the other's --resume."""
+    from fixate_rt.run.layout import chunk_of
+
     args = ["simulate", "--users", str(synth_dir / "users.parquet"), "--images", str(synth_dir / "slates"),
             "--out", str(tmp_path / "ray"), "--samples", "2", "--seed", "4", "--device", "cpu", "--engine", "ray",
             "--workers", "2", "--shard-pairs", "7"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + (result.stderr or "")
-    run = json.loads((tmp_path / "ray" / "run.json").read_text())
-    assert run["engine"] == "ray" and run["rows"] == 48 and run["resumed_pairs"] == 0
-    _same_rows(_in_local_order(pq.read_table(tmp_path / "ray" / "simulations").drop_columns(["chunk"])), local)
-    # an interrupted run: one chunk lost. --resume recomputes only it
-    shutil.rmtree(tmp_path / "ray" / "simulations" / "chunk=1")
+    local_args = [a if a != str(tmp_path / "ray") else str(tmp_path / "local") for a in args[:-6]] + ["--shard-pairs",
+                                                                                                  "7"]
+    assert runner.invoke(app, local_args).exit_code == 0
+    ray_run, local_run = (json.loads((tmp_path / name / "run.json").read_text()) for name in ("ray", "local"))
+    assert ray_run["engine"] == "ray" and local_run["engine"] == "local" and ray_run.keys() == local_run.keys()
+    assert ray_run["rows"] == local_run["rows"] == 48 and ray_run["summary"] == local_run["summary"]
+    chunks = {name: sorted({chunk_of(p) for p in (tmp_path / name / "simulations").glob("part-*.parquet")})
+              for name in ("ray", "local")}
+    assert chunks["ray"] == chunks["local"] == [0, 1, 2, 3]  # 24 pairs in chunks of 7
+    reference = read_simulation(tmp_path / "local")[0]
+    assert read_simulation(tmp_path / "ray")[0].equals(reference)  # byte for byte, after sorting
+    # one chunk lost from the Ray run: the Ray engine's --resume recomputes only it
+    for part in (tmp_path / "ray" / "simulations").glob("part-000001-*.parquet"):
+        part.unlink()
     assert runner.invoke(app, args).exit_code == 2  # without --resume: refused
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output + (result.stderr or "")
-    run = json.loads((tmp_path / "ray" / "run.json").read_text())
-    assert run["resumed_pairs"] == 24 - 7
-    _same_rows(_in_local_order(pq.read_table(tmp_path / "ray" / "simulations").drop_columns(["chunk"])), local)
-    written = pq.read_table(tmp_path / "ray" / "simulations").schema
+    assert json.loads((tmp_path / "ray" / "run.json").read_text())["resumed_pairs"] == 24 - 7
+    assert read_simulation(tmp_path / "ray")[0].equals(reference)
+    # a chunk lost from the Ray run, resumed by the local engine; and the other way round
+    for part in (tmp_path / "ray" / "simulations").glob("part-000002-*.parquet"):
+        part.unlink()
+    for part in (tmp_path / "local" / "simulations").glob("part-000003-*.parquet"):
+        part.unlink()
+    ray_as_local = [a if a != str(tmp_path / "local") else str(tmp_path / "ray") for a in local_args]
+    local_as_ray = [a if a != str(tmp_path / "ray") else str(tmp_path / "local") for a in args]
+    for command in (ray_as_local, local_as_ray):
+        result = runner.invoke(app, [*command, "--resume"])
+        assert result.exit_code == 0, result.output + (result.stderr or "")
+    assert read_simulation(tmp_path / "ray")[0].equals(reference)
+    assert read_simulation(tmp_path / "local")[0].equals(reference)
+    written = pq.read_schema(next((tmp_path / "ray" / "simulations").glob("part-*.parquet")))
     assert written.field("click_item_id").type == pa.string() and written.field("click_row").type == pa.int32()
     # the experiment commands read the Ray engine's folder as they read a local run: same clicks, zero effects
-    local_args = [a if a != str(tmp_path / "ray") else str(tmp_path / "local") for a in args[:-6]]
-    assert runner.invoke(app, local_args).exit_code == 0
     result = runner.invoke(app, ["compare", str(tmp_path / "local"), str(tmp_path / "ray"), "--out", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output + (result.stderr or "")
     compared = json.loads((tmp_path / "c" / "compare.json").read_text())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fixate_rt.run.layout import read_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ def test_the_readme_python_example_runs_and_its_comments_hold(synth_root, monkey
     assert tuple(res.p_click.shape) == (2, S) and tuple(res.slot_relevance.shape) == (2, S)
     assert tuple(res.clicks.shape) == (2, 2)
     assert list(res.cold_start) == [False, True]
-    assert info["rows"] == 4 * 3 and (folder / "out" / "simulations.parquet").is_file()
+    assert info["rows"] == 4 * 3 and (folder / "out" / "simulations").is_dir()
 
 
 def test_the_experiments_walkthrough_runs_as_written(synth_root):
@@ -72,6 +73,6 @@ def test_the_experiments_walkthrough_runs_as_written(synth_root):
     for path in ("shuffled/.permutation.json", "compare/compare.json", "compare/compare.png",
                  "position_bias/position_bias.png", "clicks/yandex/clicks.tsv", "clicks/clax/clicks.parquet"):
         assert (synth_root / path).is_file(), path
-    sims = pq.read_table(synth_root / "sim_shuffled" / "simulations.parquet")
+    sims = read_simulation(synth_root / "sim_shuffled")[0]
     assert sims.num_rows == 4 * 3 * 4  # users × slates × --samples 4
     assert pq.read_table(synth_root / "clicks" / "clax" / "clicks.parquet").num_rows == sims.num_rows

@@ -15,6 +15,7 @@ from fixate_rt.cli import app
 from fixate_rt.data.slates import read_slates
 from fixate_rt.experiments.permute import _int_box, _redraw_grid_letters
 from fixate_rt.experiments.position_bias import Configurations, fit_cascade, fit_logit, fit_pbm
+from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -140,7 +141,7 @@ def test_compare_recovers_planted_effects_with_intervals(tmp_path):
 
 def test_compare_refuses_unpaired_users_unless_allowed(tmp_path):
     (a, b), _ = _planted_runs(tmp_path, users=12)
-    t = pq.read_table(b / "simulations.parquet")
+    t = read_simulation(b)[0]
     pq.write_table(t.filter(pa.compute.not_equal(t.column("user_id"), "u0")), b / "simulations.parquet")
     result = runner.invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 2 and "1 users only in A and 0 only in B (11 in both)" in result.stderr
@@ -191,7 +192,7 @@ def test_position_bias_and_click_logs_on_the_demo_loop(loop, tmp_path):
 
     invoke("export-clicks", loop / "sim_a", "--format", "yandex", "--out", tmp_path / "log")
     lines = [line.split("\t") for line in (tmp_path / "log" / "clicks.tsv").read_text().splitlines()]
-    sim = pq.read_table(loop / "sim_a" / "simulations.parquet")
+    sim = read_simulation(loop / "sim_a")[0]
     assert len(lines) == 2 * sim.num_rows
     for (q, c), slot in zip(zip(lines[::2], lines[1::2]), sim.column("click_slot").to_pylist()):
         assert q[2] == "Q" and len(q) == 5 + 15 and c[2] == "C" and c[0] == q[0]
@@ -239,7 +240,7 @@ def test_clax_export_gives_the_same_pbm_in_clax_models(tmp_path):
 def test_clax_export_layout(loop, tmp_path):
     invoke("export-clicks", loop / "sim_b", "--format", "clax", "--out", tmp_path / "b")
     table = pq.read_table(tmp_path / "b" / "clicks.parquet")
-    sim = pq.read_table(loop / "sim_b" / "simulations.parquet")
+    sim = read_simulation(loop / "sim_b")[0]
     assert table.num_rows == sim.num_rows
     row = table.slice(0, 1).to_pylist()[0]
     assert row["positions"] == list(range(1, 16)) and sum(row["clicks"]) == 1 and all(row["mask"])

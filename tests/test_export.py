@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from fixate_rt import ops
 from fixate_rt.cli import app
+from fixate_rt.run.layout import read_simulation
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'fixate-rt[onnx]'")
 runner = CliRunner()
@@ -77,7 +78,7 @@ def test_exported_backend_matches_torch(exported_any, synth_dir, tmp_path):
                                      "--model", model, "--backend", backend, "--samples", "2", "--batch-size", "3",
                                      *(["--trust-export"] if backend in ("export", "torchscript") else [])])
         assert result.exit_code == 0, result.output + (result.stderr or "")
-        tables[backend] = pq.read_table(tmp_path / backend / "simulations.parquet").to_pydict()
+        tables[backend] = read_simulation(tmp_path / backend)[0].to_pydict()
     assert tables["torch"]["click_slot"] == tables[fmt]["click_slot"]
     for column in ("p_click", "slot_relevance"):
         diff = np.abs(np.array(tables["torch"][column]) - np.array(tables[fmt][column])).max()
@@ -174,7 +175,7 @@ def test_int8_export_runs_and_says_so(synth_dir, tmp_path):
     assert result.exit_code == 0, result.output + (result.stderr or "")
     run = json.loads((tmp_path / "sim" / "run.json").read_text())
     assert run["quantization"] == manifest["quantization"]
-    assert np.isfinite(np.array(pq.read_table(tmp_path / "sim" / "simulations.parquet").column("p_click").to_pylist())).all()
+    assert np.isfinite(np.array(read_simulation(tmp_path / "sim")[0].column("p_click").to_pylist())).all()
 
 
 def test_quantize_needs_onnx(tmp_path):

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from fixate_rt.cli import app
 from test_export import rehash
+from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -78,12 +79,12 @@ def test_export_folder_alone_reproduces_the_trained_torch_run(trained, tmp_path)
     """`simulate --model EXPORT_DIR` with no other flag: its format and its shipped bank are used."""
     torch_run = _simulate(trained, tmp_path / "torch", "--prompts", str(trained / "train" / "prompts.safetensors"))
     assert torch_run.exit_code == 0, torch_run.output
-    expected = pq.read_table(tmp_path / "torch" / "simulations.parquet").to_pydict()
+    expected = read_simulation(tmp_path / "torch")[0].to_pydict()
     for fmt in ("onnx", "export"):
         trust = ["--trust-export"] if fmt == "export" else []  # ONNX needs none: its loader runs no code
         result = _simulate(trained, tmp_path / fmt, "--model", str(trained / fmt), *trust)
         assert result.exit_code == 0, result.output + (result.stderr or "")
-        got = pq.read_table(tmp_path / fmt / "simulations.parquet").to_pydict()
+        got = read_simulation(tmp_path / fmt)[0].to_pydict()
         assert got["click_slot"] == expected["click_slot"]
         assert not any(got["cold_start"])
         diff = np.abs(np.array(got["p_click"]) - np.array(expected["p_click"])).max()

@@ -12,6 +12,7 @@ from fixate_rt.cli import app
 from fixate_rt.data.slates import MAX_SLOTS, Layout, default_labels, parse_layout
 from fixate_rt.data.tables import Users, write_users
 from fixate_rt.errors import ValidationError
+from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -69,7 +70,7 @@ def test_simulate_on_a_free_form_layout(free_form_dir, tmp_path):
     result = runner.invoke(app, ["simulate", "--users", str(free_form_dir / "users.parquet"), "--images",
                                  str(free_form_dir / "slates"), "--out", str(tmp_path), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    rows = pq.read_table(tmp_path / "simulations.parquet").to_pylist()
+    rows = read_simulation(tmp_path)[0].to_pylist()
     assert len(rows) == 2
     for row in rows:
         assert len(row["p_click"]) == len(row["slot_relevance"]) == 31

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bad_inputs import Workspace, make_workspace, tree, write_good_inputs
+from fixate_rt.run.layout import read_simulation
 
 TARGETS = ("data/users.parquet", "data/sessions.parquet", "data/slates/layout.json", "slate.png", "bank.safetensors")
 BUDGET_S = {"validate": 60.0, "simulate": 150.0}
@@ -83,7 +84,7 @@ def test_corrupted_inputs_fail_cleanly_or_succeed_with_finite_results(good_input
         else:
             outcomes["ok"] += 1
             if command == "simulate":
-                p = np.array(pq.read_table(ws / "out" / "simulations.parquet").column("p_click").to_pylist())
+                p = np.array(read_simulation(ws / "out")[0].column("p_click").to_pylist())
                 assert np.isfinite(p).all() and np.allclose(p.sum(1), 1, atol=1e-3), context
     ran = sum(outcomes.values())
     assert ran >= min(cases, 10), f"only {ran} cases ran within the time budget"

@@ -50,7 +50,7 @@ def test_position_bias_into_its_run_is_refused(sim):
     before = _tree(sim)
     _one_line_error(runner.invoke(app, ["position-bias", str(sim), "--out", str(sim), "--overwrite"]),
                     "is the input")
-    _one_line_error(runner.invoke(app, ["position-bias", str(sim / "simulations.parquet"), "--out", str(sim),
+    _one_line_error(runner.invoke(app, ["position-bias", str(sim / "simulations"), "--out", str(sim),
                                         "--overwrite"]), "contains the input")
     assert _tree(sim) == before
 

@@ -12,6 +12,7 @@ from fixate_rt.cli import app
 from fixate_rt.config import Template
 from fixate_rt.data.layout import LETTERS
 from fixate_rt.training.presets import per_seed_split, resolve
+from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -121,7 +122,7 @@ def test_the_template_changes_the_clicks(tmp_path, synth_dir):
     a = _simulate(synth_dir, tmp_path / "a")
     b = _simulate(synth_dir, tmp_path / "b", "--template", "reference")
     assert a.exit_code == b.exit_code == 0
-    pa_, pb = (np.array(pq.read_table(tmp_path / x / "simulations.parquet").column("p_click").to_pylist())
+    pa_, pb = (np.array(read_simulation(tmp_path / x)[0].column("p_click").to_pylist())
                for x in ("a", "b"))
     assert np.abs(pa_ - pb).max() > 1e-4
 

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fixate_rt.cli import app
+from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -29,7 +30,7 @@ def run(synth_dir, tmp_path_factory):
 def _edited(run, tmp_path, edit):
     folder = tmp_path / "edited"
     shutil.copytree(run, folder)
-    table = pq.read_table(folder / "simulations.parquet").to_pydict()
+    table = read_simulation(folder)[0].to_pydict()
     edit(table)
     schema = pq.read_schema(folder / "simulations.parquet")
     pq.write_table(pa.table(table, schema=schema), folder / "simulations.parquet")

@@ -1,4 +1,4 @@
-"""Long simulate runs write shards; a killed run resumes without losing or duplicating rows."""
+"""Long simulate runs write part files chunk by chunk; a killed run resumes without losing or duplicating rows."""
 
 import json
 import os
@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fixate_rt.cli import app
+from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -36,16 +37,16 @@ def reference(data, tmp_path_factory, tiny):
     out = tmp_path_factory.mktemp("reference")
     result = runner.invoke(app, _args(data, out, "--batch-size", "4"))
     assert result.exit_code == 0, result.output
-    assert not (out / "shards").exists()  # removed once the run is complete
-    return pq.read_table(out / "simulations.parquet")
+    assert (out / "run.json").is_file()
+    return read_simulation(out)[0]
 
 
 def _run_until_shards(data, out, shards: int) -> subprocess.Popen:
-    """A simulate process (shards of 2 pairs) that has written at least ``shards`` shards and is still running."""
+    """A simulate process (chunks of 2 pairs) that has written at least ``shards`` part files and is still running."""
     proc = subprocess.Popen([sys.executable, "-m", "fixate_rt", *_args(data, out, "--batch-size", "1", "--shard-pairs", "2")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while len(list((out / "shards").glob("part-*.parquet"))) < shards:
+    while len(list((out / "simulations").glob("part-*.parquet"))) < shards:
         assert proc.poll() is None, f"run ended before it could be stopped: {proc.stderr.read().decode()[-500:]}"
         assert time.monotonic() < deadline, "no shard appeared in 120 s"
         time.sleep(0.01)
@@ -57,12 +58,12 @@ def test_killed_run_resumes_to_the_same_rows(data, reference, tmp_path):
     proc = _run_until_shards(data, out, 3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (out / "simulations.parquet").exists()
-    done = len(list((out / "shards").glob("part-*.parquet")))
+    assert not (out / "run.json").exists()
+    done = len(list((out / "simulations").glob("part-*.parquet")))
     assert 3 <= done < 24  # 48 pairs in shards of 2: killed part way
 
     again = runner.invoke(app, _args(data, out, "--batch-size", "4"))
-    assert again.exit_code == 2 and "--resume" in again.output  # never silently overwrites the shards
+    assert again.exit_code == 2 and "--resume" in again.output  # never silently overwrites the finished chunks
 
     other = runner.invoke(app, [a if a != "7" else "8" for a in _args(data, out, "--resume")])
     assert other.exit_code == 2 and "'seed' differs" in other.output
@@ -71,8 +72,8 @@ def test_killed_run_resumes_to_the_same_rows(data, reference, tmp_path):
     assert resumed.exit_code == 0, resumed.output
     run = json.loads((out / "run.json").read_text())
     assert 0 < run["resumed_pairs"] < 48 and run["pairs"] == 48 and run["rows"] == 96
-    table = pq.read_table(out / "simulations.parquet")
-    assert not (out / "shards").exists()
+    table = read_simulation(out)[0]
+    assert len(list((out / "simulations").glob("part-*.parquet"))) == 24  # one part per chunk, none doubled
     keys = ["user_id", "slate_id", "sample", "click_slot", "click_label", "cold_start"]
     assert table.select(keys).equals(reference.select(keys))  # same rows, same order, same clicks: none lost or doubled
     for col in ("p_click", "slot_relevance"):
@@ -94,7 +95,7 @@ def test_sigterm_says_what_was_kept_and_how_to_resume(data, reference, tmp_path)
     resumed = runner.invoke(app, _args(data, out, "--resume"))
     assert resumed.exit_code == 0, resumed.output
     keys = ["user_id", "slate_id", "sample", "click_slot"]
-    assert pq.read_table(out / "simulations.parquet").select(keys).equals(reference.select(keys))
+    assert read_simulation(out)[0].select(keys).equals(reference.select(keys))
 
 
 def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(data, tmp_path):
@@ -107,17 +108,16 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(data, tmp_pat
         assert result.exit_code == 2
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "in use by fixate-rt simulate (the first run)" in lines[0], lines
-        assert not (out / "shards").exists() and not (out / "simulations.parquet").exists()
+        assert not (out / "simulations").exists() and not (out / "run.json").exists()
     assert runner.invoke(app, _args(data, out)).exit_code == 0  # released at the end of the block
 
 
-def test_corrupt_shard_is_named(data, tmp_path, tiny):
+def test_corrupt_part_is_named(data, tmp_path, tiny):
     out = tmp_path / "run"
-    (out / "shards").mkdir(parents=True)
     _interrupted_run(data, out, tiny)
-    (out / "shards" / "part-000000.parquet").write_bytes(b"not parquet")
+    (out / "simulations" / "part-000000-0.parquet").write_bytes(b"not parquet")
     result = runner.invoke(app, _args(data, out, "--resume"))
-    assert result.exit_code == 2 and "part-000000.parquet: unreadable shard" in result.output
+    assert result.exit_code == 2 and "part-000000-0.parquet: unreadable part file" in result.output
 
 
 def test_resume_refuses_changed_profiles_or_images(data, tmp_path, tiny):
@@ -147,21 +147,19 @@ def test_resume_refuses_changed_profiles_or_images(data, tmp_path, tiny):
 
 
 def _interrupted_run(data, out, tiny):
-    """An interrupted run's shard folder for ``data`` (its manifest, no shards yet), as `simulate` writes it."""
+    """An interrupted run's folder for ``data`` (its fingerprint, no part yet), as `simulate` writes it."""
     from fixate_rt.config import SimulateConfig
     from fixate_rt.data.slates import read_slates
     from fixate_rt.data.tables import read_users
-    from fixate_rt.shards import ShardStore
     from fixate_rt.digests import run_digests
-    from fixate_rt.simulate import Simulator, _fingerprint
+    from fixate_rt.run.record import fingerprint
+    from fixate_rt.run.store import ChunkStore
 
     users, slates = read_users(data / "users.parquet"), read_slates(data / "slates")
     pairs = [(u, s) for s in slates for u in users.ids]
     config = SimulateConfig(users=data / "users.parquet", images=data / "slates", out=out, samples=2, seed=7)
-    sim = Simulator(loaded=tiny)
-    digests = run_digests(config.model, users, slates, pairs, sim.prompts_source)
-    ShardStore(out, _fingerprint(config, sim, digests, len(pairs)),
-               resume=False)
+    digests = run_digests(config.model, users, slates, pairs, None)
+    ChunkStore(out, fingerprint(config, "torch", digests, len(pairs)), resume=False)
     from fixate_rt.outputs import write_marker
 
     write_marker(out, "simulate")  # the run had marked its folder when it started

@@ -46,7 +46,7 @@ def test_train_simulate_score_end_to_end(tmp_path, synth_dir):
     assert sim.exit_code == 0, sim.output
     info = json.loads((tmp_path / "sim" / "run.json").read_text())
     assert info["cold_start_pairs"] == 0
-    score = runner.invoke(app, ["score", "--sim", str(tmp_path / "sim" / "simulations.parquet"), "--sessions",
+    score = runner.invoke(app, ["score", "--sim", str(tmp_path / "sim"), "--sessions",
                                 str(synth_dir / "sessions.parquet"), "--out", str(tmp_path / "score"), "--split", "test"])
     assert score.exit_code == 0, score.output
 

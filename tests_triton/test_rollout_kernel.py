@@ -12,6 +12,7 @@ pytest.importorskip("triton", reason="pip install 'fixate-rt[gpu]'")
 
 from fixate_rt import ops  # noqa: E402
 from fixate_rt.probes.reference import attention_from_qk, rollout_row_qk_chunked, rollout_row_reference  # noqa: E402
+from fixate_rt.run.layout import read_simulation
 
 
 def _inputs(B, L, HQ, HKV, T, D, dtype, pad, seed=0):
@@ -67,7 +68,7 @@ def test_simulate_with_the_fused_kernel_matches_the_capture_path(tmp_path):
                                      str(tmp_path / "data" / "slates"), "--out", str(tmp_path / kernel), "--device",
                                      "cpu", "--kernel", kernel, "--batch-size", "2"])
         assert result.exit_code == 0, result.output + (result.stderr or "")
-        tables[kernel] = pq.read_table(tmp_path / kernel / "simulations.parquet").to_pydict()
+        tables[kernel] = read_simulation(tmp_path / kernel)[0].to_pydict()
     run = json.loads((tmp_path / "triton" / "run.json").read_text())
     assert run["implementations"]["rollout_row_qk"] == {"impl": "triton", "device": "cpu", "capture": "qk"}
     assert tables["torch"]["click_slot"] == tables["triton"]["click_slot"]

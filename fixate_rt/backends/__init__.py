@@ -18,16 +18,16 @@ from .trust import ExportTrust
 __all__ = ["Backend", "BackendKind", "ExportTrust", "ModelInfo", "describe_model", "open_backend"]
 
 
-def open_backend(model: str | Path, kind: BackendKind | str = BackendKind.auto, *, device: str = "auto",
+def open_backend(model: str | Path | ModelInfo, kind: BackendKind | str = BackendKind.auto, *, device: str = "auto",
                  dtype: torch.dtype | None = None, trust: ExportTrust | bool = False) -> Backend:
-    """Load ``model`` (an embedded name, a local checkpoint, or an export folder) with backend ``kind``
-    (``auto``: the export folder's own format, else torch). ``trust``: how far an export folder is trusted
-    (`ExportTrust`; a bool is ``--trust-export``)."""
-    kind = describe_model(model, kind).kind
-    if kind.exported:
+    """Load ``model`` (an embedded name, a local checkpoint, an export folder, or its `describe_model`
+    description, whose backend is then used) with backend ``kind`` (``auto``: the export folder's own format,
+    else torch). ``trust``: how far an export folder is trusted (`ExportTrust`; a bool is ``--trust-export``)."""
+    info = model if isinstance(model, ModelInfo) else describe_model(model, kind)
+    if info.kind.exported:
         from .exported import ExportedBackend
 
-        return ExportedBackend.load(Path(model), kind, device=device, trust=trust)
+        return ExportedBackend.load(Path(info.source), info.kind, device=device, trust=ExportTrust.of(trust), info=info)
     from ..backbones import load
 
-    return load(model, device=device, dtype=dtype)
+    return load(info.source, device=device, dtype=dtype)

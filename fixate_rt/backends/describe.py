@@ -4,7 +4,7 @@ it ships, the slate sizes it serves. Every mismatch is found here, before any we
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Backend as BackendKind
@@ -24,6 +24,7 @@ class ModelInfo:
     backbone: str
     hidden_size: int
     manifest: dict | None = None
+    _authorised: dict = field(default_factory=dict, compare=False, repr=False)  # ExportTrust -> how (memo)
 
     @property
     def bundled_prompts(self) -> Path | None:
@@ -37,7 +38,9 @@ class ModelInfo:
         returns how it was authorised. None for checkpoints (loaded from safetensors, never code)."""
         if self.manifest is None:
             return None
-        return authorise(Path(self.source), self.kind.value, trust)
+        if trust not in self._authorised:  # a signature is verified once per description, not per caller
+            self._authorised[trust] = authorise(Path(self.source), self.kind.value, trust)
+        return self._authorised[trust]
 
     def check_bank(self, bank, source: object) -> None:
         """A bank fits this model: same hidden size, and (for export folders) trained on the same backbone."""
@@ -125,19 +128,18 @@ def describe_model(model: str | Path, kind: BackendKind | str = BackendKind.auto
     """Resolve ``--backend`` for ``--model`` and read what can be checked without loading anything."""
     kind = parse_choice(BackendKind, kind, "backend")
     model = str(model)
-    is_export = (Path(model) / MANIFEST).is_file()
+    manifest = read_manifest(Path(model), verify_files=False) if (Path(model) / MANIFEST).is_file() else None
+    runtime = manifest.get("runtime", "onnx") if manifest is not None else None
     if kind is BackendKind.auto:
-        kind = BackendKind(read_manifest(Path(model), verify_files=False).get("runtime", "onnx")) if is_export \
-            else BackendKind.torch
+        kind = BackendKind(runtime) if manifest is not None else BackendKind.torch
     if kind is BackendKind.torch:
-        if is_export:
-            runtime = read_manifest(Path(model), verify_files=False).get("runtime", "onnx")
+        if manifest is not None:
             raise InputError(f"{model}: an export folder (format '{runtime}'), not a checkpoint: run it with "
                              f"--backend auto (or --backend {runtime})")
         name, hidden = _torch_hidden_size(model)
         return ModelInfo(model, kind, name, hidden)
-    manifest = read_manifest(Path(model), verify_files=False)
-    runtime = manifest.get("runtime", "onnx")
+    if manifest is None:
+        manifest = read_manifest(Path(model), verify_files=False)  # raises: not an export folder
     if runtime != kind.value:
         raise InputError(f"{model}: this export is in format '{runtime}'; run it with --backend {runtime} (or auto)")
     try:

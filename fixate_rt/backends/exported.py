@@ -9,6 +9,7 @@ returns the probed layers' Q and K (probe contract ``qk``) and the row is comput
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from .. import ops
 from .graph_runtime import GraphSession, choose_providers, onnx_status, read_manifest, runtime_options
 from .positions import mrope_positions
 from .trust import ExportTrust, authorise
+
+if TYPE_CHECKING:
+    from .describe import ModelInfo
 
 
 class ExportedBackend(InputAssembler):
@@ -44,9 +48,10 @@ class ExportedBackend(InputAssembler):
 
     @classmethod
     def load(cls, folder: Path, kind: BackendKind | str, device: str = "auto", *,
-             trust: ExportTrust | bool = False) -> ExportedBackend:
+             trust: ExportTrust | bool = False, info: ModelInfo | None = None) -> ExportedBackend:
         """Open ``folder``: authorised by the trust model (`fixate_rt.backends.trust`: ONNX freely, the formats
-        that can carry code only when trusted or signed), every file inside it and as the manifest records."""
+        that can carry code only when trusted or signed), every file inside it and as the manifest records.
+        ``info``: the folder's description, when the caller has one (its authorisation is reused)."""
         from transformers import AutoConfig, AutoTokenizer
 
         kind = BackendKind(kind)
@@ -54,8 +59,11 @@ class ExportedBackend(InputAssembler):
             raise UnavailableError(onnx_status())
         folder = Path(folder)
         trust = ExportTrust.of(trust)
-        authorised_by = authorise(folder, read_manifest(folder, verify_files=False).get("runtime", "onnx"), trust)
-        manifest = read_manifest(folder)
+        if info is not None:
+            authorised_by = info.authorise(trust)
+        else:
+            authorised_by = authorise(folder, read_manifest(folder, verify_files=False).get("runtime", "onnx"), trust)
+        manifest = read_manifest(folder)  # verified: every file's digest, as the folder is now
         runtime = manifest.get("runtime", "onnx")
         if runtime != kind.value:
             raise InputError(f"{folder}: this export is in format '{runtime}'; run it with --backend {runtime} "

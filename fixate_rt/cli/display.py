@@ -24,7 +24,7 @@ def print_simulation_summary(out: Path, info: dict, seconds: float) -> None:
         table.add_row(label, f"{summary['click_share'][i]:.3f}", f"{summary['mean_p_click'][i]:.3f}",
                       f"{summary['mean_slot_relevance'][i]:.3f}")
     out_console.print(table)
-    ran = (describe_implementations(info["implementations"]) if "engine" not in info
+    ran = (describe_implementations(info["implementations"]) if info.get("ray") is None
            else f"{info['ray']['workers']} Ray worker(s)")
     out_console.print(f"results: {info['outputs']['simulations']}\nrun info: {out / 'run.json'}\n"
                       f"{seconds:.1f} s in all; ran: {ran}; "

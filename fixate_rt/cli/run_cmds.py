@@ -31,7 +31,7 @@ from .progress import progress
 def simulate(
     users: Annotated[Path, typer.Option(help="users.parquet (user_id, optional profile)")],
     images: Annotated[Path, typer.Option(help="slates folder: <slate_id>.png|.jpg + layout.json or <slate_id>.json")],
-    out: Annotated[Path, typer.Option(help="Output folder for simulations.parquet and run.json")],
+    out: Annotated[Path, typer.Option(help="Output folder: simulations/ (a Parquet dataset) and run.json")],
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank prompts.safetensors")] = None,
     pairs: Annotated[Optional[Path], typer.Option(help="Parquet of (user_id, slate_id) to simulate; default all")] = None,
@@ -51,15 +51,16 @@ def simulate(
                                                                      "folders you made")] = False,
     verify_key: Annotated[Optional[Path], typer.Option(help="Public key (PEM): the export folder must carry a valid "
                                                             "signature by its private key (export --sign-key)")] = None,
-    shard_pairs: Annotated[int, typer.Option(min=1, help="Pairs per output shard (local) or chunk (ray) written "
-                                                         "during the run")] = 4096,
+    shard_pairs: Annotated[int, typer.Option(min=1, help="Pairs per chunk: one part file of simulations/, "
+                                                         "and what an interruption can lose at most")] = 4096,
     engine: Annotated[Engine, typer.Option(help="local: this process; ray: Ray Data actors (pip install "
                                                 "'fixate-rt[ray]')")] = Engine.local,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (auto, ray://host:10001, host:port); "
                                                         "default: start a local one")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Ray actors, each with one loaded model")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(min=0, help="GPUs per Ray actor (1 on GPU clusters)")] = 0.0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its shards")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out (by "
+                                                  "either engine) from its finished chunks")] = False,
     template: Annotated[Template, typer.Option(help="Prompt template: fixate-rt, or the reference code's exact "
                                                     "RecGaze / AdSERP prompt (docs/method.md)")] = Template.fixate_rt,
     allow_template_mismatch: Annotated[bool, typer.Option("--allow-template-mismatch", help="Run a prompt bank "
@@ -67,7 +68,8 @@ def simulate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Simulate clicks of every user on every slate; report click probability and slot relevance."""
-    from ..simulate import run_inputs, run_simulation
+    from ..run.local import run_simulation
+    from ..run.preflight import run_inputs
 
     config = SimulateConfig(users=users, images=images, out=out, model=model, prompts=prompts, pairs=pairs,
                             samples=samples, seed=seed, batch_size=batch_size, device=device, probe=probe,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.tables import read_parquet, require_column
+from ..data.tables import require_column
 from ..errors import InputError, ValidationError, where
 from ..io import read_utf8
 
@@ -53,9 +53,12 @@ def profile_match(data: Path, sim: Path) -> dict:
     from ..score import read_simulations
 
     users, slates = read_truth(data)
-    path = Path(sim) / "simulations.parquet" if Path(sim).is_dir() else Path(sim)
-    simulated = read_simulations(path)  # ids, finite p_click distributions
-    cols = {name: require_column(read_parquet(path, "simulations"), path, name, types).to_pylist()
+    from ..run.layout import read_simulation
+
+    simulated = read_simulations(sim)  # ids, finite p_click distributions
+    table, files = read_simulation(sim)
+    path = files.rows
+    cols = {name: require_column(table, path, name, types).to_pylist()
             for name, types in (("user_id", ("string",)), ("slate_id", ("string",)), ("click_slot", ("int",)))}
     top_hits, top_chance, pref_hits, pref_chance, top_mass = [], [], [], [], []
     for row, (uid, sid, click) in enumerate(zip(cols["user_id"], cols["slate_id"], cols["click_slot"])):

@@ -1,19 +1,18 @@
-"""Reading finished simulations for the experiment commands: the local engine's ``simulations.parquet``, a run
-folder holding it, or the Ray engine's partitioned Parquet folder, with the slates each run was made on."""
+"""Reading finished simulations for the experiment commands (through `fixate_rt.run.layout`'s one reader: a
+simulate --out folder, its simulations/ folder or a Parquet file), with the slates each run was made on."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..data.slates import Slate, read_slates
 from ..data.text import check_id
-from ..errors import InputError, ValidationError, where
+from ..errors import ValidationError, where
+from ..run.layout import read_simulation, run_images
 from ..score import simulated_row
 
 COLUMNS = ("user_id", "slate_id", "click_slot", "click_label", "p_click", "slot_relevance")
@@ -35,34 +34,8 @@ class Run:
 
 
 def _table(path: Path) -> tuple[pa.Table, Path | None]:
-    run_json = None
-    if path.is_dir():
-        if (path / "simulations.parquet").is_file():
-            run_json = path / "run.json"
-            path = path / "simulations.parquet"
-        elif (path / "run.json").is_file():  # the Ray engine: run.json names the partitioned folder
-            run_json = path / "run.json"
-            try:
-                path = Path(json.loads(run_json.read_text(encoding="utf-8"))["outputs"]["simulations"])
-            except (ValueError, KeyError, TypeError):
-                raise ValidationError(f"{run_json}: no outputs.simulations entry") from None
-    elif (path.parent / "run.json").is_file():
-        run_json = path.parent / "run.json"
-    if not path.exists():
-        raise InputError(f"{path}: simulation not found (a simulations.parquet or a simulate --out folder)")
-    try:
-        table = pq.read_table(path)
-        table.validate(full=True)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: not a readable simulation ({str(exc).splitlines()[0] if str(exc) else exc})") from None
-    images = None
-    if run_json is not None and run_json.is_file():
-        try:
-            folder = json.loads(run_json.read_text(encoding="utf-8")).get("config", {}).get("images")
-            images = Path(folder) if folder and Path(folder).is_dir() else None
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            images = None
-    return table, images
+    table, files = read_simulation(path)
+    return table, run_images(files)
 
 
 def read_run(path: Path) -> Run:
