@@ -3,7 +3,6 @@ bank, then validation of every output against PyTorch on fresh inputs (runtimes.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import platform
 import shutil
@@ -19,14 +18,14 @@ from fixate_rt.io import write_json
 from fixate_rt.limits import MAX_IMAGE_SIDE
 from fixate_rt.outputs import check_output, staged_output
 
-from .graphs import PROBE_CONTRACT, DecoderGraph, EmbedGraph, VisionGraph, single_image_vision_attention, specs
 from fixate_rt.backends.graph_runtime import (FORMAT, MANIFEST, SUFFIX, GraphSession, file_digests, onnx_status,
                                               read_manifest)
 from fixate_rt.versions import versions
 
+from .families import FamilyExport, dynamic_shapes, family_export
+from .graphs import PROBE_CONTRACT, DecoderGraph, EmbedGraph
 from .runtimes import DYNAMIC_OPSET, QUANTIZATIONS, check_format, convert, quantize_decoder
 
-EXPORTABLE = ("qwen3_vl", "internvl")
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
                    "config.json", "chat_template.jinja")
 
@@ -46,7 +45,7 @@ def _sample_image(size: tuple[int, int]):
     return img if img.size == tuple(size) else img.resize(tuple(size))
 
 
-def torch_decoder_inputs(backbone, profiles, feats, prompts):
+def torch_decoder_inputs(backbone, family: FamilyExport, profiles, feats, prompts):
     """The decoder graph's inputs, built with the torch backbone (soft prompt and image features spliced)."""
     from fixate_rt.data.layout import LETTERS
 
@@ -55,10 +54,7 @@ def torch_decoder_inputs(backbone, profiles, feats, prompts):
     embeds = backbone.model.get_input_embeddings()(inputs.input_ids).clone()
     embeds[inputs.soft_mask] = prompts.reshape(-1, prompts.shape[-1]).to(embeds.dtype)
     embeds = embeds.masked_scatter(inputs.image_mask[..., None], torch.cat([feats.image_embeds] * B).to(embeds.dtype))
-    args = [embeds, inputs.attention_mask, inputs.position_ids]
-    if backbone.family == "qwen3_vl":
-        args += [inputs.image_mask, torch.stack([torch.cat([f] * B) for f in feats.deepstack])]
-    return inputs, tuple(args)
+    return inputs, (embeds, inputs.attention_mask, inputs.position_ids, *family.decoder_extra_args(inputs, feats, B))
 
 
 def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | None = None,
@@ -102,9 +98,7 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
     inputs = (prompts, sign_key, source if source.exists() else None)
     check_output(out, "export", inputs=inputs, overwrite=overwrite)
     backbone = load(model, device="cpu", dtype=torch.float32)
-    if backbone.family not in EXPORTABLE:
-        raise UnavailableError(f"export of family '{backbone.family}' is not implemented yet (exportable: "
-                               f"{', '.join(EXPORTABLE)})")
+    family_export(backbone.family)  # an unexportable family: one line, before the staging folder exists
     # built in a staging folder beside --out and swapped in whole once validated (and signed): a failed export
     # leaves nothing behind
     with staged_output(out, "export", inputs=inputs, overwrite=overwrite) as stage:
@@ -118,60 +112,26 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
 def _write_export(backbone, out: Path, fmt: str, sizes: list[tuple[int, int]], prompts: Path | None,
                   quantize: str | None) -> dict:
     """Write the graphs, the preprocessing files, the prompt bank and the manifest into ``out``; validate."""
-    image_size = sizes[0]
-    image = _sample_image(image_size)
-    feats = backbone.encode_slate(image)
-    graph_specs = specs(backbone.family, len(feats.deepstack), SUFFIX[fmt])
-    if fmt == "torchscript":  # a trace keeps the tile count it saw: the vision graph serves that slate size only
-        graph_specs["vision"] = dataclasses.replace(graph_specs["vision"], dynamic=False,
-                                                    notes="traced for the tiles of the export-time slate size")
-    if backbone.family == "internvl":
-        pixel_values = backbone.processor.preprocess_image(image)
-        vision_dyn = ({0: torch.export.Dim("tiles", min=1, max=64)},)
-    else:
-        pixel_values, grid = backbone.processor.preprocess_image(image)
-        vision_dyn = None
-    vision = VisionGraph(backbone, None if backbone.family == "internvl" else feats.grid_thw).eval()
-    embed, decoder = EmbedGraph(backbone).eval(), DecoderGraph(backbone).eval()
+    family = family_export(backbone.family)
+    feats = backbone.encode_slate(_sample_image(sizes[0]))
+    graph_specs = family.specs(len(feats.deepstack), SUFFIX[fmt], fmt)
     prompts_t = torch.randn(2, 4, backbone.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.05
-    inputs, dec_args = torch_decoder_inputs(backbone, ["Top_genre: Drama", "Top_genre: Crime, Preferred_genres: Horror"],
+    inputs, dec_args = torch_decoder_inputs(backbone, family, ["Top_genre: Drama",
+                                                               "Top_genre: Crime, Preferred_genres: Horror"],
                                             feats, prompts_t)
-    B, T = torch.export.Dim("B", min=1, max=256), torch.export.Dim("T", min=8, max=32768)
-    dec_dyn = [{0: B, 1: T}, {0: B, 1: T}, ({1: B, 2: T} if backbone.family == "qwen3_vl" else {0: B, 1: T})]
-    if backbone.family == "qwen3_vl":
-        dec_dyn += [{0: B, 1: T}, {1: torch.export.Dim("BP", min=2, max=2**23)}]
-
-    def write(name, module, args, dynamic):
-        spec = graph_specs[name]
-        log.info(f"export: writing the {name} graph ({spec.file})")
-        convert(fmt, module, args, out / spec.file, [t.name for t in spec.inputs], [t.name for t in spec.outputs],
-                dynamic)
-
-    served = []
+    visions = family.vision_graphs(backbone, graph_specs.pop("vision"), sizes, _sample_image)
+    graph_specs = {**{v.spec.name: v.spec for v in visions}, **graph_specs}
+    modules = {**{v.spec.name: (v.module, v.args) for v in visions},
+               "embed": (EmbedGraph(backbone).eval(), (inputs.input_ids,)),
+               "decoder": (DecoderGraph(backbone).eval(), dec_args)}
     with torch.no_grad():
-        if backbone.family == "qwen3_vl":
-            grids: dict[tuple, str] = {}
-            for size in sizes:
-                size_image = _sample_image(size)
-                size_pixels, size_grid = backbone.processor.preprocess_image(size_image)
-                key = tuple(size_grid.flatten().tolist())
-                if key not in grids:
-                    name = "vision" if not grids else f"vision_{len(grids)}"
-                    graph_specs[name] = dataclasses.replace(graph_specs["vision"], name=name,
-                                                            file=f"{name}.{SUFFIX[fmt]}")
-                    module = VisionGraph(backbone, size_grid).eval()
-                    if fmt == "export":
-                        with single_image_vision_attention(backbone.model):
-                            write(name, module, (size_pixels,), None)
-                    else:
-                        write(name, module, (size_pixels,), None)
-                    grids[key] = name
-                served.append({"image_size": list(size), "grid_thw": size_grid.tolist(), "graph": grids[key]})
-        else:
-            write("vision", vision, (pixel_values,), vision_dyn)
-            served = [{"image_size": list(s), "graph": "vision"} for s in sizes]
-        write("embed", embed, (inputs.input_ids,), ({0: B, 1: T},))
-        write("decoder", decoder, dec_args, tuple(dec_dyn))
+        for name, (module, args) in modules.items():
+            spec = graph_specs[name]
+            log.info(f"export: writing the {name} graph ({spec.file})")
+            with family.writing(backbone, fmt, name):
+                convert(fmt, module, args, out / spec.file, [t.name for t in spec.inputs],
+                        [t.name for t in spec.outputs], dynamic_shapes(spec))
+    served = [entry for v in visions for entry in v.served]
     if quantize is not None:
         log.info(f"export: quantising the decoder ({quantize})")
         quantize_decoder(out / graph_specs["decoder"].file)
@@ -188,11 +148,7 @@ def _write_export(backbone, out: Path, fmt: str, sizes: list[tuple[int, int]], p
         "quantization": ({"decoder": QUANTIZATIONS[quantize]} if quantize else None),
         "image_token_id": int(backbone.model.config.image_token_id), "pad_id": int(backbone.processor.pad_id),
         "template": "fixate_rt.template (instruction, profile, image, question)",
-        "vision": ({"serves": "listed", "sizes": served,
-                    "spatial_merge_size": int(backbone.model.config.vision_config.spatial_merge_size)}
-                   if backbone.family == "qwen3_vl" else
-                   {"serves": "listed" if fmt == "torchscript" else "any", "sizes": served,
-                    "tokens_per_tile": backbone.processor.tokens_per_tile, "tiles": int(pixel_values.shape[0])}),
+        "vision": family.vision_manifest(backbone, fmt, served, _sample_image(sizes[0])),
         "graphs": {name: spec.to_json() for name, spec in graph_specs.items()},
         "files": file_digests(out),  # every file (external data included); loading refuses any other or changed file
         "prompts": "prompts.safetensors" if prompts is not None else None,
@@ -226,19 +182,17 @@ def validate(folder: Path, backbone, atol: float = 1e-4, *, quantized: bool = Fa
     items = [{"title": "Dark River", "genre": g} for g in ("Horror", "Comedy", "Drama") for _ in range(5)]
     image = render_slate(items, ["Horror", "Comedy", "Drama"], rng)
     feats = backbone.encode_slate(image)
+    family = family_export(backbone.family)
     prompts = torch.randn(3, 3, backbone.hidden_size, generator=torch.Generator().manual_seed(3)) * 0.1
-    inputs, dec_args = torch_decoder_inputs(backbone, ["x", "Top_genre: Horror", "Top_genre: Comedy, Preferred_genres: Crime"],
+    inputs, dec_args = torch_decoder_inputs(backbone, family, ["x", "Top_genre: Horror",
+                                                               "Top_genre: Comedy, Preferred_genres: Crime"],
                                             feats, prompts)
     manifest = read_manifest(folder)
     fmt = manifest.get("runtime", "onnx")
     modules = {"embed": (EmbedGraph(backbone), (inputs.input_ids,)), "decoder": (DecoderGraph(backbone), dec_args)}
     for entry in manifest["vision"]["sizes"]:  # every vision graph, on a fresh slate of the size it serves
         fresh = image if tuple(entry["image_size"]) == image.size else image.resize(tuple(entry["image_size"]))
-        if backbone.family == "internvl":
-            modules[entry["graph"]] = (VisionGraph(backbone, None), (backbone.processor.preprocess_image(fresh),))
-        else:
-            pixels, grid = backbone.processor.preprocess_image(fresh)
-            modules[entry["graph"]] = (VisionGraph(backbone, grid), (pixels,))
+        modules[entry["graph"]] = family.vision_for(backbone, entry["graph"], fresh)
     report = {}
     for name, (module, args) in modules.items():
         graph = manifest["graphs"][name]

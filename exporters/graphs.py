@@ -124,26 +124,3 @@ class DecoderGraph(torch.nn.Module):
         q = torch.stack([recorder.queries[layer] for layer in self.layers], 1)
         k = torch.stack([recorder.keys[layer] for layer in self.layers], 1)
         return self.head(hidden[:, -1]), q, k
-
-
-def specs(family: str, deepstack: int, suffix: str = "onnx") -> dict[str, GraphSpec]:
-    if family == "internvl":
-        vision = GraphSpec("vision", f"vision.{suffix}", (TensorSpec("pixel_values", ("tiles", 3, "S", "S")),),
-                           (TensorSpec("image_features", ("P", "D")),), notes="tiles (+ thumbnail) of one slate")
-        decoder_in = (TensorSpec("inputs_embeds", ("B", "T", "D")), TensorSpec("attention_mask", ("B", "T"), "int64"),
-                      TensorSpec("position_ids", ("B", "T"), "int64"))
-    else:
-        vision = GraphSpec("vision", f"vision.{suffix}", (TensorSpec("pixel_values", ("patches", "C·t·p·p")),),
-                           (TensorSpec("image_features", ("P", "D")), TensorSpec("deepstack", (deepstack, "P", "D"))),
-                           dynamic=False, notes="exported for the grid of the export-time slate size (fixed-size renders)")
-        decoder_in = (TensorSpec("inputs_embeds", ("B", "T", "D")), TensorSpec("attention_mask", ("B", "T"), "int64"),
-                      TensorSpec("position_ids", (3, "B", "T"), "int64"), TensorSpec("visual_pos_masks", ("B", "T"), "bool"),
-                      TensorSpec("deepstack", (deepstack, "BP", "D")))
-    return {
-        "vision": vision,
-        "embed": GraphSpec("embed", f"embed.{suffix}", (TensorSpec("input_ids", ("B", "T"), "int64"),),
-                           (TensorSpec("inputs_embeds", ("B", "T", "D")),)),
-        "decoder": GraphSpec("decoder", f"decoder.{suffix}", decoder_in,
-                             (TensorSpec("logits", ("B", "V")), TensorSpec("probe_q", ("B", "L", "Hq", "T", "d")),
-                              TensorSpec("probe_k", ("B", "L", "Hkv", "T", "d")))),
-    }
