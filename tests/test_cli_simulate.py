@@ -46,7 +46,8 @@ def test_output_schema_and_row_count(run_b7):
     table, info = run_b7
     assert table.column_names == ["user_id", "slate_id", "sample", "click_slot", "click_label", "p_click",
                                   "slot_relevance", "cold_start", "click_item_id", "click_item_kind",
-                                  "click_item_rank", "click_row", "click_col"]
+                                  "click_item_rank", "click_row", "click_col", "pair"]
+    assert table.column("pair").to_pylist() == sorted(table.column("pair").to_pylist())  # the reader's order
     # the synthetic 3 × 5 grid's layout carries each slot's row and column: the click's position follows
     cols = table.to_pydict()
     assert all(divmod(s, 5) == (r, c) for s, r, c in zip(cols["click_slot"], cols["click_row"], cols["click_col"]))

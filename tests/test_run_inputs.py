@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from fixate_rt.cli import app
-from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()
 
@@ -30,10 +29,10 @@ def run(synth_dir, tmp_path_factory):
 def _edited(run, tmp_path, edit):
     folder = tmp_path / "edited"
     shutil.copytree(run, folder)
-    table = read_simulation(folder)[0].to_pydict()
+    (part,) = sorted((folder / "simulations").glob("part-*.parquet"))  # a small run: one part file
+    table = pq.read_table(part).to_pydict()
     edit(table)
-    schema = pq.read_schema(folder / "simulations.parquet")
-    pq.write_table(pa.table(table, schema=schema), folder / "simulations.parquet")
+    pq.write_table(pa.table(table, schema=pq.read_schema(part)), part)
     return folder
 
 
