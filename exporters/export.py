@@ -12,14 +12,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fixate_rt.backends.graph_runtime import (
+    FORMAT,
+    MANIFEST,
+    SUFFIX,
+    GraphSession,
+    file_digests,
+    onnx_status,
+    read_manifest,
+)
 from fixate_rt.backends.trust import require_signing, sign_folder
 from fixate_rt.errors import UnavailableError, ValidationError
 from fixate_rt.io import write_json
 from fixate_rt.limits import MAX_IMAGE_SIDE
 from fixate_rt.outputs import check_output, staged_output
-
-from fixate_rt.backends.graph_runtime import (FORMAT, MANIFEST, SUFFIX, GraphSession, file_digests, onnx_status,
-                                              read_manifest)
 from fixate_rt.versions import versions
 
 from .families import FamilyExport, dynamic_shapes, family_export
@@ -142,7 +148,8 @@ def _write_export(backbone, out: Path, fmt: str, sizes: list[tuple[int, int]], p
     if prompts is not None:
         shutil.copy(prompts, out / "prompts.safetensors")
     manifest = {
-        "format": FORMAT, "runtime": fmt, "backbone": backbone.name, "family": backbone.family, "hidden_size": backbone.hidden_size,
+        "format": FORMAT, "runtime": fmt, "backbone": backbone.name, "family": backbone.family,
+        "hidden_size": backbone.hidden_size,
         "num_layers": backbone.num_layers, "probe_layers": list(backbone.default_probe_layers),
         "probe": {**PROBE_CONTRACT, "scale": _attention_scale(backbone)},
         "quantization": ({"decoder": QUANTIZATIONS[quantize]} if quantize else None),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # Importing fixate_rt changes nothing in the host process (no logging or progress-bar settings) and loads nothing
 # heavy: the names below are imported on first use, so `fixate-rt --help` and the CLI's thread settings come before

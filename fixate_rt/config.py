@@ -60,7 +60,7 @@ class MetricKernel(str, Enum):
     cpp = "cpp"
 
 
-class Backend(str, Enum):
+class BackendKind(str, Enum):
     """What runs the decoder: the Hugging Face model itself, or an export folder in one of its formats."""
 
     auto = "auto"  # an export folder's own format (its manifest), else torch
@@ -71,7 +71,7 @@ class Backend(str, Enum):
 
     @property
     def exported(self) -> bool:
-        return self not in (Backend.torch, Backend.auto)
+        return self not in (BackendKind.torch, BackendKind.auto)
 
 
 class Engine(str, Enum):
@@ -194,7 +194,7 @@ class SimulateConfig:
     kernel: Kernel = Kernel.auto
     pool_mode: PoolMode = PoolMode.auto
     residual: float = 0.5
-    backend: Backend = Backend.auto
+    backend: BackendKind = BackendKind.auto
     trust_export: bool = False  # load exports whose format can carry code (torch.export, TorchScript) unsigned
     verify_key: Path | None = None  # public key: the export folder must carry a valid signature by its private key
     shard_pairs: int = 4096  # pairs per output shard (what an interruption can lose at most)
@@ -209,7 +209,7 @@ class SimulateConfig:
 
         # Python callers may pass plain strings; the fields hold the Enums the CLI passes.
         for name, kind in (("probe", Probe), ("kernel", Kernel), ("pool_mode", PoolMode),
-                           ("backend", Backend), ("template", Template)):
+                           ("backend", BackendKind), ("template", Template)):
             object.__setattr__(self, name, parse_choice(kind, getattr(self, name), name))
         object.__setattr__(self, "device", parse_device(self.device))
         for name in ("users", "images", "out"):  # str or PathLike, as users naturally pass them

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .backends.safe_load import sha256_file
 from .data.slates import Slate
 from .data.tables import Users
+from .io import sha256_file
 
 
 def _combine(parts: list[tuple[str, str]]) -> str:
@@ -35,21 +35,19 @@ def users_digest(users: Users) -> str:
     return _combine([(uid, hashlib.sha256(profile.encode()).hexdigest()) for uid, profile in zip(users.ids, users.profiles)])
 
 
-def model_digest(model: str | Path) -> str:
-    """An export folder: its manifest (which records every file's SHA-256). A checkpoint folder: its config and
-    weight files. An embedded model name: its generated folder."""
-    from .backbones.builtins import builtin_folder
-
-    folder = builtin_folder(model) or Path(model)
+def model_digest(folder: Path) -> str:
+    """An export folder: its manifest (which records every file's SHA-256). A checkpoint folder (an embedded
+    model's included, resolved by the caller: `ModelInfo.folder`): its config and weight files."""
+    folder = Path(folder)
     if (folder / "manifest.json").is_file():
         return sha256_file(folder / "manifest.json")
     files = [p for p in sorted(folder.iterdir()) if p.suffix in (".json", ".safetensors") and p.is_file()]
     return _combine([(p.name, sha256_file(p)) for p in files])
 
 
-def run_digests(model: str | Path, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]],
+def run_digests(model_folder: Path, users: Users, slates: dict[str, Slate], pairs: list[tuple[str, str]],
                 prompts: Path | None) -> dict[str, str | None]:
     """SHA-256 of every input that shapes the rows, and of the model (run.json's ``digests_sha256``; both
     engines' resume fingerprints)."""
     return {"users": users_digest(users), "slates": slates_digest(slates), "pairs": pairs_digest(pairs),
-            "prompts": sha256_file(Path(prompts)) if prompts else None, "model": model_digest(model)}
+            "prompts": sha256_file(Path(prompts)) if prompts else None, "model": model_digest(model_folder)}

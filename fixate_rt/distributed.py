@@ -6,7 +6,8 @@ saving). Clicks are seeded per (seed, user, slate, sample), so the rows equal th
 count, batch size or partitioning. ``run_distributed`` is `fixate-rt simulate --engine ray`: every pending chunk
 of the pair list in one Ray execution, written by Ray (``write_parquet``) into a staging folder and each chunk's
 files moved into the run layout of `fixate_rt.run.layout` once checked, so the output, its run.json and
-``--resume`` are those of the local engine (either engine resumes the other's run). Ray is an optional extra (``pip install 'fixate-rt[ray]'``), imported only here.
+``--resume`` are those of the local engine (either engine resumes the other's run). Ray is an optional extra
+(``pip install 'fixate-rt[ray]'``), imported only here.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
     clock.mark("connect")
     with owned_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite,
                       resume=config.resume) as out:  # locked: one run per --out
-        digests = run_digests(config.model, data.users, data.slates, pairs, checked.bank_source)
+        digests = run_digests(info.folder(), data.users, data.slates, pairs, checked.bank_source)
         store = ChunkStore(out, fingerprint(config, info.kind.value, digests, len(pairs)), resume=config.resume)
         import ray
 

@@ -90,7 +90,8 @@ def batch_metrics(relevance, gaze, p_click, clicked, n_cand, tie_rule: TieRule |
     qc = (q - (q * mask).sum(-1, keepdim=True) / nf[:, None]) * mask
     pc = (p - (p * mask).sum(-1, keepdim=True) / nf[:, None]) * mask
     denom = torch.sqrt((qc * qc).sum(-1) * (pc * pc).sum(-1))
-    cols["cc"] = torch.where(denom > 0, (qc * pc).sum(-1) / torch.where(denom > 0, denom, 1.0), torch.zeros(R, dtype=torch.float64))
+    zeros = torch.zeros(R, dtype=torch.float64)
+    cols["cc"] = torch.where(denom > 0, (qc * pc).sum(-1) / torch.where(denom > 0, denom, 1.0), zeros)
     cols["sim"] = (torch.minimum(q, p) * mask).sum(-1)
     sd = torch.where(n > 1, torch.sqrt((pc * pc).sum(-1) / (nf - 1).clamp(min=1)), torch.zeros(R, dtype=torch.float64))
     ok = sd > NSS_MIN_STD
@@ -100,6 +101,7 @@ def batch_metrics(relevance, gaze, p_click, clicked, n_cand, tie_rule: TieRule |
     others = mask.bool() & (idx[None, :] != c[:, None])
     below = ((pi < pic[:, None]) & others).sum(-1).double()
     tied = ((pi == pic[:, None]) & others).sum(-1).double()
-    cols["auc"] = torch.where(n > 1, (below + 0.5 * tied) / (nf - 1).clamp(min=1), torch.full((R,), torch.nan, dtype=torch.float64))
+    nan = torch.full((R,), torch.nan, dtype=torch.float64)
+    cols["auc"] = torch.where(n > 1, (below + 0.5 * tied) / (nf - 1).clamp(min=1), nan)
     cols["correct"] = _inclusion(pi, mask, torch.ones_like(n), rule)[rows, c]
     return torch.stack([cols[name] for name in METRIC_NAMES], dim=1)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import reference as ref
 from .config import TieRule, parse_choice
 from .errors import UnavailableError
 from .metrics_batch import batch_metrics as batch_metrics_torch
-from .probes import reference as ref
 
 try:  # the optional C++ module (FIXATE_RT_BUILD_CPP=OFF builds without it)
     from . import _C  # type: ignore[attr-defined]

@@ -131,7 +131,7 @@ def check_output(out: Path | str, command: str, *, inputs: Iterable[Path | str |
 
 def write_marker(folder: Path, command: str) -> None:
     """Mark ``folder`` as ``command``'s output (kept if already there: a resumed run keeps its run id)."""
-    from . import __version__
+    from ._version import __version__
     from .io import write_json
 
     if (folder / MARKER).is_file():

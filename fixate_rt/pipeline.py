@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from . import ops
-from .backbones.base import DecoderInputs, SlateFeatures
 from .backends.protocol import Backend
 from .data.slates import Layout
+from .model_io import DecoderInputs, SlateFeatures
 from .plan import OpPlan
 from .timing import StageTimer
 

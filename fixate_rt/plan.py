@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from . import ops
-from .config import Backend, Kernel, Probe, parse_choice
+from .config import BackendKind, Kernel, Probe, parse_choice
 
 COMBINE_OP = {Probe.rollout: "rollout_row", Probe.attnlrp: "attnlrp_row", Probe.glimpse: "glimpse_row"}
 CAPTURE = {"rollout_row": "mean", "rollout_row_qk": "qk", "attnlrp_row": "row", "glimpse_row": "heads"}
@@ -61,11 +61,11 @@ def _fused_rollout_wanted(kernel: Kernel, device: torch.device) -> bool:
 
 
 def plan_ops(probe: Probe | str, kernel: Kernel | str, device: torch.device | str, *, needs_grad: bool = False,
-             backend: Backend | str = Backend.torch) -> OpPlan:
+             backend: BackendKind | str = BackendKind.torch) -> OpPlan:
     """Decide every op of a run. Raises `UnavailableError` for an explicit kernel that cannot run here."""
     probe = parse_choice(Probe, probe, "probe")
     kernel = parse_choice(Kernel, kernel, "kernel")
-    backend = parse_choice(Backend, backend, "backend")
+    backend = parse_choice(BackendKind, backend, "backend")
     device = torch.device(device)
     cpu = torch.device("cpu")
     if backend.exported:  # the decoder graph returns the probed layers' Q and K; the row and pooling run on the host

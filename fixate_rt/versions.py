@@ -12,7 +12,8 @@ def versions() -> dict[str, str | bool]:
     import torch
     import transformers
 
-    from . import __version__, ops
+    from . import ops
+    from ._version import __version__
 
     return {"fixate_rt": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__, "pyarrow": pa.__version__,

@@ -6,8 +6,9 @@ Per probed layer (deepest first) with the current row vector r [B, T]:
 Two kernels per layer: `_lse_kernel` computes each query row's log-sum-exp (flash-style online max/sum over
 key blocks); `_colsum_kernel` owns one key block and walks the query blocks and heads, accumulating
 r_i·exp(s_ij − lse_i) in fp32. When the forward's fused attention already returned the log-sum-exp
-(`probes.capture.sdpa_with_lse`, what `simulate` uses), the first kernel is skipped: one pass over QKᵀ per layer. GQA: query head h reads key head h // (Hq / Hkv). Masks: causal and key
-padding (attention_mask[b, j] = 0). Memory: O(B·H·T) for the log-sum-exp, O(B·T) for the rows.
+(`probes.capture.sdpa_with_lse`, what `simulate` uses), the first kernel is skipped: one pass over QKᵀ per layer.
+GQA: query head h reads key head h // (Hq / Hkv). Masks: causal and key padding (attention_mask[b, j] = 0).
+Memory: O(B·H·T) for the log-sum-exp, O(B·T) for the rows.
 Set ``TRITON_INTERPRET=1`` before importing this module to run it on CPU tensors (tests do).
 """
 

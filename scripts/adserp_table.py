@@ -5,12 +5,14 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
 from fixate_rt.run.layout import read_simulation
 
 out = Path(sys.argv[1])
 sessions = {r["slate_id"]: r for r in pq.read_table(out / "data" / "sessions.parquet").to_pylist()}
 sims = {r["slate_id"]: r for r in read_simulation(out / "sim")[0].to_pylist()}
-print("| trial | slots | clicked (kind) | fixation share per slot | model slot relevance | model p_click of the clicked slot | simulated click |")
+print("| trial | slots | clicked (kind) | fixation share per slot | model slot relevance "
+      "| model p_click of the clicked slot | simulated click |")
 print("|---|---|---|---|---|---|---|")
 for trial in sorted(sessions):
     s, m = sessions[trial], sims[trial]

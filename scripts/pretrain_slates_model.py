@@ -92,9 +92,11 @@ def model_card(facts: dict, log: list[dict]) -> str:
     rows = "\n".join(f"| {k} | {v['accuracy']:.3f} | {v['chance']:.3f} | {v['answer_mass']:.3f} | {v['n']} |"
                      for k, v in facts["held_out"].items())
     curve = [r for r in log if "held_out" in r]
-    curve_rows = "\n".join(f"| {r['step']} | {r['loss']:.3f} | {r['answer_loss']:.3f} | {r.get('attend_loss', 0):.3f} | " + " | ".join(
-        f"{r['held_out'][k]['accuracy']:.2f}" for k in grounding.TASKS) + " |" for r in curve)
+    curve_rows = "\n".join(
+        f"| {r['step']} | {r['loss']:.3f} | {r['answer_loss']:.3f} | {r.get('attend_loss', 0):.3f} | "
+        + " | ".join(f"{r['held_out'][k]['accuracy']:.2f}" for k in grounding.TASKS) + " |" for r in curve)
     cfg = facts["config"]
+    mix = ", ".join(f"{k} {v:.0%}" for k, v in cfg["mix"].items())
     return f"""# slates-qwen3vl
 
 A small **Qwen3-VL** (`Qwen3VLForConditionalGeneration`, {facts['parameters'] / 1e6:.2f} M parameters) pretrained
@@ -111,7 +113,7 @@ poster colours, grid positions and a profile's top genre, and little else.
 ## Training data and tasks
 
 Every step draws fresh slates with the project's renderer (`fixate_rt.data.grounding`, seed {cfg['seed']}), asks
-{cfg['tasks_per_slate']} tasks of each, and never reuses a slate. Task mix: {', '.join(f'{k} {v:.0%}' for k, v in cfg['mix'].items())}.
+{cfg['tasks_per_slate']} tasks of each, and never reuses a slate. Task mix: {mix}.
 
 - **genre**: profile "none", context line `Look for: genre Drama` → uniform over that genre's posters;
 - **title**: `Look for: title Dark River` → the poster with that title;

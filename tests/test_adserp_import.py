@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from chromium import needs_chromium
 from PIL import Image
 from typer.testing import CliRunner
 
 from fixate_rt.cli import app
 from fixate_rt.data.adserp.geometry import CSS_TO_PX
-from chromium import needs_chromium
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "adserp-sample"
 TRIALS = sorted(p.stem for p in (SAMPLE / "fixation-data").glob("*.csv"))

@@ -6,6 +6,7 @@ import http.server
 import threading
 
 from chromium import needs_chromium
+
 from fixate_rt.data.adserp.organic import OrganicBoxes
 
 

@@ -127,11 +127,12 @@ def test_token_boxes_tile_the_original_image_row_major(tiny, slate_image, feats)
 
 def test_real_qwen3_geometry_gives_646_tokens(tiny):
     """With the stock Qwen3-VL processor limits a 1100×619 slate becomes 19×34 = 646 merged tokens."""
-    from fixate_rt.backbones.processor import QwenVLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    proc = QwenVLProcessor(tiny.processor.tokenizer, Qwen2VLImageProcessorPil(patch_size=16, merge_size=2,
-                                                                                  size={"shortest_edge": 3136, "longest_edge": 16777216}))
+    from fixate_rt.backbones.processor import QwenVLProcessor
+
+    size = {"shortest_edge": 3136, "longest_edge": 16777216}
+    proc = QwenVLProcessor(tiny.processor.tokenizer, Qwen2VLImageProcessorPil(patch_size=16, merge_size=2, size=size))
     _, grid = proc.preprocess_image(Image.new("RGB", (1100, 619)))
     assert grid.tolist() == [[1, 38, 68]]
     assert proc.token_boxes(grid, (1100, 619)).shape == (646, 4)

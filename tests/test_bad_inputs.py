@@ -13,13 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from bad_inputs import Workspace, expect_clean_error, make_workspace, write_good_inputs
 from PIL import Image
 
-from bad_inputs import Workspace, expect_clean_error, make_workspace, write_good_inputs
 from fixate_rt.run.layout import read_simulation
 
 
@@ -114,8 +113,8 @@ def fifo(path: Path) -> Path:
 
 
 def bank(ws: Workspace, **over) -> Path:
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     path = ws / "bank.safetensors"
     tensors = load_file(str(path))
@@ -905,8 +904,9 @@ def test_bad_input_gets_one_clean_line(ws, c):
 
 
 def test_every_command_has_fifteen_cases():
-    from fixate_rt.cli import app
     from typer.main import get_command
+
+    from fixate_rt.cli import app
 
     counts = {name: sum(c.command == name for c in CASES) for name in get_command(app).commands}
     assert all(n >= 15 for n in counts.values()), counts

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fixate_rt import ops
+from fixate_rt import reference as ref
 from fixate_rt.errors import UnavailableError
-from fixate_rt.probes import reference as ref
 from fixate_rt.run.layout import read_simulation
 
 needs_cpp = pytest.mark.skipif(not ops.cpp_available(), reason="fixate_rt._C not built (FIXATE_RT_BUILD_CPP=OFF)")
@@ -84,7 +84,6 @@ def test_registry_refuses_wrong_device_grad_and_unknown_impl():
 
 @needs_cpp
 def test_simulate_same_results_with_torch_and_cpp_kernels(tmp_path, synth_dir):
-    import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
     from fixate_rt.cli import app

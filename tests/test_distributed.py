@@ -4,7 +4,6 @@ count or batch size, a killed actor loses and doubles nothing, resume, and one-l
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -12,13 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray  # noqa: E402  (the test extra installs Ray: these tests never skip)
 from typer.testing import CliRunner
 
 from fixate_rt.cli import app
-
 from fixate_rt.run.layout import read_simulation
-
-import ray  # noqa: E402  (the test extra installs Ray: these tests never skip)
 
 runner = CliRunner()
 

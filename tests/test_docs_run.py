@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
 from fixate_rt.run.layout import read_simulation
 
 ROOT = Path(__file__).resolve().parents[1]

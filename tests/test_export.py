@@ -5,7 +5,6 @@ import json
 import shutil
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -39,7 +38,7 @@ _EXPORTS: dict = {}
 
 def rehash(folder):
     """Record the current SHA-256 of every file in the manifest (as whoever changed the files could)."""
-    from fixate_rt.backends.safe_load import sha256_file
+    from fixate_rt.io import sha256_file
 
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}

@@ -12,12 +12,11 @@ import shutil
 import zipfile
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
+from test_export import rehash
 from typer.testing import CliRunner
 
 from fixate_rt.cli import app
-from test_export import rehash
 from fixate_rt.run.layout import read_simulation
 
 runner = CliRunner()

@@ -11,10 +11,9 @@ import math
 import time
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
-
 from bad_inputs import Workspace, make_workspace, tree, write_good_inputs
+
 from fixate_rt.run.layout import read_simulation
 
 TARGETS = ("data/users.parquet", "data/sessions.parquet", "data/slates/layout.json", "slate.png", "bank.safetensors")

@@ -49,9 +49,8 @@ def test_batch_implementations_match_the_hand_values(impl, rule):
         pytest.skip(ops.available("batch_metrics")[impl])
     g = M.gaze_target(DWELL)
     # the hand row twice, the second padded to S = 9 (n_cand 6), so ragged rows are covered too
-    a = np.zeros((2, 9)); a[:, :6] = P
-    q = np.zeros((2, 9)); q[:, :6] = g
-    pi = np.zeros((2, 9)); pi[:, :6] = PI
+    a, q, pi = np.zeros((2, 9)), np.zeros((2, 9)), np.zeros((2, 9))
+    a[:, :6], q[:, :6], pi[:, :6] = P, g, PI
     table = ops.batch_metrics(torch.from_numpy(a), torch.from_numpy(q), torch.from_numpy(pi),
                               torch.tensor([CLICKED, CLICKED]), torch.tensor([6, 6]), tie_rule=rule, impl=impl)
     for name, value in EXPECTED[rule].items():

@@ -6,8 +6,7 @@ import torch
 
 from fixate_rt import ops
 from fixate_rt.errors import UnavailableError
-from fixate_rt.probes.reference import rollout_full, rollout_row_reference, slot_pool_reference
-
+from fixate_rt.reference import rollout_full, rollout_row_reference, slot_pool_reference
 
 
 def _random_attention(B, L, T, seed=0):
@@ -45,7 +44,7 @@ def _boxes(B=3, P_side=(5, 7), S=15, seed=0):
     jj, ii = np.meshgrid(np.arange(w), np.arange(h))
     x0, y0 = jj.ravel() * W / w, ii.ravel() * H / h
     tok = np.stack([x0, y0, x0 + W / w, y0 + H / h], 1).astype(np.float32)
-    sx0 = rng.uniform(0, W - 10, (B, S)); sy0 = rng.uniform(0, H - 10, (B, S))
+    sx0, sy0 = rng.uniform(0, W - 10, (B, S)), rng.uniform(0, H - 10, (B, S))
     slots = np.stack([sx0, sy0, sx0 + rng.uniform(5, 30, (B, S)), sy0 + rng.uniform(5, 30, (B, S))], -1)
     slots[1, 11:] = 0.0  # ragged: row 1 has only 11 valid slots (degenerate boxes are padding)
     rel = torch.from_numpy(rng.random((B, h * w))).float()

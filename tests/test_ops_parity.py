@@ -1,5 +1,5 @@
 """Parity tests generated from the ops registry: every op × every implementation × dtype against the op's
-reference (the plain definitions in probes/reference.py and metrics.py).
+reference (the plain definitions in reference.py and metrics.py).
 
 An implementation that cannot run here is skipped with the registry's own reason (the C++ module not built,
 Triton without CUDA or the interpreter). Adding an op to the registry without a case here fails
@@ -17,7 +17,7 @@ import torch
 
 from fixate_rt import metrics as M
 from fixate_rt import ops
-from fixate_rt.probes import reference as ref
+from fixate_rt import reference as ref
 
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-9)}
 

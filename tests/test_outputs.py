@@ -10,11 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from test_export_safety import _one_line_error
 from typer.testing import CliRunner
 
 from fixate_rt.cli import app
 from fixate_rt.outputs import MARKER, WRITES, check_output
-from test_export_safety import _one_line_error
 
 runner = CliRunner()
 

@@ -49,7 +49,6 @@ def test_mixed_geometry_rows_equal_each_row_alone(model, wide, tall):
     assert mixed.slot_relevance[1, 3] == 0 and mixed.p_click[1, 3] == 0  # the padding slot
     # Pooling row 1 on row 0's grid (slot boxes rescaled into its frame), as a shared-grid batch would, is wrong:
     scale = torch.tensor([wide[0] / tall[0], wide[1] / tall[1]] * 2)
-    from fixate_rt import ops
 
     token_rel = bb.probe(bb.build_inputs(["likes comedy"], lay_t.labels, feats_t, 0), feats_t, None,
                          bb.label_token_ids(lay_t.labels), pipe.plan, layers=pipe.layers).token_relevance
@@ -58,7 +57,6 @@ def test_mixed_geometry_rows_equal_each_row_alone(model, wide, tall):
 
 
 def test_plan_records_what_runs_on_cpu():
-    from fixate_rt import ops
 
     cpp = ops.cpp_available()
     plan = plan_ops("rollout", "auto", "cpu")
@@ -87,7 +85,7 @@ def test_plan_refuses_what_cannot_run():
 
 def test_training_pipeline_needs_a_backend_with_gradients(tiny):
     class NoGrad:
-        kind = __import__("fixate_rt.config", fromlist=["Backend"]).Backend.onnx
+        kind = __import__("fixate_rt.config", fromlist=["BackendKind"]).BackendKind.onnx
         supports_grad = False
         device = torch.device("cpu")
 

@@ -4,10 +4,10 @@ tiny model equal the all-layers eager `output_attentions` path with autograd ove
 import pytest
 import torch
 
+from fixate_rt import reference as ref
 from fixate_rt.data.layout import LETTERS
-from fixate_rt.probes import reference as ref
-from fixate_rt.probes.eager import eager_reference
 from fixate_rt.plan import plan_ops
+from fixate_rt.probes.eager import eager_reference
 from fixate_rt.probes.operators import probe
 
 

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fixate_rt.cli import app
-from fixate_rt.profile import STAGES, decoder_flops
+from fixate_rt.latency import STAGES, decoder_flops
 
 
 def test_profile_reports_every_stage_and_writes_a_trace(tmp_path):

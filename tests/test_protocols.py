@@ -4,15 +4,14 @@ runs, the per-seed split, the dual-signal subset and the training presets."""
 import json
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from fixate_rt import template as T
 from fixate_rt.cli import app
 from fixate_rt.config import Template
 from fixate_rt.data.layout import LETTERS
-from fixate_rt.training.presets import per_seed_split, resolve
 from fixate_rt.run.layout import read_simulation
+from fixate_rt.training.presets import per_seed_split, resolve
 
 runner = CliRunner()
 
@@ -117,7 +116,6 @@ def test_a_bank_trained_under_another_template_is_refused(tmp_path, synth_dir):
 
 
 def test_the_template_changes_the_clicks(tmp_path, synth_dir):
-    import pyarrow.parquet as pq
 
     a = _simulate(synth_dir, tmp_path / "a")
     b = _simulate(synth_dir, tmp_path / "b", "--template", "reference")

@@ -148,6 +148,7 @@ def test_resume_refuses_changed_profiles_or_images(data, tmp_path, tiny):
 
 def _interrupted_run(data, out, tiny):
     """An interrupted run's folder for ``data`` (its fingerprint, no part yet), as `simulate` writes it."""
+    from fixate_rt.backbones.builtins import builtin_folder
     from fixate_rt.config import SimulateConfig
     from fixate_rt.data.slates import read_slates
     from fixate_rt.data.tables import read_users
@@ -158,7 +159,7 @@ def _interrupted_run(data, out, tiny):
     users, slates = read_users(data / "users.parquet"), read_slates(data / "slates")
     pairs = [(u, s) for s in slates for u in users.ids]
     config = SimulateConfig(users=data / "users.parquet", images=data / "slates", out=out, samples=2, seed=7)
-    digests = run_digests(config.model, users, slates, pairs, None)
+    digests = run_digests(builtin_folder(config.model), users, slates, pairs, None)
     ChunkStore(out, fingerprint(config, "torch", digests, len(pairs)), resume=False)
     from fixate_rt.outputs import write_marker
 

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.gpu,
 @pytest.mark.parametrize("B", [1, 32])
 def test_kernel_precision_rule(dtype, T, B):
     from fixate_rt import ops
-    from fixate_rt.probes.reference import rollout_row_qk_chunked
+    from fixate_rt.reference import rollout_row_qk_chunked
 
     if B * T > 32 * 2048:
         pytest.skip("keeps the GPU check short")

@@ -11,7 +11,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 pytest.importorskip("triton", reason="pip install 'fixate-rt[gpu]'")
 
 from fixate_rt import ops  # noqa: E402
-from fixate_rt.probes.reference import attention_from_qk, rollout_row_qk_chunked, rollout_row_reference  # noqa: E402
+from fixate_rt.reference import attention_from_qk, rollout_row_qk_chunked, rollout_row_reference  # noqa: E402
 from fixate_rt.run.layout import read_simulation
 
 
@@ -54,7 +54,6 @@ def test_simulate_with_the_fused_kernel_matches_the_capture_path(tmp_path):
     import json
 
     import numpy as np
-    import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
     from fixate_rt.cli import app

@@ -11,9 +11,9 @@ from safetensors import SafetensorError
 
 from ..errors import InputError, UnavailableError, ValidationError
 from ..io import read_utf8
-from .base import DecoderInputs, DecoderOutput, SlateFeatures
-from .spliced import SplicedVLM
+from ..model_io import DecoderInputs, DecoderOutput, SlateFeatures
 from .builtins import builtin_folder, builtin_names
+from .spliced import SplicedVLM
 
 __all__ = ["DecoderInputs", "DecoderOutput", "SlateFeatures", "load", "resolve_device"]
 
@@ -83,7 +83,8 @@ def model_folder(name_or_path: str | Path) -> tuple[Path, str, str]:
     else:
         path, name = Path(name_or_path), str(name_or_path)
         if not (path / "config.json").is_file():
-            raise InputError(f"{path}: not a model folder (no config.json); use a local checkpoint or one of {', '.join(builtin_names())}")
+            raise InputError(f"{path}: not a model folder (no config.json); use a local checkpoint or one of "
+                             f"{', '.join(builtin_names())}")
     config = path / "config.json"
     model_type = read_config(config).get("model_type")
     if model_type in REMOTE_CODE_ONLY:

@@ -29,8 +29,8 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 
 from ..config import Template
 from ..errors import ValidationError
+from ..model_io import SlateFeatures
 from ..probes.capture import CAPTURE_IMPLEMENTATION
-from .base import SlateFeatures
 from .spliced import SplicedVLM
 
 IMG_START, IMG_CONTEXT, IMG_END = "<img>", "<IMG_CONTEXT>", "</img>"

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..model_io import SlateFeatures
 from ..probes.capture import CAPTURE_IMPLEMENTATION
-from .base import SlateFeatures
 from .processor import QwenVLProcessor
 from .spliced import SplicedVLM
 

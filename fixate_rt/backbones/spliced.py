@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from ..config import Backend as BackendKind
+from ..config import BackendKind
+from ..input_assembly import InputAssembler
+from ..model_io import DecoderInputs, DecoderOutput, SlateFeatures
 from ..probes.capture import record_attention
-from .base import DecoderInputs, DecoderOutput, SlateFeatures
-from .inputs import InputAssembler
 
 DEFAULT_PROBE_LAYERS = 6  # docs/method.md §4.1: the last 6 decoder layers (Qwen3-VL); InternVL overrides (5)
 

@@ -26,8 +26,8 @@ import torch
 
 from .. import template
 from ..data.slates import MAX_SLOTS, default_labels
-from ..io import cache_root
 from ..data.synth_vocab import GENRES, TITLE_WORDS
+from ..io import cache_root
 
 NAME = "tiny-qwen3vl"
 VERSION = "v4"  # v4: the reference templates' words are in the vocabulary

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Backend as BackendKind
+from ..config import BackendKind
 from .describe import ModelInfo, describe_model
 from .protocol import Backend
 from .trust import ExportTrust

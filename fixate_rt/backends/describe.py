@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Backend as BackendKind
-from ..config import parse_choice
+from ..config import BackendKind, parse_choice
 from ..errors import InputError, ValidationError
 from .graph_runtime import MANIFEST, read_manifest
 from .safe_load import member_path
@@ -25,6 +24,15 @@ class ModelInfo:
     hidden_size: int
     manifest: dict | None = None
     _authorised: dict = field(default_factory=dict, compare=False, repr=False)  # ExportTrust -> how (memo)
+
+    def folder(self) -> Path:
+        """Where the model's files are: the export or checkpoint folder, or an embedded model's folder (a random
+        ``tiny-*`` one is written on first use)."""
+        if self.manifest is not None:
+            return Path(self.source)
+        from ..backbones.builtins import builtin_folder
+
+        return builtin_folder(self.source) or Path(self.source)
 
     @property
     def bundled_prompts(self) -> Path | None:

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..backbones.base import DecoderInputs, SlateFeatures
-from ..backbones.inputs import InputAssembler
-from ..config import Backend as BackendKind
-from ..errors import InputError, UnavailableError
-from ..probes.operators import ProbeResult
 from .. import ops
+from ..config import BackendKind
+from ..errors import InputError, UnavailableError
+from ..input_assembly import InputAssembler
+from ..model_io import DecoderInputs, SlateFeatures
+from ..probes.operators import ProbeResult
 from .graph_runtime import GraphSession, choose_providers, onnx_status, read_manifest, runtime_options
 from .positions import mrope_positions
 from .trust import ExportTrust, authorise

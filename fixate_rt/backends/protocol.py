@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
-from ..backbones.base import DecoderInputs, SlateFeatures
-from ..config import Backend as BackendKind
+from ..config import BackendKind
+from ..model_io import DecoderInputs, SlateFeatures
 
 if TYPE_CHECKING:
     from ..plan import OpPlan

@@ -15,22 +15,14 @@ or changed is read, and a ``.pt2`` archive is inspected with the reader that loa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError, ValidationError
+from ..io import sha256_file
 from ..limits import MAX_ARCHIVE_ENTRIES, MAX_ARCHIVE_ENTRY_BYTES
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def member_path(folder: Path, name: object, source: Path, field: str) -> Path:

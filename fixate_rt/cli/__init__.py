@@ -11,8 +11,8 @@ from ..threads import bound_spin_wait
 bound_spin_wait()  # before any command module imports torch: OpenMP reads its wait settings when it starts
 
 # Imported in the order `--help` lists them; importing a module registers its commands.
-from . import data_cmds, run_cmds, analysis_cmds, train_cmd, model_cmds, experiment_cmds  # noqa: F401, I001
-from .common import app
+from . import data_cmds, run_cmds, analysis_cmds, train_cmd, model_cmds, experiment_cmds  # noqa: E402, F401, I001
+from .common import app  # noqa: E402
 
 __all__ = ["app", "main"]
 

@@ -26,6 +26,17 @@ class OneLineErrors(TyperGroup):
     """Usage errors (an unknown option, a value Typer cannot parse or that is out of range) as one line on
     stderr and exit code 2, like every other input error, instead of Click's boxed multi-line report."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        from rich.markup import escape
+
+        # Help strings are plain text: escape what Rich would read as markup ("[default: ...]", "fixate-rt[ray]"),
+        # which its help renderer would otherwise swallow.
+        for command in self.commands.values():
+            for param in command.params:
+                if getattr(param, "help", None):
+                    param.help = escape(param.help)
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
@@ -57,7 +68,7 @@ app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
 
 def _print_version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from .._version import __version__
 
         print(f"fixate-rt {__version__}")
         raise typer.Exit()
@@ -187,3 +198,4 @@ def seeds_option(text: object) -> tuple[int, ...]:
     if repeated is not None:
         raise typer.BadParameter(f"seed {repeated} is given twice (each seed trains once)")
     return seeds
+

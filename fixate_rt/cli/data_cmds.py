@@ -57,7 +57,8 @@ def import_adserp(
     data_dir: Annotated[Path, typer.Argument(help="AdSERP folder (fixation-data/, mouse-movement-data/, serps/, ...)")],
     out: Annotated[Path, typer.Option(help="output folder (users.parquet, slates/, sessions.parquet, import_report.json)")],
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed of the per-user train/val/test split")] = 0,
-    cache: Annotated[Optional[Path], typer.Option(help="organic-box cache folder [default: $FIXATE_RT_CACHE/adserp-organic]")] = None,
+    cache: Annotated[Optional[Path], typer.Option(help="organic-box cache folder [default: "
+                                                       "$FIXATE_RT_CACHE/adserp-organic]")] = None,
     stop_gap_ms: Annotated[float, typer.Option(help="a gap of at least this many ms between scroll events is a stop")] = 400.0,
     viewport_height: Annotated[int, typer.Option(min=100, help="viewport height in screenshot px (docs/method.md: 922)")] = 922,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
@@ -78,7 +79,8 @@ def import_adserp(
 def validate(
     users: Annotated[Optional[Path], typer.Option(help="users.parquet to check")] = None,
     images: Annotated[Optional[Path], typer.Option(help="slates folder to check")] = None,
-    sessions: Annotated[Optional[Path], typer.Option(help="sessions.parquet to check (against --users and --images if given)")] = None,
+    sessions: Annotated[Optional[Path], typer.Option(help="sessions.parquet to check (against --users and --images "
+                                                          "if given)")] = None,
     prompts: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to check")] = None,
     model: Annotated[str, typer.Option(help="the model the files are for: slate labels must be single tokens of "
                                             "its tokenizer, a prompt bank must match its hidden size")] = "tiny-qwen3vl",

@@ -10,8 +10,7 @@ import typer
 from rich.table import Table
 
 from ..config import MODEL_HELP, ExportFormat, Quantization
-from .common import (ImageSize, OVERWRITE_HELP, app, fail_cleanly,
-                     image_size_option, out_console)
+from .common import OVERWRITE_HELP, ImageSize, app, fail_cleanly, image_size_option, out_console
 
 
 @app.command(rich_help_panel="Models")
@@ -25,7 +24,7 @@ def export(
     image_size: Annotated[list[ImageSize], typer.Option(
         parser=image_size_option, metavar="WxH",
         help="WxH of the slates the vision graph must serve; repeat for several sizes (Qwen-VL: one graph per "
-             "patch grid)")] = ["1100x619"],
+             "patch grid)")] = ["1100x619"],  # noqa: B006  (Typer needs a list default; never mutated)
     quantize: Annotated[Optional[Quantization], typer.Option(
         help="int8: ONNX Runtime's dynamic int8 quantisation of the decoder's MatMul weights (--format onnx only; "
              "fidelity cost in docs/export.md)")] = None,

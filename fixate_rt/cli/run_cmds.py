@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import (MODEL_HELP, Backend, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template,
-                      parse_device)
+from ..config import MODEL_HELP, BackendKind, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template, parse_device
 from ..outputs import check_output, owned_output
 from .common import OVERWRITE_HELP, app, fail_cleanly, option_panels, out_console
 from .display import print_profile, print_simulation_summary
@@ -21,8 +20,8 @@ from .progress import progress
 @app.command(rich_help_panel="Simulation")
 @option_panels({
     "Inputs and output": ("users", "images", "pairs", "prompts", "out"),
-    "Model and probe": ("model", "backend", "trust_export", "verify_key", "template", "allow_template_mismatch", "device", "probe",
-                        "kernel", "pool"),
+    "Model and probe": ("model", "backend", "trust_export", "verify_key", "template", "allow_template_mismatch",
+                        "device", "probe", "kernel", "pool"),
     "Clicks": ("samples", "seed", "batch_size", "threads"),
     "Long and distributed runs": ("shard_pairs", "resume", "overwrite", "engine", "address", "workers",
                                   "gpus_per_worker"),
@@ -43,9 +42,10 @@ def simulate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
-    pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode (auto: overlap for layouts with overlapping boxes, else exclusive)")] = PoolMode.auto,
-    backend: Annotated[Backend, typer.Option(help="auto: an export folder in its own format, else torch; or name "
-                                                  "one (torch, onnx, export, torchscript)")] = Backend.auto,
+    pool: Annotated[PoolMode, typer.Option(help="Token→slot pooling mode (auto: overlap for layouts with "
+                                                "overlapping boxes, else exclusive)")] = PoolMode.auto,
+    backend: Annotated[BackendKind, typer.Option(help="auto: an export folder in its own format, else torch; or name "
+                                                  "one (torch, onnx, export, torchscript)")] = BackendKind.auto,
     trust_export: Annotated[bool, typer.Option("--trust-export", help="Load an unsigned torch.export or TorchScript "
                                                                      "export: RUNS CODE FROM THAT FOLDER; only for "
                                                                      "folders you made")] = False,
@@ -99,11 +99,11 @@ def profile(
     users: Annotated[Optional[Path], typer.Option(help="Profile on these users (with --images) instead of synthetic "
                                                        "data: the figures then compare with `simulate` on them")] = None,
     images: Annotated[Optional[Path], typer.Option(help="slates folder (with --users)")] = None,
-    backend: Annotated[Backend, typer.Option(help="auto: an export folder in its own format, else torch; or name "
-                                                  "one (torch, onnx, export, torchscript)")] = Backend.auto,
+    backend: Annotated[BackendKind, typer.Option(help="auto: an export folder in its own format, else torch; or name "
+                                                  "one (torch, onnx, export, torchscript)")] = BackendKind.auto,
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
-    kernel: Annotated[Kernel, typer.Option()] = Kernel.auto,
+    kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed batches first")] = 1,
     out: Annotated[Optional[Path], typer.Option(help="Folder for profile.json (and trace.json with --trace)")] = None,
     trace: Annotated[bool, typer.Option("--trace", help="Also record a PyTorch profiler (Chrome) trace: "
@@ -118,7 +118,7 @@ def profile(
         check_output(out, "profile", inputs=(users, images), overwrite=overwrite)
     from ..errors import ValidationError
     from ..io import write_json
-    from ..profile import STAGES, run_profile
+    from ..latency import STAGES, run_profile
 
     if (users is None) != (images is None):
         raise ValidationError("--users and --images go together (or neither: synthetic data)")

@@ -7,8 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import (MODEL_HELP, AttnLoss, Kernel, Preset, Probe, Selection, Signal, SplitMode, Template, TieRule,
-                      parse_device)
+from ..config import (
+    MODEL_HELP,
+    AttnLoss,
+    Kernel,
+    Preset,
+    Probe,
+    Selection,
+    Signal,
+    SplitMode,
+    Template,
+    TieRule,
+    parse_device,
+)
 from .common import app, fail_cleanly, option_panels, seeds_option
 from .display import print_protocol, print_training
 from .progress import progress
@@ -38,11 +49,11 @@ def train(
     tau: Annotated[float, typer.Option(help="Gaze-target temperature")] = 1.0,
     basis: Annotated[int, typer.Option(min=1, help="K shared basis prompts")] = 8,
     soft_tokens: Annotated[int, typer.Option(min=1, help="N soft tokens per prompt")] = 16,
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
-    batch_size: Annotated[int, typer.Option(min=1)] = 4,
-    grad_accum: Annotated[int, typer.Option(min=1)] = 2,
-    lr_basis: Annotated[float, typer.Option()] = 1e-3,
-    lr_alpha: Annotated[float, typer.Option()] = 1e-3,
+    epochs: Annotated[int, typer.Option(min=1, help="passes over the train sessions (per seed)")] = 30,
+    batch_size: Annotated[int, typer.Option(min=1, help="sessions per optimiser micro-batch")] = 4,
+    grad_accum: Annotated[int, typer.Option(min=1, help="micro-batches per optimiser step")] = 2,
+    lr_basis: Annotated[float, typer.Option(help="learning rate of the shared basis prompts")] = 1e-3,
+    lr_alpha: Annotated[float, typer.Option(help="learning rate of the per-user mixing weights alpha")] = 1e-3,
     lambda_attn: Annotated[float, typer.Option(help="λ* of the attention loss")] = 0.5,
     warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="λ is 0 for W steps, reaches λ* at 2W "
                                                                      "[default: preset's, else 30]")] = None,
@@ -60,7 +71,8 @@ def train(
     kernel: Annotated[Kernel, typer.Option(help="evaluation op implementation (training always uses torch)")] = Kernel.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Compute threads [default: the CPUs this "
                                                                      "process may use (affinity, cgroup quota)]")] = None,
-    freeze_basis: Annotated[bool, typer.Option("--freeze-basis", help="cold start: train alpha only (needs --init-from)")] = False,
+    freeze_basis: Annotated[bool, typer.Option("--freeze-basis", help="cold start: train alpha only (needs "
+                                                                      "--init-from)")] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to start from")] = None,
     random_prompt: Annotated[bool, typer.Option("--random-prompt", help="ablation: untrained random soft prompt")] = False,
     no_user_alpha: Annotated[bool, typer.Option("--no-user-alpha", help="ablation: uniform mixture (one shared prompt)")] = False,

@@ -156,7 +156,7 @@ def _redraw_grid_letters(image: Image.Image, boxes: np.ndarray, labels: tuple[st
     """Clear and redraw the letters under the posters exactly as the synthetic renderer draws them."""
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=15)
-    for box, label in zip(boxes, labels):
+    for box in boxes:
         draw.rectangle([float(box[0]), float(box[3]) + 1, float(box[2]), float(box[3]) + 24], fill=BACKGROUND)
     for box, label in zip(boxes, labels):
         cx = (box[0] + box[2]) / 2

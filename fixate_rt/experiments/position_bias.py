@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ValidationError
 from ..data.slates import Slate
+from ..errors import ValidationError
 from .runs import Run, item_keys
 
 RIDGE = 1e-4  # per parameter, on the log-likelihood's scale (negligible against thousands of clicks)
@@ -136,7 +136,7 @@ def fit_cascade(c: Configurations) -> dict:
     """Cascade model: α_item = clicks / examinations (positions up to the click); examination per position."""
     mask = c.mask
     items = np.where(mask, c.items, 0)
-    P, I = c.items.shape[1], len(c.item_names)
+    I = len(c.item_names)
     # sessions that reached position k = sessions whose click is at k or later
     reached = np.flip(np.cumsum(np.flip(c.clicks, 1), 1), 1) * mask
     clicks = np.bincount(items[mask], weights=c.clicks[mask], minlength=I)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from ..backbones.base import DecoderInputs, SlateFeatures
+from .. import reference as ref
+from ..model_io import DecoderInputs, SlateFeatures
 from ..probes.capture import CAPTURE_IMPLEMENTATION
-from . import reference as ref
 from .operators import padding_pairs
 
 

@@ -1,6 +1,6 @@
 """The probing operators on a live backbone: label logits + image-token relevance in one call.
 
-Efficient paths (docs/architecture.md, "Fast paths"), each tested against probes/reference.py:
+Efficient paths (docs/architecture.md, "Fast paths"), each tested against reference.py:
 * rollout — mean_h(A) of the probed layers only (other layers SDPA), row carried down as a vector;
 * attnlrp — only the answer row is needed: A[last, :] recomputed from q_last and K, and
   ∂s/∂A[last, :] = dO[last]·Vᵀ from one backward through SDPA (no T×T tensor, no per-layer autograd.grad);
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from .. import ops
-from ..backbones.base import DecoderInputs, SlateFeatures
+from ..model_io import DecoderInputs, SlateFeatures
 from ..plan import OpPlan
+
 
 @dataclass
 class ProbeResult:

@@ -1,6 +1,6 @@
 """GLIMPSE computed one probed layer at a time: the torch implementation of the ``glimpse_row`` op.
 
-The definition (probes/reference.py `glimpse_row`) stacks [B, L, H, T, T] maps and gradients twice; this path
+The definition (reference.py `glimpse_row`) stacks [B, L, H, T, T] maps and gradients twice; this path
 keeps only one layer's temporaries plus the head-reduced E_l, and gives the same row (tests compare them).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .reference import GLIMPSE_DEPTH_TEMP, GLIMPSE_EPS, GLIMPSE_HEAD_TEMP
+from ..reference import GLIMPSE_DEPTH_TEMP, GLIMPSE_EPS, GLIMPSE_HEAD_TEMP
 
 
 def glimpse_row_streaming(maps: list[torch.Tensor], grads: list[torch.Tensor], query_pos: torch.Tensor) -> torch.Tensor:

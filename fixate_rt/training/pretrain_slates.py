@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbones.base import SlateFeatures
 from ..data import layout as geo
 from ..data.grounding import TASKS, Task, chance_accuracy, make_task, task_stream
 from ..data.synth_vocab import GENRES
+from ..model_io import SlateFeatures
 
 LABELS = geo.LETTERS
 TRAIN_MIX = {"genre": 0.3, "title": 0.15, "position": 0.2, "choice": 0.35}
@@ -145,7 +145,7 @@ def forward(backbone, tasks: list[Task], feats: list[SlateFeatures], dense: bool
 def token_slots(feats: list[SlateFeatures]) -> torch.Tensor:
     """[B, P] the slot (0–14) of the poster each image token's centre lies on (the first, as exclusive pooling
     assigns it); -1 on the page background."""
-    from ..probes.reference import centre_in_slots
+    from ..reference import centre_in_slots
 
     boxes = torch.as_tensor(geo.recgaze_boxes(), dtype=torch.float32)
     out = []

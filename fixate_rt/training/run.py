@@ -48,7 +48,7 @@ def _pooled_wilcoxon(per_seed: list[tuple[dict[str, list[dict]], list[str]]]) ->
     per-seed split) are left out, so every pooled user has a mean from every seed."""
     out = {}
     for n in REPORTED:
-        def pooled(column):
+        def pooled(column, n=n):
             means = [M.per_user_means(cols[column], users, n) for cols, users in per_seed]
             common = set.intersection(*(set(m) for m in means))
             return {u: float(np.mean([m[u] for m in means])) for u in sorted(common)}
@@ -104,11 +104,12 @@ RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "device", "kernel", "threa
 
 
 def _input_digests(cfg: TrainConfig, corpus) -> dict[str, str | None]:
-    from ..backends.safe_load import sha256_file
+    from ..backbones.builtins import builtin_folder
     from ..digests import model_digest, slates_digest, users_digest
+    from ..io import sha256_file
 
     return {"users": users_digest(corpus.users), "slates": slates_digest(corpus.slates),
-            "sessions": sha256_file(Path(cfg.sessions)), "model": model_digest(cfg.model),
+            "sessions": sha256_file(Path(cfg.sessions)), "model": model_digest(builtin_folder(cfg.model) or Path(cfg.model)),
             "init_from": sha256_file(Path(cfg.init_from)) if cfg.init_from is not None else None}
 
 

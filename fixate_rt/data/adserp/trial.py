@@ -130,7 +130,8 @@ def read_ads(path: Path) -> list[tuple[str, int, list[float]]]:
                 x, y = float(ad["location"]["x"]), float(ad["location"]["y"])
                 w, h = float(ad["size"]["width"]), float(ad["size"]["height"])
             except (KeyError, TypeError, ValueError):
-                raise ValidationError(f"{path}, field '{kind}[{j}]': expected location {{x, y}} and size {{width, height}}") from None
+                raise ValidationError(f"{path}, field '{kind}[{j}]': expected location {{x, y}} and size "
+                                      "{width, height}") from None
             if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
                 raise ValidationError(f"{path}, field '{kind}[{j}]': invalid box {ad}")
             ads.append((kind, j, [x, y, x + w, y + h]))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ..config import Template, parse_choice
-from .base import DecoderInputs, SlateFeatures
+from .config import Template, parse_choice
+from .model_io import DecoderInputs, SlateFeatures
 
 
 def _to_device(device: torch.device):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from ..probes.capture import AttentionRecorder
+    from .probes.capture import AttentionRecorder
 
 
 @dataclass

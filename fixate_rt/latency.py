@@ -121,7 +121,8 @@ def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int 
 
         t0 = time.perf_counter()
         if trace is not None:
-            from torch.profiler import ProfilerActivity, profile as torch_profile
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
 
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
             with torch_profile(activities=acts) as prof:

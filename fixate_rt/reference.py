@@ -68,8 +68,9 @@ def slot_pool_reference(token_relevance: torch.Tensor, token_boxes: torch.Tensor
     tb, sb = token_boxes.double(), slot_boxes.double()
     valid = (sb[..., 2] > sb[..., 0]) & (sb[..., 3] > sb[..., 1])  # [B, S]
     if mode == "area":
-        w = (torch.minimum(tb[None, None, :, 2], sb[..., 2, None]) - torch.maximum(tb[None, None, :, 0], sb[..., 0, None])).clamp(min=0)
-        h = (torch.minimum(tb[None, None, :, 3], sb[..., 3, None]) - torch.maximum(tb[None, None, :, 1], sb[..., 1, None])).clamp(min=0)
+        t, s = tb[None, None], sb[..., None]  # [1, 1, P, 4] and [B, S, 4, 1]: boxes against boxes
+        w = (torch.minimum(t[..., 2], s[..., 2, :]) - torch.maximum(t[..., 0], s[..., 0, :])).clamp(min=0)
+        h = (torch.minimum(t[..., 3], s[..., 3, :]) - torch.maximum(t[..., 1], s[..., 1, :])).clamp(min=0)
         area = ((tb[:, 2] - tb[:, 0]) * (tb[:, 3] - tb[:, 1])).clamp(min=1e-12)
         weight = w * h / area  # [B, S, P]
     else:
