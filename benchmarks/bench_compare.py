@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import tempfile
 import time
@@ -19,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from spread import spread_ms
+from harness import new_result, spread_ms, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
+QUESTION = ("How long does `fixate-rt compare` take on two runs of this size (bootstrap intervals included), "
+            "and writing its report?")
 
 
 def planted_run(folder: Path, users: int, slates: int, shift: float, seed: int) -> None:
@@ -65,14 +66,12 @@ def main() -> None:
         compare_s.append(t1 - t0)
         report_s.append(time.perf_counter() - t1)
     shutil.rmtree(work, ignore_errors=True)
-    payload = {"users": args.users, "slates": args.slates, "rows_per_run": args.users * args.slates,
-               "items": len(result["per_item"]), "resamples": args.resamples, "compare": spread_ms(compare_s),
-               "write_report": spread_ms(report_s), "machine": f"CPU ({platform.machine()})",
-               "command": "python benchmarks/bench_compare.py"}
-    out = ROOT / "benchmarks" / "results" / "bench_compare.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=1))
-    print(json.dumps(payload))
+    row = {"users": args.users, "slates": args.slates, "rows_per_run": args.users * args.slates,
+           "items": len(result["per_item"]), "resamples": args.resamples, "compare": spread_ms(compare_s),
+           "write_report": spread_ms(report_s)}
+    payload = new_result(QUESTION, "python benchmarks/bench_compare.py", [row])
+    write_result("bench_compare", payload)
+    print(json.dumps(payload["rows"]))
 
 
 if __name__ == "__main__":

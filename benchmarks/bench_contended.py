@@ -16,16 +16,18 @@ round runs every setting once.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+from harness import new_result, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
+QUESTION = ("Per-pair simulate time with one of the two cores busy, for each thread setting: is the default "
+            "within 1.5x of the best of one thread and all threads, and unchanged when idle?")
 SETTINGS = {"unset": {"OMP_WAIT_POLICY": ""}, "active": {"OMP_WAIT_POLICY": "ACTIVE"},
             "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin-10k": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"},
             "spin-1k": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "1000"},
@@ -94,21 +96,19 @@ def main() -> None:
              for load, rows in results.items()}
     busy = table["one_cpu_busy"]
     best = min(busy["one-thread"]["ms_median"], busy["unset"]["ms_median"])
-    payload = {
-        "meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)", "model": "tiny-qwen3vl",
-                 "batch": 8, "pairs_per_measurement": args.pairs, "background_load": "one pure-Python spin loop "
-                 "pinned to CPU 0", "command": "python benchmarks/bench_contended.py"
-                 + (f" --rounds {args.rounds}" if args.rounds != 5 else "")},
-        "settings": seen, "per_pair": table,
-        "vs_best_of_one_thread_and_all_threads_under_load": {
+    command = "python benchmarks/bench_contended.py" + (f" --rounds {args.rounds}" if args.rounds != 5 else "")
+    payload = new_result(
+        QUESTION, command, [{"load": load, "setting": s, **v} for load, per in table.items() for s, v in per.items()],
+        settings={"model": "tiny-qwen3vl", "batch": 8, "pairs_per_measurement": args.pairs,
+                  "background_load": "one pure-Python spin loop pinned to CPU 0"},
+        thread_settings=seen, per_pair=table,
+        vs_best_of_one_thread_and_all_threads_under_load={
             s: round(busy[s]["ms_median"] / best, 3) for s in SETTINGS},
-        "vs_unset_idle": {s: round(table["idle"][s]["ms_median"] / table["idle"]["unset"]["ms_median"], 3)
-                          for s in SETTINGS},
-    }
-    out = ROOT / "benchmarks" / "results" / "contended_cpu.json"
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(json.dumps(payload, indent=1))
+        vs_unset_idle={s: round(table["idle"][s]["ms_median"] / table["idle"]["unset"]["ms_median"], 3)
+                       for s in SETTINGS},
+    )
+    write_result("contended_cpu", payload)
+    print(json.dumps(payload["per_pair"], indent=1))
 
 
 if __name__ == "__main__":

@@ -12,19 +12,20 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import os
 import platform
 from pathlib import Path
 
 import numpy as np
 import torch
-from spread import ratio, repeat, spread_ms
+from harness import new_result, ratio, repeat, spread_ms, write_result
 
 from fixate_rt import metrics as M
 from fixate_rt import ops
 
 RESULTS = Path(__file__).parent / "results"
+QUESTION = ("How fast are the C++ ops (rollout row, slot pooling, batch metrics) against their torch and numpy "
+            "baselines on this CPU?")
 
 
 def timeit(fn, reps: int, per: float = 1.0) -> dict:
@@ -59,7 +60,7 @@ def main() -> None:
     t_torch = timeit(lambda: ops.rollout_row(attn, qpos, impl="torch"), args.reps)
     record("rollout_row", size, "torch", t_torch)
     record("rollout_row", size, "cpp", timeit(lambda: ops.rollout_row(attn, qpos, impl="cpp"), args.reps), t_torch)
-    del attn
+    attn = None  # freed before the next benchmark
 
     # Slot pooling: Qwen3-VL's 19×34 merged grid over an 1100×619 slate, 15 RecGaze slots.
     from fixate_rt.data.layout import recgaze_boxes
@@ -109,7 +110,7 @@ def main() -> None:
             "command": "python benchmarks/bench_cpu_ops.py" + (" --quick" if q else "")}
     RESULTS.mkdir(exist_ok=True)
     stem = "cpu_ops_quick" if q else "cpu_ops"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_result(stem, new_result(QUESTION, meta["command"], rows, settings={k: v for k, v in meta.items() if k != "command"}))
     with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*rows[0], *meta])
         writer.writeheader()

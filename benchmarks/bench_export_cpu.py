@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
-from spread import ratio, spread_ms
+from harness import new_result, ratio, spread_ms, write_result
+
+QUESTION = ("Per pair, batch 8, rollout probe: how fast are the exported artefacts (ONNX Runtime fp32 and int8, "
+            "torch.export) against the PyTorch backend, and do their outputs agree?")
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = {"onnx": ("onnx", None), "onnx_int8": ("onnx", "int8"), "export": ("export", None)}
@@ -78,8 +80,7 @@ def main() -> None:
             "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)", "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "probe_contract": "qk v2 (Q/K out of the graph, C++ row)",
             "command": "python benchmarks/bench_export_cpu.py" + (f" --rounds {args.rounds}" if args.rounds != 7 else "")}
-    out = ROOT / "benchmarks" / "results" / "export_cpu.json"
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    out = write_result("export_cpu", new_result(QUESTION, meta.pop("command"), rows, settings=meta))
     print(f"wrote {out}")
 
 

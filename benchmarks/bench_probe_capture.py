@@ -24,7 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from spread import spread_ms
+from harness import new_result, spread_ms, write_result
+
+QUESTION = "What does each way of capturing the probed layers cost against the plain decoder forward?"
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -36,8 +38,8 @@ def worker(model: str, probe_name: str, method: str, batch: int, reps: int) -> d
     from fixate_rt.backbones import load
     from fixate_rt.data.layout import LETTERS
     from fixate_rt.data.render import render_slate
-    from fixate_rt.probes.eager import eager_reference
     from fixate_rt.plan import plan_ops
+    from fixate_rt.probes.eager import eager_reference
     from fixate_rt.probes.operators import probe
 
     torch.manual_seed(0)
@@ -105,7 +107,7 @@ def main() -> None:
             "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
             "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
             "command": "python benchmarks/bench_probe_capture.py " + " ".join(sys.argv[1:])}
-    (RESULTS / "probe_capture_cpu.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_result("probe_capture_cpu", new_result(QUESTION, meta.pop("command"), rows, settings=meta))
     print(f"wrote {RESULTS / 'probe_capture_cpu.json'}")
 
 

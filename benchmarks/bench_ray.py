@@ -21,6 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import new_result, write_result
+
+QUESTION = "How do Ray Data runs (start-up and steady state) compare with the local engine on one machine?"
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -72,7 +76,7 @@ def main() -> None:
                                           "fixed_cost_seconds_median": statistics.median(fixed)}
     ray.shutdown()
     n = len(pairs)
-    for name, row in rows.items():
+    for row in rows.values():
         row["pairs_per_s"] = round(n / row["seconds_median"], 2)
         if "fixed_cost_seconds_median" in row:
             steady = max(row["seconds_median"] - row["fixed_cost_seconds_median"], 1e-9)
@@ -87,8 +91,8 @@ def main() -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "versions": versions(),
             "ray": ray.__version__, "model": "tiny-qwen3vl", "pairs": n, "reps": args.reps,
             "command": "python benchmarks/bench_ray.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())}
-    out = ROOT / "benchmarks" / "results" / "ray_cpu.json"
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios}, indent=2) + "\n")
+    out = write_result("ray_cpu", new_result(QUESTION, meta["command"], [{"name": k, **v} for k, v in rows.items()],
+                                                  settings=meta, ratios=ratios))
     print(json.dumps(rows, indent=2))
     print("ratios", ratios)
     print(f"wrote {out}")

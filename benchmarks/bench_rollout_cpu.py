@@ -29,7 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-from spread import spread_ms
+from harness import new_result, spread_ms, write_result
+
+QUESTION = ("How close is the fused rollout probe (every layer SDPA, the row in C++ from Q/K) to the plain "
+            "forward, against the eager capture and the reference implementation?")
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("sdpa", "fused_cpp", "eager_cpp", "reference")
@@ -135,8 +138,7 @@ def main() -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "versions": versions(),
             "cpp_rollout_variant": _cpp_variant(),
             "command": "python benchmarks/bench_rollout_cpu.py " + " ".join(sys.argv[1:])}
-    out = ROOT / "benchmarks" / "results" / "rollout_cpu.json"
-    out.write_text(json.dumps({"meta": meta, "rows": results}, indent=2) + "\n")
+    out = write_result("rollout_cpu", new_result(QUESTION, meta.pop("command"), results, settings=meta))
     print(f"wrote {out}")
 
 

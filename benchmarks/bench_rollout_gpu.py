@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import time
 from pathlib import Path
 
 import torch
+from harness import new_result, write_result
+
+QUESTION = "How fast is the Triton rollout row against the torch row and the SDPA forward on the GPU?"
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     from fixate_rt import ops
     from fixate_rt.probes.capture import sdpa_with_lse
-    from fixate_rt.probes.reference import attention_from_qk, rollout_row_reference
+    from fixate_rt.reference import attention_from_qk, rollout_row_reference
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -87,8 +89,8 @@ def main() -> None:
             "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.machine()}, interpreter)",
             "torch": torch.__version__, "triton": __import__("triton").__version__, "dtype": str(dtype),
             "command": "python benchmarks/bench_rollout_gpu.py" + (" --tiny" if args.tiny else "")}
-    out = ROOT / "benchmarks" / "results" / f"rollout_{'tiny' if args.tiny else 'gpu'}.json"
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    out = write_result(f"rollout_{'tiny' if args.tiny else 'gpu'}",
+                       new_result(QUESTION, meta.pop("command"), rows, device=str(meta.get("device")), settings=meta))
     print(f"wrote {out}")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import sys
 import tempfile
@@ -26,6 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from harness import new_result, write_result
+
+QUESTION = "End-to-end simulate throughput on the GPU against the reference approach and the SDPA forward alone."
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,16 +130,18 @@ def main() -> None:
     ok = all("pairs_per_s" in rows[k] for k in ("fixate_rt", "reference", "sdpa_forward_only"))
     ratios = {}
     if ok:
-        ratios = {"fixate_rt_vs_reference_pairs_per_s": round(rows["fixate_rt"]["pairs_per_s"] / rows["reference"]["pairs_per_s"], 2),
-                  "fixate_rt_ms_over_sdpa_forward_ms": round(rows["fixate_rt"]["ms_per_pair"] / rows["sdpa_forward_only"]["ms_per_pair"], 2)}
+        ours, ref, sdpa = rows["fixate_rt"], rows["reference"], rows["sdpa_forward_only"]
+        ratios = {"fixate_rt_vs_reference_pairs_per_s": round(ours["pairs_per_s"] / ref["pairs_per_s"], 2),
+                  "fixate_rt_ms_over_sdpa_forward_ms": round(ours["ms_per_pair"] / sdpa["ms_per_pair"], 2)}
         print("ratios", ratios, flush=True)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.machine()})",
             "versions": versions(), "model": model, "dtype": str(bb.dtype), "users": n_users, "slates": n_slates,
             "pairs": len(pairs), "batch_size": B, "probe_layers": list(layers),
             "implementations": sim.plan.record(), "command": "python " + " ".join(sys.argv)}
-    out = ROOT / "benchmarks" / "results" / f"simulate_{'tiny' if args.tiny else 'gpu'}.json"
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios}, indent=2) + "\n")
+    out = write_result(f"simulate_{'tiny' if args.tiny else 'gpu'}",
+                       new_result(QUESTION, meta.pop("command"), rows, device=str(meta.get("device")), settings=meta,
+                                  ratios=ratios))
     print(f"wrote {out}")
 
 

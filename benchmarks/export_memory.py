@@ -10,14 +10,15 @@ warmed up at T = 64). The same for the PyTorch backend's decoder (fused Q/K capt
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
+from harness import new_result, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
+QUESTION = "Does the peak memory of one exported decoder call grow O(T) or O(T²) with the slate length?"
 FOLDER = ROOT / "benchmarks" / "work" / "export-qk2" / "mid-qwen3vl-onnx"
 CHILD = r"""
 import resource, sys
@@ -63,10 +64,9 @@ def main() -> None:
         print(rows[-1], flush=True)
     for a, b in zip(rows, rows[1:]):
         b["growth_vs_previous"] = round(b["peak_rss_growth_mib"] / max(a["peak_rss_growth_mib"], 1e-9), 2)
-    payload = {"meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                        "model": "mid-qwen3vl (ONNX, probe contract qk v2)", "batch": 1, "platform": platform.platform(),
-                        "command": "python benchmarks/export_memory.py"}, "rows": rows}
-    (ROOT / "benchmarks" / "results" / "export_memory.json").write_text(json.dumps(payload, indent=2) + "\n")
+    payload = new_result(QUESTION, "python benchmarks/export_memory.py", rows,
+                         settings={"model": "mid-qwen3vl (ONNX, probe contract qk v2)", "batch": 1})
+    write_result("export_memory", payload)
     print(json.dumps(payload, indent=1))
 
 

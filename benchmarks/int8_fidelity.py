@@ -11,14 +11,16 @@ alignment and click metrics for both. No threshold: the table is for a user deci
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+from harness import new_result, write_result
+
 from fixate_rt.run.layout import read_simulation
+
+QUESTION = ("What does int8 quantisation of the exported decoder cost in fidelity (clicks, p_click, slot "
+            "relevance, alignment metrics) against fp32?")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "int8_fidelity"
@@ -32,7 +34,6 @@ def main() -> None:
     ap.add_argument("--slates", type=int, default=12)
     ap.add_argument("--samples", type=int, default=4)
     args = ap.parse_args()
-    import onnxruntime
 
     from fixate_rt import SimulateConfig, run_simulation
     from fixate_rt.data.synth import SynthConfig, write_synth
@@ -56,21 +57,19 @@ def main() -> None:
     r_a, r_b = np.clip(np.array(a["slot_relevance"]), 1e-12, None), np.clip(np.array(b["slot_relevance"]), 1e-12, None)
     kl = (r_a * np.log(r_a / r_b)).sum(1)
     diff = np.abs(p_a - p_b).max(1)
-    result = {
-        "pairs": len(set(zip(a["user_id"], a["slate_id"]))), "rows": len(a["click_slot"]),
+    summary = {
+        "pairs": len(set(zip(a["user_id"], a["slate_id"]))), "simulated_rows": len(a["click_slot"]),
         "click_agreement": float(np.mean(np.array(a["click_slot"]) == np.array(b["click_slot"]))),
         "top_slot_agreement": float(np.mean(p_a.argmax(1) == p_b.argmax(1))),
         "p_click_abs_diff": {"max": float(diff.max()), "median": float(np.median(diff))},
         "relevance_kl_fp32_to_int8": {"mean": float(kl.mean()), "max": float(kl.max())},
         "score": {name: {m: runs[name][1]["micro"][m] for m in METRICS} for name in runs},
-        "meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "model": args.model, "users": args.users, "slates": args.slates, "samples": args.samples,
-                 "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
-                 "command": "python benchmarks/int8_fidelity.py"},
     }
-    out = ROOT / "benchmarks" / "results" / "int8_fidelity.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "meta"}, indent=1))
+    rows = [{"artefact": name, **{m: runs[name][1]["micro"][m] for m in METRICS}} for name in runs]
+    settings = {"model": args.model, "users": args.users, "slates": args.slates, "samples": args.samples}
+    out = write_result("int8_fidelity", new_result(QUESTION, "python benchmarks/int8_fidelity.py", rows,
+                                                   settings=settings, **summary))
+    print(json.dumps(summary, indent=1))
     print(f"wrote {out}")
 
 

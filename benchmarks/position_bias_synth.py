@@ -17,16 +17,17 @@ Writes benchmarks/results/position_bias_synth.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from harness import new_result, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
+QUESTION = ("Do the position-bias click models recover a planted position effect from simulated clicks, with "
+            "trained prompts and without?")
 
 
 def planted_curve() -> np.ndarray:
@@ -91,15 +92,13 @@ def main() -> None:
     p = float(wilcoxon(errors[names[0]], errors[names[1]]).pvalue)
     seconds = time.perf_counter() - t0
     command = "python benchmarks/position_bias_synth.py " + " ".join(sys.argv[1:])
-    payload = {"command": command, "date": datetime.date.today().isoformat(), "machine": f"CPU ({platform.machine()})",
-               "torch": torch.__version__, "transformers": transformers.__version__, "seconds": round(seconds, 1),
-               "planted_beta": planted.round(4).tolist(), "runs": results,
-               "wilcoxon_squared_error_trained_vs_backbone": p}
-    out = ROOT / "benchmarks" / "results" / "position_bias_synth.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=1))
-    print(f"`{command}` — {payload['date']}, {payload['machine']}, torch {payload['torch']}, transformers "
-          f"{payload['transformers']}; {args.users} users × {args.slates} slates × {args.variants} shuffled variants, "
+    payload = new_result(QUESTION, command, [{"run": name, **r} for name, r in results.items()],
+                         settings={"seconds": round(seconds, 1)}, planted_beta=planted.round(4).tolist(), runs=results,
+                         wilcoxon_squared_error_trained_vs_backbone=p)
+    write_result("position_bias_synth", payload)
+    print(f"`{command}` — {payload['meta']['date']}, CPU ({platform.machine()}), torch {torch.__version__}, "
+          f"transformers {transformers.__version__}; {args.users} users × {args.slates} slates × {args.variants} "
+          "shuffled variants, "
           f"{args.samples} clicks per pair; {seconds / 60:.1f} min.\n")
     print("| clicks from | RMSE of β vs planted | Pearson r | sessions |\n|---|---|---|---|")
     for name, r in results.items():

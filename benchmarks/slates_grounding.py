@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import platform
 import sys
 import time
@@ -22,8 +21,10 @@ from math import comb
 from pathlib import Path
 
 import numpy as np
+from harness import new_result, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
+QUESTION = "How well does each built-in model ground slate tasks (find a poster by genre, title, position)?"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -91,9 +92,9 @@ def main() -> None:
     lines.append("")
     block = "\n".join(lines)
     print(block)
-    out_json = ROOT / "benchmarks" / "results" / "slates_grounding.json"
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps({"command": command, "results": results}, indent=1))
+    rows = [{"model": m, "task": kind, **r} for m, per in results.items() for kind, r in per.items()
+            if isinstance(r, dict)]  # (per model, beside its tasks: the seconds it took)
+    write_result("slates_grounding", new_result(QUESTION, command, rows, results=results))
     print(replace_section(block))
 
 

@@ -1,7 +1,7 @@
 """FixATE on synthetic users with planted gaze patterns: backbone vs FixATE on the content-disjoint test split.
 
-Generates `fixate-rt synth` data, trains per-user soft prompts with 3 seeds on a backbone (`--model`, default `tiny-qwen3vl`; CPU), and
-writes the table (mean ± std over seeds, per-user Wilcoxon p pooled over seeds and per seed) to
+Generates `fixate-rt synth` data, trains per-user soft prompts with 3 seeds on a backbone (`--model`, default
+`tiny-qwen3vl`; CPU), and writes the table (mean ± std over seeds, per-user Wilcoxon p pooled over seeds and per seed) to
 docs/results.md and benchmarks/results/train_synth.json.
 
     python benchmarks/train_synth.py [--users 16] [--slates 20] [--epochs 10] [--probe rollout] [--seeds 1,2,3]
@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
+from harness import new_result, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
+QUESTION = ("On synthetic users with planted gaze, does FixATE align attention with gaze better than the "
+            "backbone on content-disjoint test slates (per-user paired tests)?")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 METRICS = ("kl", "js", "cosine", "csh@1", "csh@3", "tgo@3", "logloss", "auc", "correct")
 LOWER = {"kl", "js", "logloss"}
@@ -62,8 +65,8 @@ def main() -> None:
     import transformers
     from results_doc import replace_section
 
-    from fixate_rt.data.synth import SynthConfig, write_synth
     from fixate_rt import metrics as M
+    from fixate_rt.data.synth import SynthConfig, write_synth
     from fixate_rt.training import TrainConfig, train
 
     data = args.work / "data"
@@ -85,11 +88,14 @@ def main() -> None:
     command = "python benchmarks/train_synth.py " + " ".join(sys.argv[1:])
     lines = [f"### {args.tag or 'FixATE vs backbone on synthetic users'} ({args.probe})", "",
              f"`{command}` — {datetime.date.today().isoformat()}, CPU ({platform.machine()}, 2 cores), torch "
-             f"{torch.__version__}, transformers {transformers.__version__}; model `{args.model}`; {args.users} users × {args.slates} slates "
+             f"{torch.__version__}, transformers {transformers.__version__}; model `{args.model}`; "
+             f"{args.users} users × {args.slates} slates "
              f"(train/val/test {res['samples']['train']}/{res['samples']['val']}/{res['samples']['test']} sessions, "
              f"content-disjoint by slate), seeds {list(cfg.seeds)}, {args.epochs} epochs max, lr basis/alpha "
              f"{args.lr_basis}/{args.lr_alpha}, λ*={args.lambda_attn}, W={cfg.warmup_steps}, w_c={args.choice_weight}, "
-             f"{args.attn_loss}{'; **no NTP**' if args.no_ntp else ''}{'; **no user α**' if args.no_user_alpha else ''}; preset {cfg.preset}, selection {cfg.selection}, top-k JS k={cfg.topk_js_k}, "
+             f"{args.attn_loss}{'; **no NTP**' if args.no_ntp else ''}"
+             f"{'; **no user α**' if args.no_user_alpha else ''}; preset {cfg.preset}, selection {cfg.selection}, "
+             f"top-k JS k={cfg.topk_js_k}, "
              f"template {cfg.template}, **ties {cfg.tie_rule}**; {seconds / 60:.1f} min.", "",
              "| metric | backbone (TF) | FixATE (TF) | FixATE (FG) | Δ FixATE−backbone | p (pooled) | p per seed |",
              "|---|---|---|---|---|---|---|"]
@@ -102,9 +108,9 @@ def main() -> None:
     lines.append("")
     block = "\n".join(lines)
     print(block)
-    out_json = ROOT / "benchmarks" / "results" / f"train_synth_{run_name(args)}.json"
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps({"command": command, "seconds": seconds, "metrics": res}, indent=1, default=str))
+    rows = [{"split": split, **values} for split, values in res.items() if isinstance(values, dict)]
+    out_json = write_result(f"train_synth_{run_name(args)}", new_result(QUESTION, command, rows,
+                                                                        settings={"seconds": seconds}, metrics=res))
     print(f"{replace_section(block)}; full metrics in {out_json}")
 
 if __name__ == "__main__":

@@ -21,7 +21,11 @@ START, END = "<!-- figures:start (scripts/readme_figures.py) -->", "<!-- figures
 
 
 def _load(name: str) -> dict:
-    return json.loads((RESULTS / name).read_text())
+    """A result in the benchmarks' one schema (benchmarks/harness.py), checked."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from harness import load_result
+
+    return load_result(name)
 
 
 def _spread(entry: dict, digits: int = 0, unit: str = "ms") -> str:
@@ -57,7 +61,7 @@ def rollout() -> str:
 
 def ray() -> str:
     data = _load("ray_cpu.json")
-    r = data["rows"]
+    r = {row["name"]: row for row in data["rows"]}
     meta = data["meta"]
 
     def job(key: str) -> str:  # whole-job seconds: median (min–max) of the repeated runs
@@ -118,10 +122,11 @@ def exports() -> str:
 
 def compare() -> str:
     data = _load("bench_compare.json")
-    return (f"- `compare` on {data['users']:,} users × {data['slates']} slates × 2 variants ({data['resamples']:,} "
-            f"paired bootstrap resamples, medians with min–max of {data['compare']['reps']} runs): "
-            f"{_spread(data['compare'], 1, 's')}, report {_spread(data['write_report'], 1, 's')} "
-            f"(`{data['command']}`, results/bench_compare.json).")
+    row = data["rows"][0]
+    return (f"- `compare` on {row['users']:,} users × {row['slates']} slates × 2 variants ({row['resamples']:,} "
+            f"paired bootstrap resamples, medians with min–max of {row['compare']['reps']} runs): "
+            f"{_spread(row['compare'], 1, 's')}, report {_spread(row['write_report'], 1, 's')} "
+            f"(`{data['meta']['command']}`, results/bench_compare.json).")
 
 
 def block() -> str:
