@@ -22,6 +22,7 @@ from fixate_rt.backends.graph_runtime import (
     read_manifest,
 )
 from fixate_rt.backends.trust import require_signing, sign_folder
+from fixate_rt.config import RANDOM_MODELS, RANDOM_WEIGHTS
 from fixate_rt.errors import UnavailableError, ValidationError
 from fixate_rt.io import write_json
 from fixate_rt.limits import MAX_IMAGE_SIDE
@@ -103,7 +104,10 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
     source = Path(str(model))
     inputs = (prompts, sign_key, source if source.exists() else None)
     check_output(out, "export", inputs=inputs, overwrite=overwrite)
+    from fixate_rt.backends.describe import describe_model
+
     backbone = load(model, device="cpu", dtype=torch.float32)
+    describe_model(model, "torch").announce_weights()  # the folder's manifest says so too ("model_weights")
     family_export(backbone.family)  # an unexportable family: one line, before the staging folder exists
     # built in a staging folder beside --out and swapped in whole once validated (and signed): a failed export
     # leaves nothing behind
@@ -149,6 +153,7 @@ def _write_export(backbone, out: Path, fmt: str, sizes: list[tuple[int, int]], p
         shutil.copy(prompts, out / "prompts.safetensors")
     manifest = {
         "format": FORMAT, "runtime": fmt, "backbone": backbone.name, "family": backbone.family,
+        "model_weights": RANDOM_WEIGHTS if backbone.name in RANDOM_MODELS else "trained",
         "hidden_size": backbone.hidden_size,
         "num_layers": backbone.num_layers, "probe_layers": list(backbone.default_probe_layers),
         "probe": {**PROBE_CONTRACT, "scale": _attention_scale(backbone)},

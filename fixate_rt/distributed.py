@@ -100,7 +100,7 @@ class SimulateBatches:
         return self.sim(batch)
 
 
-def simulate_dataset(pairs, *, images: str | Path, model: str = "tiny-qwen3vl", users: str | Path | None = None,
+def simulate_dataset(pairs, *, images: str | Path, model: str = "slates-qwen3vl", users: str | Path | None = None,
                      prompts=None, samples: int = 1, seed: int = 0, batch_size: int = 8,
                      rows_per_call: int | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
                      cpus_per_worker: float | None = None, device: str = "auto", probe: str = "rollout",
@@ -271,7 +271,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
         run_s = clock.mark("simulate")
         cpus = cpus_per_worker if cpus_per_worker is not None else (1.0 if gpus_per_worker else 0.5)
         execution = {
-            "device": f"ray workers ({config.device})", "backend": info.kind.value,
+            "model_weights": info.weights, "device": f"ray workers ({config.device})", "backend": info.kind.value,
             # the driver never loads the model: what only a loaded model knows is null here
             "backbone": {"name": info.backbone, "family": None, "hidden_size": info.hidden_size, "num_layers": None,
                          "probe_layers": None},

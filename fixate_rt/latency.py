@@ -56,7 +56,7 @@ def _profile_data(folder: Path, users: Path | None, images: Path | None, batch_s
     return load_inputs(users=users, images=images)
 
 
-def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int | None = None,
+def run_profile(model: str = "slates-qwen3vl", *, batch_size: int = 8, pairs: int | None = None,
                 backend: str = "auto", probe_name: str = "rollout", device: str = "auto", warmup: int = 1,
                 trace: Path | None = None, peak_tflops: float | None = None, kernel: str = "auto",
                 users: Path | None = None, images: Path | None = None, threads: int | None = None) -> dict:
@@ -80,6 +80,9 @@ def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int 
     n_batches = -(-(n_timed or 64) // batch_size)
     try:  # the inputs are read and checked before the model loads
         data = _profile_data(tmp / "data", users, images, batch_size, n_batches + warmup)
+        from .backends import describe_model
+
+        weights = describe_model(model, backend).announce_weights()  # timing a random model is fine; said once
         sim = Simulator(model, device=device, batch_size=batch_size, probe=probe_name, backend=backend, kernel=kernel)
     except BaseException:
         tmp_dir.cleanup()
@@ -144,8 +147,8 @@ def run_profile(model: str = "tiny-qwen3vl", *, batch_size: int = 8, pairs: int 
     peak = peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
     achieved = flops / dec_p50 / 1e12 if flops and dec_p50 > 0 else None
     return {
-        "model": bb.name, "family": bb.family, "backend": bb.kind.value, "probe": sim.probe, "device": device_name,
-        "threads": thread_info,
+        "model": bb.name, "model_weights": weights, "family": bb.family, "backend": bb.kind.value, "probe": sim.probe,
+        "device": device_name, "threads": thread_info,
         "data": {"users": str(users), "images": str(images)} if given else "synthetic",
         "batch_size": batch_size, "pairs": n, "warmup_pairs": len(warm), "sequence_length": seq_len,
         "implementations": sim.plan.record(),

@@ -248,6 +248,21 @@ def paired_wilcoxon(a: dict[str, float], b: dict[str, float]) -> dict:
     return result
 
 
+def direction(metric: str, diff: float) -> str:
+    """"better", "worse" or "same" for a change ``diff`` (new − old) of ``metric`` (KL, JS, LogLoss: lower is better)."""
+    if not math.isfinite(diff) or abs(diff) < 5e-5:  # what the tables' four decimals show as ±0.0000
+        return "same"
+    better = diff < 0 if metric in LOWER_IS_BETTER else diff > 0
+    return "better" if better else "worse"
+
+
+def format_change(test: dict, metric: str) -> str:
+    """A paired test for a table: the mean change (a − b) with its direction beside the p-value, so a small p is never
+    read without knowing which way the metric moved, e.g. ``+0.0062 worse, p 0.021``."""
+    diff = test.get("mean_diff", float("nan"))
+    return f"{diff:+.4f} {direction(metric, diff)}, p {format_p(test)}"
+
+
 def format_p(test: dict) -> str:
     """A Wilcoxon result's p-value for a table: "n too small" below `WILCOXON_MIN_USERS` users."""
     return "n too small" if test.get("p") is None else f"{test['p']:.3g}"

@@ -54,7 +54,7 @@ class Simulator:
     Every op is decided once, in ``self.plan`` (`fixate_rt.plan`); batches go through `BatchPipeline`.
     """
 
-    def __init__(self, model: str | Path | ModelInfo = "tiny-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
+    def __init__(self, model: str | Path | ModelInfo = "slates-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
                  residual: float = 0.5, pool_mode: PoolMode | str = "auto", kernel: Kernel | str = "auto",
                  batch_size: int = 8, probe: Probe | str = "rollout", backend: BackendKind | str = "auto",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The documented run on the real AdSERP sample (docs/adserp.md): import, simulate with the default model,
+# The documented run on the real AdSERP sample (docs/adserp.md): import, simulate with the random tiny-qwen3vl
+# (a pipeline check, as docs/adserp.md says: its numbers do not measure the method),
 # score against the recorded fixations, draw `show` pictures, print the per-trial table.
 # Usage: bash scripts/adserp_demo.sh [OUT]   (default runs/adserp; needs `bash scripts/setup.sh` and Chromium)
 set -euo pipefail
@@ -17,7 +18,7 @@ mkdir -p "$OUT" && touch "$MARKER"
 fixate-rt import-adserp data/adserp-sample --out "$OUT/data"
 # Each trial is one (participant, page) session: simulate exactly those pairs.
 fixate-rt simulate --users "$OUT/data/users.parquet" --images "$OUT/data/slates" --pairs "$OUT/data/sessions.parquet" \
-  --out "$OUT/sim" --samples 1 --seed 0
+  --out "$OUT/sim" --samples 1 --seed 0 --model tiny-qwen3vl
 fixate-rt score --sim "$OUT/sim" --sessions "$OUT/data/sessions.parquet" --out "$OUT/score"
 fixate-rt show --sim "$OUT/sim" --sessions "$OUT/data/sessions.parquet" \
   --images "$OUT/data/slates" --out "$OUT/show"

@@ -10,7 +10,6 @@ with its spread (min–max over the repeated runs) where the benchmark kept it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

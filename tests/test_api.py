@@ -27,7 +27,7 @@ def cli_run(synth_dir, tmp_path_factory):
 
     result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
                                  str(synth_dir / "slates"), "--out", str(out), "--device", "cpu", "--samples", "3",
-                                 "--seed", "5"])
+                                 "--seed", "5", "--model", "tiny-qwen3vl"])
     assert result.exit_code == 0, result.output
     return out, read_simulation(out)[0].to_pydict()
 

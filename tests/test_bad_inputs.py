@@ -132,7 +132,8 @@ def bank(ws: Workspace, **over) -> Path:
 # ------------------------------------------------------------------------------------------- simulate
 def sim_args(ws: Workspace, *extra) -> list:
     return ["simulate", "--users", ws / "data" / "users.parquet", "--images", ws / "data" / "slates",
-            "--out", ws / "out", "--device", "cpu", *extra]
+            "--out", ws / "out", "--device", "cpu", *(("--model", "tiny-qwen3vl") if "--model" not in extra else ()),
+            *extra]
 
 
 case("simulate", "missing users file", "users.parquet", "not found")(

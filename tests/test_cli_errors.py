@@ -40,7 +40,7 @@ def _expect_error(args, *needles, out=None):
 
 def _sim(case, **over):
     opts = {"--users": case / "users.parquet", "--images": case / "slates", "--out": case / "out",
-            "--device": "cpu", **over}
+            "--device": "cpu", "--model": "tiny-qwen3vl", **over}
     return ["simulate", *[str(x) for kv in opts.items() for x in kv]]
 
 

@@ -17,7 +17,8 @@ runner = CliRunner()
 
 def _simulate(synth_dir, out, *extra):
     args = ["simulate", "--users", str(synth_dir / "users.parquet"), "--images", str(synth_dir / "slates"),
-            "--out", str(out), "--device", "cpu", *extra]
+            "--out", str(out), "--device", "cpu", *(("--model", "tiny-qwen3vl") if "--model" not in extra else ()),
+            *extra]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return read_simulation(out)[0], json.loads((out / "run.json").read_text())

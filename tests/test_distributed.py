@@ -32,7 +32,7 @@ def local(synth_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
     result = runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
                                  str(synth_dir / "slates"), "--out", str(out), "--samples", "2", "--seed", "4",
-                                 "--device", "cpu"])
+                                 "--device", "cpu", "--model", "tiny-qwen3vl"])
     assert result.exit_code == 0, result.output
     return read_simulation(out)[0].to_pydict()
 
@@ -65,7 +65,8 @@ def test_same_rows_as_the_local_engine(cluster, synth_dir, local, workers, rows_
     from fixate_rt.distributed import simulate_dataset
 
     images = f"file://{synth_dir / 'slates'}" if url else synth_dir / "slates"
-    result = simulate_dataset(_pairs_dataset(synth_dir), images=images, users=synth_dir / "users.parquet",
+    result = simulate_dataset(_pairs_dataset(synth_dir), model="tiny-qwen3vl", images=images,
+                              users=synth_dir / "users.parquet",
                               samples=2, seed=4, device="cpu", workers=workers, rows_per_call=rows_per_call,
                               batch_size=3)
     _same_rows(_in_local_order(pa.Table.from_pandas(result.to_pandas(), preserve_index=False)), local)
@@ -83,7 +84,8 @@ def test_prompt_bank_is_broadcast_and_steers_like_locally(cluster, synth_dir, tm
     pairs = _pairs_dataset(synth_dir)
     expected = Simulator("tiny-qwen3vl", device="cpu", prompts=bank).bind(
         slates=synth_dir / "slates", users=synth_dir / "users.parquet", seed=4)(pairs.to_pandas().to_dict("list"))
-    result = simulate_dataset(pairs, images=synth_dir / "slates", users=synth_dir / "users.parquet", prompts=bank,
+    result = simulate_dataset(pairs, model="tiny-qwen3vl", images=synth_dir / "slates",
+                              users=synth_dir / "users.parquet", prompts=bank,
                               seed=4, device="cpu")
     got = _in_local_order(pa.Table.from_pandas(result.to_pandas(), preserve_index=False))
     assert not any(got["cold_start"]) and got["click_slot"] == list(expected["click_slot"])
@@ -94,7 +96,8 @@ def test_killed_actor_loses_and_doubles_nothing(cluster, synth_dir, local, tmp_p
     from fixate_rt.distributed import FAULT_HOOK, simulate_dataset
 
     marker = tmp_path / "actor-exited"
-    result = simulate_dataset(_pairs_dataset(synth_dir), images=synth_dir / "slates", users=synth_dir / "users.parquet",
+    result = simulate_dataset(_pairs_dataset(synth_dir), model="tiny-qwen3vl", images=synth_dir / "slates",
+                              users=synth_dir / "users.parquet",
                               samples=2, seed=4, device="cpu", workers=1, rows_per_call=6,
                               runtime_env={"env_vars": {FAULT_HOOK: str(marker)}})
     table = pa.Table.from_pandas(result.to_pandas(), preserve_index=False)
@@ -109,11 +112,11 @@ def test_cli_engine_ray_writes_the_local_layout_and_either_engine_resumes(cluste
 
     args = ["simulate", "--users", str(synth_dir / "users.parquet"), "--images", str(synth_dir / "slates"),
             "--out", str(tmp_path / "ray"), "--samples", "2", "--seed", "4", "--device", "cpu", "--engine", "ray",
-            "--workers", "2", "--shard-pairs", "7"]
+            "--workers", "2", "--shard-pairs", "7", "--model", "tiny-qwen3vl"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + (result.stderr or "")
-    local_args = [a if a != str(tmp_path / "ray") else str(tmp_path / "local") for a in args[:-6]] + ["--shard-pairs",
-                                                                                                  "7"]
+    local_args = [a if a != str(tmp_path / "ray") else str(tmp_path / "local") for a in args[:-8]] + [
+        "--shard-pairs", "7", "--model", "tiny-qwen3vl"]
     assert runner.invoke(app, local_args).exit_code == 0
     ray_run, local_run = (json.loads((tmp_path / name / "run.json").read_text()) for name in ("ray", "local"))
     assert ray_run["engine"] == "ray" and local_run["engine"] == "local" and ray_run.keys() == local_run.keys()

@@ -48,7 +48,7 @@ def test_the_readme_python_example_runs_and_its_comments_hold(synth_root, monkey
     folder = synth_root / "readme"
     monkeypatch.chdir(folder)
     # the bank the example loads: one trained user (u001), so u002 is cold-start as the comment says
-    SoftPromptBank.init(["u001"], 2, 4, 64, backbone="tiny-qwen3vl").save(folder / "prompts.safetensors")
+    SoftPromptBank.init(["u001"], 2, 4, 128, backbone="slates-qwen3vl").save(folder / "prompts.safetensors")
     names: dict = {"__name__": "__readme__"}
     exec(compile(block, "README.md[python]", "exec"), names)
     res, info = names["res"], names["info"]

@@ -42,11 +42,11 @@ def trained(tmp_path_factory):
     result = runner.invoke(app, ["train", "--sessions", str(root / "data" / "sessions.parquet"), "--images",
                                  str(root / "data" / "slates"), "--users", str(root / "data" / "users.parquet"),
                                  "--out", str(root / "train"), "--epochs", "1", "--basis", "2", "--soft-tokens", "2",
-                                 "--device", "cpu"])
+                                 "--device", "cpu", "--model", "tiny-qwen3vl"])
     assert result.exit_code == 0, result.output + (result.stderr or "")
     for fmt in ("onnx", "export"):
-        result = runner.invoke(app, ["export", "--out", str(root / fmt), "--format", fmt, "--prompts",
-                                     str(root / "train" / "prompts.safetensors")])
+        result = runner.invoke(app, ["export", "--out", str(root / fmt), "--format", fmt, "--model", "tiny-qwen3vl",
+                                     "--prompts", str(root / "train" / "prompts.safetensors")])
         assert result.exit_code == 0, result.output + (result.stderr or "")
     return root
 
@@ -54,7 +54,7 @@ def trained(tmp_path_factory):
 def _simulate(root, out, *extra):
     return runner.invoke(app, ["simulate", "--users", str(root / "data" / "users.parquet"), "--images",
                                str(root / "data" / "slates"), "--out", str(out), "--samples", "2", "--device", "cpu",
-                               *extra])
+                               *(("--model", "tiny-qwen3vl") if "--model" not in extra else ()), *extra])
 
 
 def _one_line_error(result, *needles):
@@ -289,8 +289,9 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def signed(trained, keys, tmp_path_factory):
     out = tmp_path_factory.mktemp("signed") / "export"
-    result = runner.invoke(app, ["export", "--out", str(out), "--format", "export", "--prompts",
-                                 str(trained / "train" / "prompts.safetensors"), "--sign-key", str(keys / "a.key")])
+    result = runner.invoke(app, ["export", "--out", str(out), "--format", "export", "--model", "tiny-qwen3vl",
+                                 "--prompts", str(trained / "train" / "prompts.safetensors"), "--sign-key",
+                                 str(keys / "a.key")])
     assert result.exit_code == 0, result.output + (result.stderr or "")
     assert (out / "model.sig").is_file()
     return out

@@ -99,7 +99,8 @@ def _bank(path, template: str):
 
 def _simulate(synth_dir, out, *extra):
     return runner.invoke(app, ["simulate", "--users", str(synth_dir / "users.parquet"), "--images",
-                               str(synth_dir / "slates"), "--out", str(out), "--device", "cpu", *map(str, extra)])
+                               str(synth_dir / "slates"), "--out", str(out), "--device", "cpu", "--model", "tiny-qwen3vl",
+                               *map(str, extra)])
 
 
 def test_a_bank_trained_under_another_template_is_refused(tmp_path, synth_dir):

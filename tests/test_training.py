@@ -17,7 +17,7 @@ runner = CliRunner()
 def _cfg(synth_dir, out, **kw):
     base = dict(sessions=synth_dir / "sessions.parquet", images=synth_dir / "slates", users=synth_dir / "users.parquet",
                 out=out, epochs=2, eval_every=1, batch_size=4, grad_accum=2, warmup_steps=1, seeds=(7,), device="cpu",
-                soft_tokens=4, basis=3, lr_basis=1e-2, lr_alpha=5e-2)
+                soft_tokens=4, basis=3, lr_basis=1e-2, lr_alpha=5e-2, model="tiny-qwen3vl")
     base.update(kw)
     return TrainConfig(**base)
 

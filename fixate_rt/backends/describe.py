@@ -4,14 +4,17 @@ it ships, the slate sizes it serves. Every mismatch is found here, before any we
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import BackendKind, parse_choice
+from ..config import RANDOM_MODELS, RANDOM_WEIGHTS, BackendKind, parse_choice
 from ..errors import InputError, ValidationError
 from .graph_runtime import MANIFEST, read_manifest
 from .safe_load import member_path
 from .trust import ExportTrust, authorise
+
+_ANNOUNCED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,21 @@ class ModelInfo:
     hidden_size: int
     manifest: dict | None = None
     _authorised: dict = field(default_factory=dict, compare=False, repr=False)  # ExportTrust -> how (memo)
+
+    @property
+    def weights(self) -> str:
+        """`RANDOM_WEIGHTS` for a random built-in (or an export of one), else "trained"."""
+        return RANDOM_WEIGHTS if self.backbone in RANDOM_MODELS else "trained"
+
+    def announce_weights(self) -> str:
+        """Say once per process, on the ``fixate_rt`` logger (the CLI shows it on stderr), that a random-weight
+        model's numbers mean nothing; returns `weights` for run.json and the other records."""
+        if self.weights != "trained" and self.backbone not in _ANNOUNCED:
+            _ANNOUNCED.add(self.backbone)
+            logging.getLogger("fixate_rt").warning(
+                f"{self.backbone}: {RANDOM_WEIGHTS} — its clicks and relevance mean nothing; the pretrained built-in "
+                "is slates-qwen3vl (the default)")
+        return self.weights
 
     def folder(self) -> Path:
         """Where the model's files are: the export or checkpoint folder, or an embedded model's folder (a random

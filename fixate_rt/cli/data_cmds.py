@@ -83,7 +83,7 @@ def validate(
                                                           "if given)")] = None,
     prompts: Annotated[Optional[Path], typer.Option(help="prompts.safetensors to check")] = None,
     model: Annotated[str, typer.Option(help="the model the files are for: slate labels must be single tokens of "
-                                            "its tokenizer, a prompt bank must match its hidden size")] = "tiny-qwen3vl",
+                                            "its tokenizer, a prompt bank must match its hidden size")] = "slates-qwen3vl",
 ) -> None:
     """Check input files against the documented formats without running a model (no weights are loaded)."""
     from ..backends.describe import describe_model

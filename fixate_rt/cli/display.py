@@ -52,17 +52,19 @@ def print_comparison(tests: dict, out: Path, other: Path) -> None:
     from .. import metrics as M
 
     cmp = Table(title=f"paired Wilcoxon over users: this ({out}) vs {other}")
-    for col in ("metric", "n", "this", "other", "mean Δ", "p"):
+    for col in ("metric", "n", "this", "other", "mean Δ (this − other), direction, p"):
         cmp.add_column(col, justify="right")
     for name, t in tests.items():
-        cmp.add_row(name, str(t["n"]), f"{t['mean_a']:.4f}", f"{t['mean_b']:.4f}", f"{t['mean_diff']:+.4f}",
-                    M.format_p(t))
+        cmp.add_row(name, str(t["n"]), f"{t['mean_a']:.4f}", f"{t['mean_b']:.4f}", M.format_change(t, name))
     out_console.print(cmp)
 
 
 def print_protocol(cfg) -> None:
     """Every protocol value of a training run and where it came from (option, preset or default)."""
     proto = cfg.protocol()
+    seeds = proto["seeds"]
+    out_console.print(f"training {len(cfg.seeds)} seeds ({', '.join(map(str, cfg.seeds))}; {seeds['source']}) × up "
+                      f"to {cfg.epochs} epochs on {cfg.model}; --seeds chooses them")
     parts = [f"{name} {v['value'] if v['value'] is not None else '—'} ({v['source']})"
              for name, v in proto.items() if isinstance(v, dict)]
     out_console.print(f"protocol: preset {proto['preset']}; tie rule {proto['tie_rule']}; " + "; ".join(parts))
@@ -77,12 +79,12 @@ def print_training(payload: dict, out: Path) -> None:
     table.add_column("metric")
     for column in ("backbone_tf", "fixate_tf", "backbone_fg", "fixate_fg"):
         table.add_column(column, justify="right")
-    table.add_column("p (fixate vs backbone, TF)", justify="right")
+    table.add_column("fixate − backbone (TF): Δ, direction, p", justify="right")
     summary, tests = payload["summary_micro_mean_std"], payload["wilcoxon_pooled_over_seeds"]
     for name in ("kl", "js", "cosine", "csh@1", "csh@3", "tgo@3", "logloss", "auc", "correct"):
         cells = [f"{summary[c][name]['mean']:.4f} ± {summary[c][name]['std']:.4f}"
                  for c in ("backbone_tf", "fixate_tf", "backbone_fg", "fixate_fg")]
-        table.add_row(name + (" ↓" if name in M.LOWER_IS_BETTER else ""), *cells, M.format_p(tests[name]))
+        table.add_row(name + (" ↓" if name in M.LOWER_IS_BETTER else ""), *cells, M.format_change(tests[name], name))
     out_console.print(table)
     out_console.print(f"prompt bank: {out / 'prompts.safetensors'} (seed {payload['prompt_bank_seed']}); "
                       f"metrics: {out / 'metrics.json'}; curve: {out / 'learning_curve.png'}")

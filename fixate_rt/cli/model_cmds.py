@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..config import MODEL_HELP, ExportFormat, Quantization
+from ..config import DEFAULT_MODEL, MODEL_HELP, ExportFormat, Quantization
 from .common import OVERWRITE_HELP, ImageSize, app, fail_cleanly, image_size_option, out_console
 
 
@@ -17,7 +17,7 @@ from .common import OVERWRITE_HELP, ImageSize, app, fail_cleanly, image_size_opt
 @fail_cleanly
 def export(
     out: Annotated[Path, typer.Option(help="Output folder for the graphs, manifest.json and preprocessing files")],
-    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = DEFAULT_MODEL,
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank to ship with the export")] = None,
     format: Annotated[ExportFormat, typer.Option("--format", help="onnx (ONNX Runtime), export (torch.export .pt2) "
                                                                    "or torchscript (legacy .pt)")] = ExportFormat.onnx,
@@ -65,7 +65,7 @@ def export(
 
 @app.command(rich_help_panel="Models")
 @fail_cleanly
-def info(model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl") -> None:
+def info(model: Annotated[str, typer.Option(help=MODEL_HELP)] = DEFAULT_MODEL) -> None:
     """Versions, available implementations and the model's shape."""
     from .. import ops
     from ..backbones import load
@@ -77,7 +77,11 @@ def info(model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl") 
     table.add_column("value")
     for key, value in versions().items():
         table.add_row(key, str(value))
-    table.add_row("model", f"{backbone.name} ({backbone.family}, hidden {backbone.hidden_size}, {backbone.num_layers} layers)")
+    from ..config import RANDOM_MODELS, RANDOM_WEIGHTS
+
+    weights = RANDOM_WEIGHTS if backbone.name in RANDOM_MODELS else "trained"
+    table.add_row("model", f"{backbone.name} ({backbone.family}, hidden {backbone.hidden_size}, {backbone.num_layers} "
+                           f"layers; {weights})")
     table.add_row("probe layers", str(list(backbone.default_probe_layers)))
     for op in ops.REGISTRY:
         table.add_row(f"{op} impls", ", ".join(f"{k}{'' if not v else ' (unavailable)'}" for k, v in ops.available(op).items()))

@@ -10,7 +10,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import MODEL_HELP, BackendKind, Engine, Kernel, PoolMode, Probe, SimulateConfig, Template, parse_device
+from ..config import (
+    DEFAULT_MODEL,
+    MODEL_HELP,
+    BackendKind,
+    Engine,
+    Kernel,
+    PoolMode,
+    Probe,
+    SimulateConfig,
+    Template,
+    parse_device,
+)
 from ..outputs import check_output, owned_output
 from .common import OVERWRITE_HELP, app, fail_cleanly, option_panels, out_console
 from .display import print_profile, print_simulation_summary
@@ -31,7 +42,7 @@ def simulate(
     users: Annotated[Path, typer.Option(help="users.parquet (user_id, optional profile)")],
     images: Annotated[Path, typer.Option(help="slates folder: <slate_id>.png|.jpg + layout.json or <slate_id>.json")],
     out: Annotated[Path, typer.Option(help="Output folder: simulations/ (a Parquet dataset) and run.json")],
-    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = DEFAULT_MODEL,
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt bank prompts.safetensors")] = None,
     pairs: Annotated[Optional[Path], typer.Option(help="Parquet of (user_id, slate_id) to simulate; default all")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Clicks drawn per (user, slate)")] = 1,
@@ -92,7 +103,7 @@ def simulate(
 @app.command(rich_help_panel="Simulation")
 @fail_cleanly
 def profile(
-    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = DEFAULT_MODEL,
     batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
     n_pairs: Annotated[Optional[int], typer.Option(min=1, help="How many pairs to time after warm-up [default: 64 "
                                                               "synthetic, or every pair of --users × --images]")] = None,

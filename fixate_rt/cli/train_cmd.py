@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import (
+    DEFAULT_MODEL,
     MODEL_HELP,
     AttnLoss,
     Kernel,
@@ -42,7 +43,7 @@ def train(
     images: Annotated[Path, typer.Option(help="slates folder")],
     users: Annotated[Path, typer.Option(help="users.parquet")],
     out: Annotated[Path, typer.Option(help="Output folder (prompts.safetensors, metrics.json, ...)")],
-    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "tiny-qwen3vl",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = DEFAULT_MODEL,
     probe: Annotated[Probe, typer.Option(help="Probing operator for the alignment loss")] = Probe.rollout,
     signal: Annotated[Signal, typer.Option(help="Gaze target from fixation or cursor dwell; intersect: fixation, "
                                                 "only sessions that also have cursor dwell")] = Signal.fixation,

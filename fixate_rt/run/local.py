@@ -58,7 +58,7 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
         run_s = clock.mark("simulate")
         backend = sim.backend
         execution = {
-            "device": backend.device_label(), "backend": backend.kind.value,
+            "model_weights": checked.info.weights, "device": backend.device_label(), "backend": backend.kind.value,
             "backbone": {"name": backend.name, "family": backend.family, "hidden_size": backend.hidden_size,
                          "num_layers": backend.num_layers, "probe_layers": list(sim.probe_layers)},
             "probe": sim.probe, "template": sim.template.value, "implementations": sim.plan.record(),

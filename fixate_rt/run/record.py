@@ -84,5 +84,5 @@ def run_record(config: SimulateConfig, *, engine: str, clock: RunClock, digests:
     }
 
 
-EXECUTION_KEYS = ("device", "backend", "backbone", "probe", "template", "implementations", "threads",
+EXECUTION_KEYS = ("model_weights", "device", "backend", "backbone", "probe", "template", "implementations", "threads",
                   "export_trust", "export_runtime", "quantization", "ray")

@@ -31,7 +31,7 @@ class TrainConfig:
     images: Path
     users: Path
     out: Path
-    model: str = "tiny-qwen3vl"
+    model: str = "slates-qwen3vl"  # config.DEFAULT_MODEL
     probe: str = "rollout"
     signal: str = "fixation"  # fixation, cursor, or intersect (fixation, sessions that also have cursor dwell)
     tau: float = 1.0

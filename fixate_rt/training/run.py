@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -150,26 +153,56 @@ def train_inputs(cfg: TrainConfig) -> tuple[Path | None, ...]:
     return (cfg.sessions, cfg.images, cfg.users, cfg.init_from, model if model.exists() else None)
 
 
+def optimiser_steps(cfg: TrainConfig, n_train: int) -> int:
+    """Optimiser steps of one seed: ``epochs`` × ⌈⌈n_train / batch_size⌉ / grad_accum⌉ (the loop's count)."""
+    return cfg.epochs * math.ceil(math.ceil(n_train / cfg.batch_size) / cfg.grad_accum)
+
+
+def fit_warmup(cfg: TrainConfig, n_train: dict[int, int]) -> TrainConfig:
+    """λ is 0 for W steps and reaches λ* at 2W. A run shorter than 2W would train the attention loss little or
+    not at all (``--epochs 2`` on the demo data is 18 steps a seed, under a 30-step warm-up): a warm-up that came
+    from a preset or the default is cut to a quarter of the shortest seed's steps; one given as an option is kept.
+    Either way it is said on stderr, and the protocol records what was applied and why."""
+    steps = min(optimiser_steps(cfg, n) for n in n_train.values())
+    if not cfg.uses_choice or cfg.warmup_steps <= 0 or 2 * cfg.warmup_steps <= steps:
+        return cfg
+    log = logging.getLogger("fixate_rt")
+    source = cfg.preset_sources.get("warmup_steps", "option")
+    if source == "option":
+        acts = "never acts" if cfg.warmup_steps >= steps else "acts only at the end"
+        log.warning(f"--warmup-steps {cfg.warmup_steps}: λ reaches λ* only at step {2 * cfg.warmup_steps}, but a seed "
+                    f"runs {steps} optimiser steps, so the attention loss {acts}; kept as given")
+        return cfg
+    fitted = max(1, steps // 4)
+    log.warning(f"warm-up cut from {cfg.warmup_steps} ({source}) to {fitted} steps: a seed runs {steps} optimiser "
+                f"steps, and λ reaches λ* at twice the warm-up (set --warmup-steps to choose)")
+    return dataclasses.replace(cfg, warmup_steps=fitted, preset_sources={
+        **cfg.preset_sources, "warmup_steps": f"fitted to {steps} steps (was {cfg.warmup_steps}, {source})"})
+
+
 def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
           on_epoch_end: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> dict:
     """Train every seed, evaluate on the test split, write the output folder. Returns metrics.json."""
     t0 = time.perf_counter()
     corpus = load_corpus(cfg)
-    describe_model(cfg.model, "torch").check_labels(corpus.slates, cfg.images)
+    described = describe_model(cfg.model, "torch")
+    described.check_labels(corpus.slates, cfg.images)
     if cfg.init_from is not None:  # the bank to start from must fit this run, checked before the model loads
         bank = SoftPromptBank.load(cfg.init_from)
         if (bank.n_basis, bank.n_tokens) != (cfg.basis, cfg.soft_tokens):
             raise ValidationError(f"{cfg.init_from}: the bank has K={bank.n_basis} bases of N={bank.n_tokens} tokens "
                                   f"but this run asks for --basis {cfg.basis} --soft-tokens {cfg.soft_tokens}")
-        describe_model(cfg.model, "torch").check_bank(bank, cfg.init_from)
+        described.check_bank(bank, cfg.init_from)
         bank.check_template(cfg.template, cfg.init_from)
     splits = {seed: corpus.resplit(seed) if cfg.split_mode == "per-seed" else corpus for seed in cfg.seeds}
+    cfg = fit_warmup(cfg, {seed: len(c.split("train")) for seed, c in splits.items()})
     for seed, seed_corpus in splits.items():
         if not seed_corpus.split("train"):
             raise ValidationError(f"{cfg.sessions}: seed {seed} has no train-split session with {cfg.signal} mass")
     digests = _input_digests(cfg, corpus)
     check_output_folder(cfg, digests)
     thread_info = apply_threads(cfg.threads)
+    described.announce_weights()  # after the checks: a refused run prints its one error line only
     backbone = load(cfg.model, device=cfg.device)
     backbone.use_template(cfg.template)
     tiles = backbone.set_max_tiles(cfg.max_tiles) if cfg.max_tiles is not None else None
@@ -182,8 +215,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
             interruptible(lambda: kept):
         profiles = dict(zip(corpus.users.ids, corpus.users.profiles))
         if on_start is not None:
-            per_epoch = [-(-len(c.split("train")) // (cfg.batch_size * cfg.grad_accum)) for c in splits.values()]
-            on_start(sum(per_epoch) * cfg.epochs)
+            on_start(sum(optimiser_steps(cfg, len(c.split("train"))) for c in splits.values()))
         write_json(out / "train_config.json", {**cfg.to_json(), "config_hash": config_hash(cfg.to_json()),
                                                "inputs_sha256": digests})
         results, per_seed_cols, seeds_json = [], [], {}
@@ -220,7 +252,8 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
                                for n in M.METRIC_NAMES}
         first = seeds_json[str(cfg.seeds[0])]
         payload = {
-            "command": "train", "threads": thread_info, "model": backbone.name, "probe": cfg.probe, "seeds": list(cfg.seeds),
+            "command": "train", "threads": thread_info, "model": backbone.name, "model_weights": described.weights,
+            "probe": cfg.probe, "seeds": list(cfg.seeds),
             "protocol": {**cfg.protocol(), "max_tiles_applied": tiles},
             "samples": {**first["samples"], "dropped_no_signal": corpus.dropped_no_mass},
             "test_split": first["tested_on"],
