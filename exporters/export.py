@@ -107,8 +107,8 @@ def export_model(model: str, out: Path, *, fmt: str = "onnx", prompts: Path | No
     from fixate_rt.backends.describe import describe_model
 
     backbone = load(model, device="cpu", dtype=torch.float32)
-    describe_model(model, "torch").announce_weights()  # the folder's manifest says so too ("model_weights")
     family_export(backbone.family)  # an unexportable family: one line, before the staging folder exists
+    describe_model(model, "torch").announce_weights()  # the folder's manifest says so too ("model_weights")
     # built in a staging folder beside --out and swapped in whole once validated (and signed): a failed export
     # leaves nothing behind
     with staged_output(out, "export", inputs=inputs, overwrite=overwrite) as stage:

@@ -239,6 +239,7 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
     clock.mark("connect")
     with owned_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite,
                       resume=config.resume) as out:  # locked: one run per --out
+        info.announce_weights()  # notes only once nothing can refuse the run: an error stays one line
         digests = run_digests(info.folder(), data.users, data.slates, pairs, checked.bank_source)
         store = ChunkStore(out, fingerprint(config, info.kind.value, digests, len(pairs)), resume=config.resume)
         import ray

@@ -82,8 +82,8 @@ def run_profile(model: str = "slates-qwen3vl", *, batch_size: int = 8, pairs: in
         data = _profile_data(tmp / "data", users, images, batch_size, n_batches + warmup)
         from .backends import describe_model
 
-        weights = describe_model(model, backend).announce_weights()  # timing a random model is fine; said once
         sim = Simulator(model, device=device, batch_size=batch_size, probe=probe_name, backend=backend, kernel=kernel)
+        weights = describe_model(model, backend).announce_weights()  # timing a random model is fine; said once
     except BaseException:
         tmp_dir.cleanup()
         raise

@@ -4,7 +4,6 @@ warm-up that fits the run, and p-values that say which way the metric moved."""
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 
@@ -46,44 +45,26 @@ def test_a_random_weight_model_says_so_once_on_stderr_and_in_run_json(synth_dir,
     assert record["model_weights"] == "trained" and record["backbone"]["name"] == "slates-qwen3vl"
 
 
-class _Said(logging.Handler):
-    """What the ``fixate_rt`` logger says (the suite runs without pytest's logging plugin)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def said():
-    handler, log = _Said(), logging.getLogger("fixate_rt")
-    log.addHandler(handler)
-    yield handler.lines
-    log.removeHandler(handler)
-
-
-def test_a_warm_up_longer_than_the_run_is_fitted_to_it_and_said(said):
+def test_a_warm_up_longer_than_the_run_is_fitted_to_it_and_said():
     import dataclasses
 
     from fixate_rt.training.config import TrainConfig
     from fixate_rt.training.run import fit_warmup, optimiser_steps
 
-    cfg = TrainConfig.from_preset("none", sessions="s", images="i", users="u", out="o", epochs=2, batch_size=4,
-                                  grad_accum=2)
+    def config(**kw):
+        return TrainConfig.from_preset(kw.pop("preset", "none"), sessions="s", images="i", users="u", out="o",
+                                       epochs=2, batch_size=4, grad_accum=2, **kw)
+
+    cfg = config()
     assert cfg.warmup_steps == 30 and optimiser_steps(cfg, 36) == 2 * 5  # ⌈⌈36/4⌉/2⌉ = 5 steps an epoch
-    fitted = fit_warmup(cfg, {42: 36, 123: 40})
+    fitted, note = fit_warmup(cfg, {42: 36, 123: 40})
     assert fitted.warmup_steps == 2 and "fitted to 10 steps" in fitted.protocol()["warmup_steps"]["source"]
-    assert any("warm-up cut from 30" in line for line in said)
+    assert note.startswith("warm-up cut from 30 (default) to 2 steps")
     long_enough = dataclasses.replace(cfg, epochs=12)  # 60 steps: λ reaches λ* at step 2W = 60
-    assert fit_warmup(long_enough, {42: 36}) is long_enough
-    explicit = TrainConfig.from_preset("none", sessions="s", images="i", users="u", out="o", epochs=2, batch_size=4,
-                                       grad_accum=2, warmup_steps=30)
-    said.clear()
-    assert fit_warmup(explicit, {42: 36}).warmup_steps == 30  # given as an option: kept, but said
-    assert any("never acts" in line for line in said)
+    assert fit_warmup(long_enough, {42: 36}) == (long_enough, None)
+    for kept in (config(warmup_steps=30), config(preset="recgaze")):  # an option, or the paper's protocol
+        same, note = fit_warmup(kept, {42: 36})
+        assert same is kept and "never acts" in note and "kept as given" in note
 
 
 @pytest.mark.parametrize("metric, diff, word", [("kl", 0.0062, "worse"), ("kl", -0.01, "better"),

@@ -35,6 +35,7 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
     clock.mark("load_model")
     with owned_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite,
                       resume=config.resume) as out:  # locked: one run per --out, parts never interleaved
+        checked.info.announce_weights()  # notes only once nothing can refuse the run: an error stays one line
         digests = run_digests(checked.info.folder(), data.users, data.slates, pairs, checked.bank_source)
         store = ChunkStore(out, fingerprint(config, checked.info.kind.value, digests, len(pairs)),
                            resume=config.resume)

@@ -47,7 +47,6 @@ def preflight(config: SimulateConfig) -> Preflight:
         bank = SoftPromptBank.load(Path(source))
         info.check_bank(bank, source)
         bank.check_template(config.template.value, source, allow_mismatch=config.allow_template_mismatch)
-    info.announce_weights()  # once everything passed: a refused run prints its one error line only
     return Preflight(data, info, bank, Path(source) if source is not None else None, authorised_by)
 
 

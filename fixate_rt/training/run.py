@@ -158,26 +158,26 @@ def optimiser_steps(cfg: TrainConfig, n_train: int) -> int:
     return cfg.epochs * math.ceil(math.ceil(n_train / cfg.batch_size) / cfg.grad_accum)
 
 
-def fit_warmup(cfg: TrainConfig, n_train: dict[int, int]) -> TrainConfig:
+def fit_warmup(cfg: TrainConfig, n_train: dict[int, int]) -> tuple[TrainConfig, str | None]:
     """λ is 0 for W steps and reaches λ* at 2W. A run shorter than 2W would train the attention loss little or
-    not at all (``--epochs 2`` on the demo data is 18 steps a seed, under a 30-step warm-up): a warm-up that came
-    from a preset or the default is cut to a quarter of the shortest seed's steps; one given as an option is kept.
-    Either way it is said on stderr, and the protocol records what was applied and why."""
+    not at all (``--epochs 2`` on the demo data is 18 steps a seed, under the default 30-step warm-up): the default
+    warm-up is then cut to a quarter of the shortest seed's steps; one given as an option or by a preset (the
+    paper's protocol) is kept. Returns the config to run and what to say on stderr about it (None: nothing); the
+    protocol records what was applied and why."""
     steps = min(optimiser_steps(cfg, n) for n in n_train.values())
     if not cfg.uses_choice or cfg.warmup_steps <= 0 or 2 * cfg.warmup_steps <= steps:
-        return cfg
-    log = logging.getLogger("fixate_rt")
+        return cfg, None
     source = cfg.preset_sources.get("warmup_steps", "option")
-    if source == "option":
+    if source != "default":
         acts = "never acts" if cfg.warmup_steps >= steps else "acts only at the end"
-        log.warning(f"--warmup-steps {cfg.warmup_steps}: λ reaches λ* only at step {2 * cfg.warmup_steps}, but a seed "
-                    f"runs {steps} optimiser steps, so the attention loss {acts}; kept as given")
-        return cfg
+        return cfg, (f"warm-up {cfg.warmup_steps} steps ({source}): λ reaches λ* only at step "
+                     f"{2 * cfg.warmup_steps}, but a seed runs {steps} optimiser steps, so the attention loss {acts}; "
+                     "kept as given")
     fitted = max(1, steps // 4)
-    log.warning(f"warm-up cut from {cfg.warmup_steps} ({source}) to {fitted} steps: a seed runs {steps} optimiser "
-                f"steps, and λ reaches λ* at twice the warm-up (set --warmup-steps to choose)")
-    return dataclasses.replace(cfg, warmup_steps=fitted, preset_sources={
-        **cfg.preset_sources, "warmup_steps": f"fitted to {steps} steps (was {cfg.warmup_steps}, {source})"})
+    return (dataclasses.replace(cfg, warmup_steps=fitted, preset_sources={
+        **cfg.preset_sources, "warmup_steps": f"fitted to {steps} steps (default was {cfg.warmup_steps})"}),
+            f"warm-up cut from {cfg.warmup_steps} (default) to {fitted} steps: a seed runs {steps} optimiser steps, "
+            "and λ reaches λ* at twice the warm-up (set --warmup-steps to choose)")
 
 
 def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
@@ -195,14 +195,13 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
         described.check_bank(bank, cfg.init_from)
         bank.check_template(cfg.template, cfg.init_from)
     splits = {seed: corpus.resplit(seed) if cfg.split_mode == "per-seed" else corpus for seed in cfg.seeds}
-    cfg = fit_warmup(cfg, {seed: len(c.split("train")) for seed, c in splits.items()})
+    cfg, warmup_note = fit_warmup(cfg, {seed: len(c.split("train")) for seed, c in splits.items()})
     for seed, seed_corpus in splits.items():
         if not seed_corpus.split("train"):
             raise ValidationError(f"{cfg.sessions}: seed {seed} has no train-split session with {cfg.signal} mass")
     digests = _input_digests(cfg, corpus)
     check_output_folder(cfg, digests)
     thread_info = apply_threads(cfg.threads)
-    described.announce_weights()  # after the checks: a refused run prints its one error line only
     backbone = load(cfg.model, device=cfg.device)
     backbone.use_template(cfg.template)
     tiles = backbone.set_max_tiles(cfg.max_tiles) if cfg.max_tiles is not None else None
@@ -213,6 +212,9 @@ def train(cfg: TrainConfig, *, on_step: Callable[[dict], None] | None = None,
     # --overwrite deletes the previous run's files, so a run in progress there is never touched
     with owned_output(cfg.out, "train", inputs=train_inputs(cfg), overwrite=cfg.overwrite, resume=cfg.resume) as out, \
             interruptible(lambda: kept):
+        described.announce_weights()  # notes only once nothing can refuse the run: an error stays one line
+        if warmup_note:
+            logging.getLogger("fixate_rt").warning(warmup_note)
         profiles = dict(zip(corpus.users.ids, corpus.users.profiles))
         if on_start is not None:
             on_start(sum(optimiser_steps(cfg, len(c.split("train"))) for c in splits.values()))
