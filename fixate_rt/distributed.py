@@ -12,10 +12,14 @@ files moved into the run layout of `fixate_rt.run.layout` once checked, so the o
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import shutil
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +158,42 @@ def simulate_dataset(pairs, *, images: str | Path, model: str = "slates-qwen3vl"
         runtime_env=runtime_env)  # Ray Data's actors restart, and retry their batch, by default
 
 
+@contextlib.contextmanager
+def ray_output(log_file: Path | None) -> Iterator[None]:
+    """Ray's own output for the block — its INFO logs, progress lines, notices and the C++ core worker's lines, all
+    written to file descriptor 2 — appended to ``log_file``; None leaves it on the terminal (``-v``). The user
+    sees fixate-rt's lines, and Ray's are kept in the run folder (``OUT/ray-logs/ray.log``)."""
+    if log_file is None:
+        yield
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    # Ray's Python loggers may hold a stream object that is not file descriptor 2 (an embedding application's,
+    # a test runner's): they are pointed at the file too, for the block
+    to_file = logging.FileHandler(log_file)
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    kept = [(lg.handlers[:], lg.propagate) for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.handlers, lg.propagate = [to_file], False
+        with open(log_file, "ab") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        for lg, (handlers, propagate) in zip(loggers, kept):
+            lg.handlers, lg.propagate = handlers, propagate
+        to_file.close()
+
+
+def ray_log_file(folder: Path) -> Path | None:
+    """Where Ray's output goes: ``folder/ray.log``, or None (the terminal) when the CLI runs with ``-v``."""
+    return None if logging.getLogger("fixate_rt").isEnabledFor(logging.DEBUG) else folder / "ray.log"
+
+
 def connect(address: str | None, *, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address`` ("auto", "ray://host:port", host:port) or start a local one."""
     ray = require_ray()
@@ -234,7 +274,14 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
     pairs = data.all_pairs()
     check_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite, resume=config.resume)
     clock.mark("read_inputs")
-    connect(address)  # before anything is written: a refused connection leaves no folder behind
+    # before anything is written: a refused connection leaves no folder behind (Ray's start-up lines go to a
+    # temporary log, moved into the run folder below, or named in the error)
+    startup = Path(tempfile.mkdtemp(prefix="fixate-rt-ray-")) / "ray-logs"
+    try:
+        with ray_output(ray_log_file(startup)):
+            connect(address)
+    except InputError as exc:
+        raise InputError(f"{exc} (Ray's output: {startup / 'ray.log'})") from None
     check_cluster(workers, gpus_per_worker)
     clock.mark("connect")
     with owned_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite,
@@ -242,6 +289,12 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
         info.announce_weights()  # notes only once nothing can refuse the run: an error stays one line
         digests = run_digests(info.folder(), data.users, data.slates, pairs, checked.bank_source)
         store = ChunkStore(out, fingerprint(config, info.kind.value, digests, len(pairs)), resume=config.resume)
+        logs = out / "ray-logs"
+        if (startup / "ray.log").is_file():
+            logs.mkdir(exist_ok=True)
+            with open(logs / "ray.log", "ab") as sink:
+                sink.write((startup / "ray.log").read_bytes())
+        shutil.rmtree(startup.parent, ignore_errors=True)
         import ray
 
         if on_start is not None:
@@ -250,6 +303,9 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
         resumed = store.done_pairs()
         clock.mark("prepare_output")
         if pending:  # one Ray execution for every missing chunk: the actors load the model once
+            logging.getLogger("fixate_rt").info(
+                f"simulating {sum(len(store.chunks[i]) for i in pending)} pairs ({len(pending)} chunks) on {workers} Ray "
+                f"worker(s); Ray's own log: {logs / 'ray.log'}")
             index = [j for i in pending for j in store.chunks[i]]
             table = pa.table({"pair": pa.array(index, pa.int64()), "user_id": [pairs[j][0] for j in index],
                               "slate_id": [pairs[j][1] for j in index]})
@@ -263,7 +319,8 @@ def run_distributed(config: SimulateConfig, *, address: str | None = None, worke
                 allow_template_mismatch=config.allow_template_mismatch, chunk_pairs=store.chunk_pairs)
             shard = store.chunk_pairs
             result = result.map_batches(lambda t: _with_chunk(t, shard), batch_format="pyarrow")
-            result.write_parquet(str(store.staging), partition_cols=["chunk"])
+            with ray_output(ray_log_file(logs)):
+                result.write_parquet(str(store.staging), partition_cols=["chunk"])
             for i in pending:  # checked, then renamed into place chunk by chunk
                 store.adopt_staged(i, sorted((store.staging / f"chunk={i}").glob("*.parquet")))
             shutil.rmtree(store.staging, ignore_errors=True)

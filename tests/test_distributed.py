@@ -115,6 +115,9 @@ def test_cli_engine_ray_writes_the_local_layout_and_either_engine_resumes(cluste
             "--workers", "2", "--shard-pairs", "7", "--model", "tiny-qwen3vl"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + (result.stderr or "")
+    # Ray's own lines (INFO logs, progress, core worker notices) go to the run folder, not the terminal
+    assert "INFO" not in result.stderr and "core_worker" not in result.stderr, result.stderr
+    assert "Dataset" in (tmp_path / "ray" / "ray-logs" / "ray.log").read_text(errors="replace")
     local_args = [a if a != str(tmp_path / "ray") else str(tmp_path / "local") for a in args[:-8]] + [
         "--shard-pairs", "7", "--model", "tiny-qwen3vl"]
     assert runner.invoke(app, local_args).exit_code == 0
