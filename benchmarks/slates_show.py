@@ -63,8 +63,8 @@ def main() -> None:
     print(f"largest KL improvement on a test pair: {user} on {slate}, {best:.3f} nats "
           f"(median over {len(gain)} test pairs {np.median(list(gain.values())):+.3f})")
     panels = []
-    for name in ("backbone", "fixate"):
-        cli("show", "--sim", work / name, "--sessions", args.data / "sessions.parquet",
+    for name, label in (("backbone", "backbone (no prompt)"), ("fixate", "FixATE (trained prompt)")):
+        cli("show", "--sim", work / name, "--sessions", args.data / "sessions.parquet", "--label", label,
             "--images", args.data / "slates", "--out", work / f"show_{name}", "--user", user, "--slate", slate)
         panels.append(Image.open(next((work / f"show_{name}").glob("*.png"))).convert("RGB"))
     width = max(p.width for p in panels)

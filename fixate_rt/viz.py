@@ -34,15 +34,20 @@ def _outlined(ax, x, y, text, **kw) -> None:
 
 
 def _slate_panel(ax, image, boxes: np.ndarray, values: np.ndarray, title: str, clicked: int, top: int, cmap,
-                 vmax: float) -> None:
-    """The dimmed slate, each slot tinted by its share on the shared scale [0, vmax], the share written on it."""
+                 norm, simulated: np.ndarray | None = None) -> None:
+    """The slate, slightly softened so that titles and letters stay readable, each slot tinted by its share on
+    ``norm`` (a square-root scale, so a spread-out distribution is not black) with the share written on it;
+    ``simulated``: per slot, how many of the simulated clicks landed there (drawn as "n×")."""
     from matplotlib.patches import Rectangle
 
-    ax.imshow(np.asarray(image, dtype=np.float32) / 255 * 0.35)  # dimmed, so the heat reads over any artwork
+    ax.imshow(0.15 + 0.85 * np.asarray(image, dtype=np.float32) / 255)  # softened, never darkened
     for k, (x0, y0, x1, y1) in enumerate(boxes):
-        level = min(values[k] / vmax, 1.0)
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, color=cmap(level), alpha=0.25 + 0.65 * level))
+        level = float(np.clip(norm(values[k]), 0.0, 1.0))
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, color=cmap(level), alpha=0.12 + 0.5 * level))
         _outlined(ax, x0 + 3, y0 + 3, f"{values[k]:.2f}", fontsize=8, weight="bold", va="top")
+        if simulated is not None and simulated[k] > 0:
+            _outlined(ax, x1 - 3, y1 - 3, f"{int(simulated[k])}× sim", fontsize=8, weight="bold", ha="right",
+                      va="bottom")
     cx0, cy0, cx1, cy1 = boxes[clicked]
     ax.add_patch(Rectangle((cx0, cy0), cx1 - cx0, cy1 - cy0, fill=False, edgecolor="lime", linewidth=2.5))
     tx0, ty0, tx1, ty1 = boxes[top]
@@ -70,13 +75,16 @@ def _click_panel(ax, labels: tuple[str, ...], p_click: np.ndarray, clicked: int,
 
 
 def render_pair(path: Path, slate: Slate, user_id: str, relevance: np.ndarray, p_click: np.ndarray,
-                dwell: np.ndarray, clicked: int, tau: float = 1.0, signal: str = "fixation") -> dict:
-    """Write one PNG: the model's slot relevance and the user's gaze target on one colour scale (with its bar),
-    and the model's p_click per slot; the clicked slot (green) and the model's top-attention slot (red, dashed)
-    marked and explained in a legend; metric values in the title. Returns the metrics."""
+                dwell: np.ndarray, clicked: int, tau: float = 1.0, signal: str = "fixation", *,
+                simulated_clicks: list[int] | None = None, run_label: str = "model", scale: str = "shared") -> dict:
+    """Write one PNG: the model's slot relevance (panel named after ``run_label``, e.g. "backbone" or "FixATE")
+    and the user's gaze target, on one square-root colour scale (``scale="shared"``, with its bar) or each on its
+    own (``"per-panel"``); the model's p_click per slot; the observed click (green), the model's top-attention
+    slot (red, dashed) and where the simulated clicks (every sample, ``simulated_clicks`` slot indices) landed,
+    explained in a legend; metric values in the title. Returns the metrics."""
     plt = _pyplot()
     from matplotlib import cm
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import PowerNorm
     from matplotlib.lines import Line2D
 
     gaze = M.gaze_target(dwell, tau)
@@ -87,7 +95,11 @@ def render_pair(path: Path, slate: Slate, user_id: str, relevance: np.ndarray, p
     top = int(M.rank(relevance)[0])
     model, target = M.normalise(relevance), M.normalise(gaze)
     vmax = max(float(model.max()), float(target.max()), 1e-12)  # one scale for both distributions
-    cmap = plt.get_cmap("magma")
+    norms = ([PowerNorm(0.5, 0, vmax)] * 2 if scale == "shared" else
+             [PowerNorm(0.5, 0, max(float(v.max()), 1e-12)) for v in (model, target)])
+    cmap = plt.get_cmap("viridis")
+    counts = (np.bincount(np.asarray(simulated_clicks, dtype=np.int64), minlength=len(boxes))
+              if simulated_clicks else None)
     width, height = slate.layout.image_size
     panel_w = 6.4  # inches per slate panel; the height follows the slate's aspect (tall result pages stay legible)
     fig_h = panel_w * min(max(height / width, 0.3), 2.5) + 1.4
@@ -97,15 +109,19 @@ def render_pair(path: Path, slate: Slate, user_id: str, relevance: np.ndarray, p
                             bottom=0.12, wspace=0.06)
     axes = [fig.add_subplot(grid[0, k]) for k in (0, 1, 2, 4)]
     name = SIGNAL_NAMES.get(signal, signal)
-    _slate_panel(axes[0], image, boxes, model, f"model slot relevance (top slot {labels[top]})", clicked, top, cmap,
-                 vmax)
-    _slate_panel(axes[1], image, boxes, target, f"user's {name} distribution (τ = {tau:g})", clicked, top, cmap, vmax)
-    fig.colorbar(cm.ScalarMappable(norm=Normalize(0, vmax), cmap=cmap), cax=axes[2],
-                 label="share of the slate (both panels)")
+    _slate_panel(axes[0], image, boxes, model, f"{run_label}: slot relevance (top slot {labels[top]})", clicked,
+                 top, cmap, norms[0], counts)
+    _slate_panel(axes[1], image, boxes, target, f"user {user_id}: {name} distribution (τ = {tau:g})", clicked, top,
+                 cmap, norms[1])
+    fig.colorbar(cm.ScalarMappable(norm=norms[0], cmap=cmap), cax=axes[2],
+                 label="share of the slate, √ scale (" + ("both panels)" if scale == "shared" else "left panel)"))
     _click_panel(axes[3], labels, np.asarray(p_click, dtype=np.float64), clicked, top)
-    fig.legend(handles=[Line2D([], [], color="lime", lw=2.5, label=f"clicked slot ({labels[clicked]})"),
-                        Line2D([], [], color="red", lw=1.8, ls="--", label=f"model's top slot ({labels[top]})")],
-               loc="lower left", ncol=2, fontsize=9, frameon=False)
+    handles = [Line2D([], [], color="lime", lw=2.5, label=f"observed click ({labels[clicked]})"),
+               Line2D([], [], color="red", lw=1.8, ls="--", label=f"model's top slot ({labels[top]})")]
+    if counts is not None:
+        handles.append(Line2D([], [], color="none", label=f"n× sim: where the {int(counts.sum())} simulated clicks "
+                                                           "landed"))
+    fig.legend(handles=handles, loc="lower left", ncol=3, fontsize=9, frameon=False)
     fig.suptitle(f"user {user_id} · slate {slate.slate_id} · {name} · KL {scores['kl']:.3f} · JS {scores['js']:.3f} · "
                  f"cos {scores['cosine']:.3f} · CSH@1 {scores['csh@1']:.0f} · CSH@3 {scores['csh@3']:.0f} · "
                  f"TGO@3 {scores['tgo@3']:.2f} · p(click) {p_click[clicked]:.3f}", fontsize=10)

@@ -16,7 +16,8 @@ from .display import print_comparison, print_score
 @app.command(rich_help_panel="Analysis")
 @fail_cleanly
 def score(
-    sim: Annotated[Path, typer.Option(help="simulations.parquet from `fixate-rt simulate`")],
+    sim: Annotated[Path, typer.Option(help="a `fixate-rt simulate --out` folder (or its simulations/ folder, or a "
+                                           "Parquet file)")],
     sessions: Annotated[Path, typer.Option(help="sessions.parquet with the observed dwell and clicks")],
     out: Annotated[Path, typer.Option(help="Output folder for metrics.json and per_sample.csv")],
     signal: Annotated[Signal, typer.Option(help="Gaze target from fixation or cursor dwell")] = Signal.fixation,
@@ -59,7 +60,7 @@ def score(
 @app.command(rich_help_panel="Analysis")
 @fail_cleanly
 def show(
-    sim: Annotated[Path, typer.Option(help="simulations.parquet")],
+    sim: Annotated[Path, typer.Option(help="a `fixate-rt simulate --out` folder (or a simulation Parquet file)")],
     sessions: Annotated[Path, typer.Option(help="sessions.parquet")],
     images: Annotated[Path, typer.Option(help="slates folder")],
     out: Annotated[Path, typer.Option(help="Output folder for the PNGs")],
@@ -68,9 +69,14 @@ def show(
     limit: Annotated[int, typer.Option(min=1, help="At most this many PNGs")] = 12,
     signal: Annotated[Signal, typer.Option(help="fixation or cursor dwell on the right")] = Signal.fixation,
     tau: Annotated[float, typer.Option(help="Gaze-target temperature")] = 1.0,
+    label: Annotated[Optional[str], typer.Option(help="name of the model's panel, e.g. backbone or FixATE "
+                                                      "[default: the run folder's name]")] = None,
+    scale: Annotated[str, typer.Option(help="shared: one √ colour scale for both panels; per-panel: each its "
+                                            "own")] = "shared",
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
-    """PNG per (user, slate): model slot relevance beside the fixation distribution, click and top slot marked."""
+    """PNG per (user, slate): model slot relevance beside the fixation distribution; the observed click, the
+    simulated clicks and the model's top slot marked."""
     check_output(out, "show", inputs=(sim, sessions, images), overwrite=overwrite)
     from ..data.join import load_inputs
     from ..errors import ValidationError, where
@@ -78,7 +84,11 @@ def show(
 
     if tau <= 0:
         raise ValidationError(f"--tau must be > 0, got {tau}")
+    if scale not in ("shared", "per-panel"):
+        raise ValidationError(f"--scale must be shared or per-panel, got '{scale}'")
     sims = read_simulations(sim)
+    clicks = simulated_clicks(sim)
+    run_label = label if label is not None else (Path(sim).name if Path(sim).is_dir() else Path(sim).parent.name)
     data = load_inputs(images=images, sessions=sessions, signal=signal.value)
     for name, wanted, known in (("--user", user, data.sessions.user_ids), ("--slate", slate, data.sessions.slate_ids)):
         if wanted is not None and wanted not in known:
@@ -96,10 +106,22 @@ def show(
     if not chosen:
         raise ValidationError(f"{sessions}: no session with a simulation matches user={user} slate={slate}")
     with owned_output(out, "show", inputs=(sim, sessions, images), overwrite=overwrite) as folder:
-        _draw(folder, chosen, data, sims, signal, tau)
+        _draw(folder, chosen, data, sims, signal, tau, clicks, run_label, scale)
 
 
-def _draw(out: Path, chosen: list[int], data, sims, signal, tau: float) -> None:
+def simulated_clicks(sim: Path) -> dict[tuple[str, str], list[int]]:
+    """Every sample's drawn click per (user, slate) of a simulation."""
+    from ..run.layout import read_simulation
+
+    table, _ = read_simulation(sim)
+    out: dict[tuple[str, str], list[int]] = {}
+    for u, s, k in zip(*(table.column(c).to_pylist() for c in ("user_id", "slate_id", "click_slot"))):
+        out.setdefault((u, s), []).append(int(k))
+    return out
+
+
+def _draw(out: Path, chosen: list[int], data, sims, signal, tau: float, clicks: dict, run_label: str,
+          scale: str) -> None:
     from ..data.text import file_safe
     from ..viz import render_pair
 
@@ -107,7 +129,8 @@ def _draw(out: Path, chosen: list[int], data, sims, signal, tau: float) -> None:
         u, s = data.sessions.user_ids[i], data.sessions.slate_ids[i]
         path = out / f"{file_safe(u)}__{file_safe(s)}__{signal.value}.png"  # ids are data: encoded, never a path
         scores = render_pair(path, data.slates[s], u, sims[(u, s)].relevance, sims[(u, s)].p_click, data.dwell[i],
-                             int(data.sessions.clicked_slot[i]), tau, signal.value)
+                             int(data.sessions.clicked_slot[i]), tau, signal.value, simulated_clicks=clicks.get((u, s)),
+                             run_label=run_label, scale=scale)
         print(f"{path}  KL {scores['kl']:.3f}  CSH@1 {scores['csh@1']:.0f}  TGO@3 {scores['tgo@3']:.2f}")
 
 

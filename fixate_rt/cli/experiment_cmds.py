@@ -36,7 +36,7 @@ def permute(
 @app.command(rich_help_panel="Experiments")
 @fail_cleanly
 def compare(
-    sim_a: Annotated[Path, typer.Argument(help="run A: simulations.parquet or a simulate --out folder")],
+    sim_a: Annotated[Path, typer.Argument(help="run A: a simulate --out folder (or a simulation Parquet file)")],
     sim_b: Annotated[Path, typer.Argument(help="run B, over the same users on variants of the same slates")],
     out: Annotated[Path, typer.Option(help="folder for compare.json, per_item.csv, per_position.csv, compare.png")],
     level: Annotated[float, typer.Option(help="confidence level of the bootstrap intervals")] = 0.95,
@@ -64,11 +64,14 @@ def compare(
 @app.command("position-bias", rich_help_panel="Experiments")
 @fail_cleanly
 def position_bias(
-    sims: Annotated[list[Path], typer.Argument(help="one or more runs (simulations.parquet or simulate --out "
-                                                    "folders), ideally on variants that move items around")],
-    out: Annotated[Path, typer.Option(help="folder for position_bias.json/.csv/.png")],
+    sims: Annotated[list[Path], typer.Argument(help="one or more runs (simulate --out folders or simulation Parquet "
+                                                    "files), ideally on variants that move items around")],
+    out: Annotated[Path, typer.Option(help="folder for position_bias.json/.csv, position_bias.png (the curves) and "
+                                           "position_bias_overlay.png")],
     images: Annotated[Optional[Path], typer.Option(help="the slates of every run [default: each run's own, from "
                                                         "its run.json]")] = None,
+    resamples: Annotated[int, typer.Option(min=0, max=2000, help="bootstrap refits for the intervals (0: none)")] = 100,
+    seed: Annotated[int, typer.Option(min=0, help="bootstrap seed")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Examination by position: the model's attention, and logit, PBM and cascade click models fitted to clicks."""
@@ -79,7 +82,7 @@ def position_bias(
 
     runs = [read_run(s) for s in sims]
     slates = [slates_of(run, images) for run in runs]  # each folder read (and its images decoded) once
-    result = fit(runs, slates)
+    result = fit(runs, slates, resamples=resamples, seed=seed)
     write_position_bias(out, result, slates[0][sorted(set(runs[0].slates))[0]], inputs=(*sims, images),
                         overwrite=overwrite)
     theta = ", ".join(f"{v:.2f}" for v in result["logit"]["theta"])
@@ -89,7 +92,7 @@ def position_bias(
 @app.command("export-clicks", rich_help_panel="Experiments")
 @fail_cleanly
 def export_clicks(
-    sim: Annotated[Path, typer.Argument(help="a run: simulations.parquet or a simulate --out folder")],
+    sim: Annotated[Path, typer.Argument(help="a run: a simulate --out folder (or a simulation Parquet file)")],
     format: Annotated[ClickLogFormat, typer.Option("--format", help="yandex (PyClick's log format) or clax "
                                                                     "(clax-models' Parquet arrays)")],
     out: Annotated[Path, typer.Option(help="folder for the log: clicks.tsv with ids.csv and examination.tsv "

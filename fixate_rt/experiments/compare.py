@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ValidationError
+from ..errors import InputError, ValidationError
 from ..limits import MAX_RESAMPLES
 from .runs import Run, item_keys, read_run, slates_of
 
@@ -63,14 +63,23 @@ def bootstrap(diff: np.ndarray, resamples: int, level: float, seed: int) -> tupl
     return low, high, np.quantile(tv, [alpha, 1 - alpha])
 
 
+EXACT_WILCOXON_BELOW = 10  # users: below, scipy's exact/permutation p; from here, the normal approximation
+
+
 def wilcoxon_columns(diff: np.ndarray) -> np.ndarray:
-    """Two-sided Wilcoxon signed-rank p-value per column over users; 1 where every difference is zero."""
+    """Two-sided Wilcoxon signed-rank p-value per column over users; 1 where every difference is zero.
+
+    With fewer than `EXACT_WILCOXON_BELOW` users scipy's exact (with zero differences, permutation) distribution
+    is used; from there on its normal approximation, which scipy allows at any size: the exact path with zero
+    differences costs about half a second per column at 12 users (25 s for one `compare` of 12 users), and
+    the approximation is already close (p 0.32 vs 0.36 at 12 users in a check)."""
     from scipy.stats import wilcoxon
 
     p = np.ones(diff.shape[1])
     live = np.flatnonzero(np.any(diff != 0, axis=0))
     if live.size:
-        p[live] = wilcoxon(diff[:, live], zero_method="zsplit", axis=0).pvalue
+        method = "auto" if diff.shape[0] < EXACT_WILCOXON_BELOW else "approx"
+        p[live] = wilcoxon(diff[:, live], zero_method="zsplit", axis=0, method=method).pvalue
     return p
 
 
@@ -132,14 +141,36 @@ def compare_runs(path_a: Path, path_b: Path, *, resamples: int = 2000, level: fl
     by_pos, _ = _effects(shares(a, users, a.click_slot.astype(str).astype(object), pos_keys),
                          shares(b, users, b.click_slot.astype(str).astype(object), pos_keys), pos_keys, resamples,
                          level, seed + 1)
+    labels = position_labels(a, images_a, len(positions))
+    per_position = [{"position": row["position"], "label": labels[row["position"]], **row}
+                    for row in _rows(by_pos, "position")]
     return {
         "format": "fixate-rt/compare/1", "a": str(path_a), "b": str(path_b), "users": len(users),
         "rows": {"a": int(a.users.size), "b": int(b.users.size)}, "level": level, "resamples": resamples,
         "seed": seed, "effect": "mean over users of (share in B − share in A)",
         "overall": {"total_variation": float(0.5 * np.abs(by_item.diff).sum()), "low": float(tv_ci[0]),
                     "high": float(tv_ci[1])},
-        "per_item": _rows(by_item, "item"), "per_position": _rows(by_pos, "position"),
+        "per_item": _rows(by_item, "item"), "per_position": per_position,
     }
+
+
+def position_labels(run: Run, images: Path | None, n: int) -> list[str]:
+    """What each position is called everywhere a person reads it: the slates' own slot labels (A–O on a RecGaze
+    grid) when every slate of the run agrees on them, else the grid letters A, B, … (``position`` stays the
+    0-based index in the JSON and CSV, for programs)."""
+    from ..data.layout import LETTERS
+
+    fallback = [LETTERS[k] if k < len(LETTERS) else str(k + 1) for k in range(n)]
+    if (images or run.images) is None:
+        return fallback
+    try:
+        slates = slates_of(run, images)
+    except (ValidationError, InputError):
+        return fallback
+    seen = {slates[sid].layout.labels for sid in set(run.slates)}
+    if len(seen) != 1 or len(next(iter(seen))) < n:
+        return fallback
+    return list(next(iter(seen)))[:n]
 
 
 def _rows(e: Effects, name: str) -> list[dict]:

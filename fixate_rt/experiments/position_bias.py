@@ -159,12 +159,39 @@ ASSUMPTIONS = {
 }
 
 
-def position_bias(runs: list[Run], slates_per_run: list[dict[str, Slate]]) -> dict:
-    """``slates_per_run``: the slates each run was made on (`runs.slates_of`), read once by the caller."""
+def per_position(c: Configurations) -> dict[str, np.ndarray]:
+    """Each click model's per-position parameter on one scale (largest = 1 for logit and PBM; the cascade's
+    examination is already a probability)."""
+    return {"logit": np.asarray(fit_logit(c, iterations=60)["theta"]),
+            "pbm": np.asarray(fit_pbm(c, iterations=60)["theta_relative"]),
+            "cascade": np.asarray(fit_cascade(c)["examination"])}
+
+
+def bootstrap_intervals(c: Configurations, resamples: int = 100, level: float = 0.95, seed: int = 0) -> dict:
+    """Percentile intervals of every model's per-position parameter, resampling the slate configurations (with
+    their clicks) with replacement and refitting; the interval is over refits, so it covers the fits' own noise."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[np.ndarray]] = {"logit": [], "pbm": [], "cascade": []}
+    for _ in range(resamples):
+        pick = rng.integers(0, len(c.sessions), len(c.sessions))
+        sample = Configurations(c.items[pick], c.clicks[pick], c.sessions[pick], c.item_names)
+        for name, values in per_position(sample).items():
+            draws[name].append(values)
+    alpha = (1 - level) / 2
+    return {"level": level, "resamples": resamples, "seed": seed, "unit": "slate configuration",
+            **{name: {"low": np.quantile(v, alpha, axis=0).tolist(), "high": np.quantile(v, 1 - alpha, axis=0).tolist()}
+               for name, v in ((n, np.stack(d)) for n, d in draws.items())}}
+
+
+def position_bias(runs: list[Run], slates_per_run: list[dict[str, Slate]], *, resamples: int = 100,
+                  seed: int = 0) -> dict:
+    """``slates_per_run``: the slates each run was made on (`runs.slates_of`), read once by the caller.
+    ``resamples``: bootstrap refits for the intervals (0: none)."""
     config, observed = configurations(runs, slates_per_run)
     if len(config.item_names) < 2 or observed["sessions"] < 10:
         raise ValidationError("position bias needs at least 10 simulated sessions and 2 items")
     logit, pbm, cascade = fit_logit(config), fit_pbm(config), fit_cascade(config)
+    intervals = bootstrap_intervals(config, resamples, seed=seed) if resamples else None
     return {
         "format": "fixate-rt/position-bias/1", "runs": [str(r.source) for r in runs],
         "sessions": observed["sessions"], "configurations": int(len(config.sessions)),
@@ -173,6 +200,7 @@ def position_bias(runs: list[Run], slates_per_run: list[dict[str, Slate]]) -> di
         "logit": {"beta": logit["beta"], "theta": logit["theta"], "loglik": logit["loglik"]},
         "pbm": {"theta": pbm["theta"], "theta_relative": pbm["theta_relative"]},
         "cascade": {"examination": cascade["examination"]},
+        "intervals": intervals,
         "assumptions": ASSUMPTIONS,
         "items": {"logit_gamma": logit["gamma"], "pbm_alpha": pbm["alpha"], "cascade_alpha": cascade["alpha"]},
     }

@@ -79,7 +79,9 @@ def learning_curve(path: Path, results: list[SeedResult], selection: str = "comp
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=100)
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 3.8), dpi=100)
     for r in results:
         epochs = [h["epoch"] for h in r.history]
         if r.history and "train_loss" in r.history[0]:
@@ -93,8 +95,9 @@ def learning_curve(path: Path, results: list[SeedResult], selection: str = "comp
     axes[1].set(title=("validation composite" if selection == "composite" else "validation −JS")
                 + " (TF, micro; higher is better)", xlabel="epoch")
     for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        if ax.get_legend_handles_labels()[0]:  # beside the axes, never over the curves
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
