@@ -59,13 +59,14 @@ def test_the_readme_python_example_runs_and_its_comments_hold(synth_root, monkey
     assert info["rows"] == 4 * 3 and (folder / "out" / "simulations").is_dir()
 
 
-def test_the_experiments_walkthrough_runs_as_written(synth_root):
-    """docs/experiments.md's command blocks, in order, in a folder holding `fixate-rt synth data`."""
+def test_the_experiments_walkthrough_runs_as_written(tmp_path):
+    """docs/experiments.md's command blocks, in order, in an empty folder (the first makes the data)."""
     doc = ROOT / "docs" / "experiments.md"
     commands = [_without_optional_parts(line) for block in _blocks(doc, "bash")
                 for line in block.splitlines() if line.strip()]
-    assert [c.split()[1] for c in commands] == ["permute", "simulate", "simulate", "compare", "position-bias",
-                                                "export-clicks", "export-clicks"]
+    assert [c.split()[1] for c in commands] == ["synth", "permute", "simulate", "simulate", "compare",
+                                                "position-bias", "export-clicks", "export-clicks"]
+    synth_root = tmp_path
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "HF_HUB_OFFLINE": "1"}
     for command in commands:
@@ -75,5 +76,5 @@ def test_the_experiments_walkthrough_runs_as_written(synth_root):
                  "position_bias/position_bias.png", "clicks/yandex/clicks.tsv", "clicks/clax/clicks.parquet"):
         assert (synth_root / path).is_file(), path
     sims = read_simulation(synth_root / "sim_shuffled")[0]
-    assert sims.num_rows == 4 * 3 * 4  # users × slates × --samples 4
+    assert sims.num_rows == 12 * 8 * 4  # users × slates × --samples 4
     assert pq.read_table(synth_root / "clicks" / "clax" / "clicks.parquet").num_rows == sims.num_rows

@@ -84,3 +84,25 @@ def test_the_first_line_of_train_names_the_seeds_and_where_they_came_from(capsys
     print_protocol(TrainConfig.from_preset("none", sessions="s", images="i", users="u", out="o"))
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("training 5 seeds (42, 123, 456, 789, 2024; default)"), first
+
+
+def test_table_titles_break_between_phrases_not_inside_them():
+    from fixate_rt.cli.display import fit_title
+
+    title = fit_title("test (test, 48 samples)", "mean ± std over seeds [1, 2, 3]", "preset none", "ties average",
+                      width=44)
+    assert title.splitlines() == ["test (test, 48 samples)", "mean ± std over seeds [1, 2, 3]",
+                                  "preset none · ties average"]
+
+
+def test_the_closing_progress_line_is_not_printed_twice():
+    from fixate_rt.cli.progress import LineReporter
+
+    lines = []
+    reporter = LineReporter("simulating", "pairs", every_s=0.0)
+    reporter._line = (lambda original: lambda: (lines.append(reporter.done), original())[1])(reporter._line)
+    with reporter:
+        reporter.total(4)
+        reporter.advance(2)
+        reporter.advance(2)  # the 100 % line, printed here ...
+    assert lines == [2, 4]  # ... and not again on exit

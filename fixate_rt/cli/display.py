@@ -14,10 +14,24 @@ def describe_implementations(record: dict[str, dict[str, str]]) -> str:
     return ", ".join(f"{op} {r['impl']} on {r['device']}" for op, r in record.items())
 
 
+def fit_title(*parts: str, width: int | None = None) -> str:
+    """A table title from " · "-separated parts, broken into lines only between parts, so that a narrow terminal
+    never cuts a phrase ("mean ± std over seeds" stays whole); ``width`` defaults to the console's."""
+    width = (width or out_console.width) - 4
+    lines, line = [], ""
+    for part in parts:
+        candidate = f"{line} · {part}" if line else part
+        if line and len(candidate) > width:
+            lines.append(line)
+            candidate = part
+        line = candidate
+    return "\n".join([*lines, line])
+
+
 def print_simulation_summary(out: Path, info: dict, seconds: float) -> None:
     summary = info["summary"]
-    table = Table(title=f"{info['rows']} simulated clicks · {info['pairs']} pairs · {info['pairs_per_s']} pairs/s "
-                        f"· device {info['device']}")
+    table = Table(title=fit_title(f"{info['rows']} simulated clicks", f"{info['pairs']} pairs",
+                                  f"{info['pairs_per_s']} pairs/s", f"device {info['device']}"))
     for col in ("slot", "click share", "mean p_click", "mean slot relevance"):
         table.add_column(col, justify="right")
     for i, label in enumerate(summary["labels"]):
@@ -34,8 +48,8 @@ def print_simulation_summary(out: Path, info: dict, seconds: float) -> None:
 def print_score(payload: dict, signal: str, split: str, out: Path) -> None:
     from .. import metrics as M
 
-    table = Table(title=f"{payload['n_samples']} samples · {payload['n_users']} users · signal {signal} · "
-                        f"split {split} · ties {payload['config']['tie_rule']}")
+    table = Table(title=fit_title(f"{payload['n_samples']} samples", f"{payload['n_users']} users", f"signal {signal}",
+                                  f"split {split}", f"ties {payload['config']['tie_rule']}"))
     for col in ("metric", "micro", "macro"):
         table.add_column(col, justify="right")
     for name in M.METRIC_NAMES:
@@ -73,9 +87,9 @@ def print_protocol(cfg) -> None:
 def print_training(payload: dict, out: Path) -> None:
     from .. import metrics as M
 
-    table = Table(title=f"test ({payload['test_split']}, {payload['samples']['test']} samples) · "
-                        f"mean ± std over seeds {payload['seeds']} · preset {payload['protocol']['preset']} · "
-                        f"ties {payload['protocol']['tie_rule']}")
+    table = Table(title=fit_title(f"test ({payload['test_split']}, {payload['samples']['test']} samples)",
+                                  f"mean ± std over seeds {payload['seeds']}", f"preset {payload['protocol']['preset']}",
+                                  f"ties {payload['protocol']['tie_rule']}"))
     table.add_column("metric")
     for column in ("backbone_tf", "fixate_tf", "backbone_fg", "fixate_fg"):
         table.add_column(column, justify="right")
@@ -91,8 +105,9 @@ def print_training(payload: dict, out: Path) -> None:
 
 
 def print_profile(report: dict, stages: tuple[str, ...]) -> None:
-    table = Table(title=f"{report['model']} · {report['backend']} · {report['probe']} · {report['device']} · batch "
-                        f"{report['batch_size']} · T={report['sequence_length']} · {report['pairs']} pairs")
+    table = Table(title=fit_title(report["model"], report["backend"], report["probe"], str(report["device"]),
+                                  f"batch {report['batch_size']}", f"T={report['sequence_length']}",
+                                  f"{report['pairs']} pairs"))
     for col in ("stage", "p50 ms", "p90 ms", "calls", "ms per pair"):
         table.add_column(col, justify="right")
     for stage in (*stages, "decoder", "probe"):

@@ -66,6 +66,7 @@ class LineReporter(Reporter):
         self.label, self.unit, self.every_s = label, unit, every_s
         self.done, self.n, self.text = 0, None, ""
         self.t0 = self.last = time.monotonic()
+        self.reported = -1  # the count the last line showed: the closing line is not repeated
 
     def total(self, n: int | None) -> None:
         self.n = n
@@ -81,7 +82,7 @@ class LineReporter(Reporter):
         self.text = text
 
     def __exit__(self, kind, exc, tb) -> None:
-        if kind is None:
+        if kind is None and self.reported != self.done:
             self._line()
 
     def _line(self) -> None:
@@ -91,6 +92,7 @@ class LineReporter(Reporter):
         rate = f", {self.done / elapsed:.1f} {self.unit}/s" if elapsed > 0 else ""
         extra = f", {self.text}" if self.text else ""
         log.info(f"{self.label}: {self.done}{of} {self.unit}{share}{rate}{extra}, {elapsed:.1f} s")
+        self.reported = self.done
 
 
 def progress(label: str, unit: str) -> Reporter:
