@@ -106,3 +106,24 @@ def test_the_closing_progress_line_is_not_printed_twice():
         reporter.advance(2)
         reporter.advance(2)  # the 100 % line, printed here ...
     assert lines == [2, 4]  # ... and not again on exit
+
+
+def test_permute_row_headers_stay_or_follow_the_content_as_asked(synth_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fixate_rt.experiments.permute import _header_strip, parse_policy, permute_folder
+
+    source = np.asarray(Image.open(synth_dir / "slates" / "s000.png"))
+    for headers in ("position", "content"):
+        permute_folder(synth_dir / "slates", tmp_path / headers, parse_policy("reverse", 0), headers=headers)
+        variant = np.asarray(Image.open(tmp_path / headers / "s000.png"))
+        record = json.loads((tmp_path / headers / ".permutation.json").read_text())
+        assert record["headers"] == headers
+        x0, y0, x1, y1 = _header_strip(0)
+        top = variant[y0:y1, x0:x1]
+        if headers == "position":
+            assert np.array_equal(top, source[y0:y1, x0:x1])  # the header stays with the position
+        else:  # reversed: the bottom row's items, and its header, are now on top
+            X0, Y0, X1, Y1 = _header_strip(2)
+            assert np.array_equal(top, source[Y0:Y1, X0:X1]) and not np.array_equal(top, source[y0:y1, x0:x1])

@@ -23,13 +23,17 @@ def permute(
     seed: Annotated[int, typer.Option(min=0, help="seed of --policy shuffle")] = 0,
     labels: Annotated[LabelMode, typer.Option(help="item: labels follow their items (redrawn on the built-in grid); "
                                                    "position: labels stay with the positions")] = LabelMode.item,
+    headers: Annotated[str, typer.Option(help="row headers: position (stay where they are: a moved row keeps its "
+                                              "header) or content (follow the rows' items; the built-in grid)")]
+    = "position",
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """The same items in other positions: pixels, layout labels and item metadata move with their items."""
     check_output(out, "permute", inputs=(images,), overwrite=overwrite)
     from ..experiments.permute import parse_policy, permute_folder
 
-    result = permute_folder(images, out, parse_policy(policy, seed), labels.value, overwrite=overwrite)
+    result = permute_folder(images, out, parse_policy(policy, seed), labels.value, headers=headers,
+                            overwrite=overwrite)
     out_console.print(f"{result['slates']} variant slates ({result['moved_items']} items moved) -> {out}")
 
 

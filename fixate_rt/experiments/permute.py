@@ -11,6 +11,12 @@ Labels drawn on the image: the built-in synthetic grid draws its letters under t
 strip is redrawn so the drawn label follows its item too. Slates whose labels were drawn by their source
 elsewhere (e.g. RecGaze screenshots) keep those pixels; use ``labels="position"`` to keep the layout's labels
 with the positions there, so that layout and pixels agree.
+
+Row headers ("Documentary") lie outside the item boxes. ``headers="position"`` (the default) leaves them where they
+are, so a shuffled row may show other genres than its header says; ``headers="content"`` (the built-in grid,
+whose header strips fixate-rt's renderer draws) moves each row's header with the content: a row shows the header
+of the source row most of its items came from (a reversed slate's headers follow their rows exactly). The choice
+is recorded in the variant folder's ``.permutation.json``.
 """
 
 from __future__ import annotations
@@ -128,10 +134,36 @@ def _int_box(box: np.ndarray) -> tuple[int, int, int, int]:
     return x0, y0, x0 + int(round(float(box[2] - box[0]))), y0 + int(round(float(box[3] - box[1])))
 
 
-def permute_slate(slate: Slate, order: list[int], labels: str = "item") -> tuple[Image.Image, Layout]:
+HEADER_POLICIES = ("position", "content")
+
+
+def _header_strip(row: int) -> tuple[int, int, int, int]:
+    """The pixels of the built-in grid's header line above ``row`` (between the row above's letters and the
+    posters)."""
+    top = grid.ROW_TOPS[row] * grid.SCALE
+    return 0, int(round(top - 72 * grid.SCALE)), grid.IMAGE_SIZE[0], int(round(top - 4))
+
+
+def _move_headers(image: Image.Image, source: Image.Image, order: list[int]) -> list[int]:
+    """Each row gets the header of the source row most of its items came from (ties: its first item's row).
+    Returns the source row of every header."""
+    chosen = []
+    for r in range(grid.ROWS):
+        rows = [i // grid.COLS for i in order[r * grid.COLS:(r + 1) * grid.COLS]]
+        src = max(dict.fromkeys(rows), key=rows.count)  # dict keeps first-seen order: ties go to the first item
+        chosen.append(src)
+        if src != r:
+            strip = source.crop(_header_strip(src))
+            image.paste(strip, _header_strip(r)[:2])
+    return chosen
+
+
+def permute_slate(slate: Slate, order: list[int], labels: str = "item",
+                  headers: str = "position") -> tuple[Image.Image, Layout]:
     """(variant image, variant layout) of ``slate`` with the source item ``order[j]`` at position j.
 
-    ``labels``: ``item`` (labels follow their items) or ``position`` (labels stay with the positions)."""
+    ``labels``: ``item`` (labels follow their items) or ``position`` (labels stay with the positions).
+    ``headers``: ``position`` (row headers stay) or ``content`` (they follow the rows' items; built-in grid)."""
     layout = slate.layout
     source = slate.load_image()
     image = source.copy()
@@ -149,6 +181,8 @@ def permute_slate(slate: Slate, order: list[int], labels: str = "item") -> tuple
     new_labels = tuple(layout.labels[i] for i in order) if labels == "item" else layout.labels
     if labels == "item" and is_builtin_grid(layout):
         _redraw_grid_letters(image, boxes, new_labels)
+    if headers == "content":
+        _move_headers(image, source, order)
     return image, Layout(layout.image_size, boxes.copy(), new_labels, tuple(items), layout.context)
 
 
@@ -163,7 +197,8 @@ def _redraw_grid_letters(image: Image.Image, boxes: np.ndarray, labels: tuple[st
         draw.text((cx, box[3] + 4 * grid.SCALE), label, fill=(255, 255, 255), font=font, anchor="mt")
 
 
-def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item", *, overwrite: bool = False) -> dict:
+def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item", *, headers: str = "position",
+                   overwrite: bool = False) -> dict:
     """Write a variant of every slate of ``images`` into ``out`` (PNG + per-slate layout + .permutation.json).
 
     Every order is checked (each item once, boxes of equal size) before anything is written; the folder is built
@@ -174,8 +209,16 @@ def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item"
 
     if labels not in ("item", "position"):
         raise ValidationError(f"--labels must be item or position, got '{labels}'")
+    if headers not in HEADER_POLICIES:
+        raise ValidationError(f"--headers must be position or content, got '{headers}'")
     images, out = Path(images), Path(out)
     slates = read_slates(images)
+    if headers == "content":
+        other = next((sid for sid, s in slates.items() if not is_builtin_grid(s.layout)), None)
+        if other is not None:
+            raise ValidationError(f"{images}, slate '{other}': --headers content moves the header lines of "
+                                  "fixate-rt's synthetic grid; this slate's layout is another one (use --headers "
+                                  "position)")
     if policy.orders is not None:
         unknown = sorted(set(policy.orders) - set(slates))
         if unknown:
@@ -194,11 +237,12 @@ def permute_folder(images: Path, out: Path, policy: Policy, labels: str = "item"
     check_output(out, "permute", inputs=(images,), overwrite=overwrite)
     with staged_output(out, "permute", inputs=(images,), overwrite=overwrite) as stage:
         for sid, slate in slates.items():
-            image, layout = permute_slate(slate, orders[sid], labels)
+            image, layout = permute_slate(slate, orders[sid], labels, headers)
             image.save(stage / f"{sid}.png", format="PNG")
             write_layout(stage / f"{sid}.json", layout)
         record = {"format": "fixate-rt/permutation/1", "source": str(images), "policy": policy.kind,
                   "swap": list(policy.swap) if policy.swap else None, "seed": policy.seed, "labels": labels,
+                  "headers": headers,
                   "orders": {sid: [slates[sid].layout.labels[i] for i in o] for sid, o in orders.items()}}
         write_json(stage / RECORD, record)
         read_slates(stage)  # the variant folder passes the same checks as any --images
