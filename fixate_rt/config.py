@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TypeAlias
+
+PathArg: TypeAlias = "str | os.PathLike[str]"  # what users naturally pass for a path; normalised to Path
 
 
 class Probe(str, Enum):
@@ -186,28 +190,31 @@ def parse_choice(kind: type[Enum], value: object, name: str) -> Enum:
 
 @dataclass(frozen=True)
 class SimulateConfig:
-    users: Path
-    images: Path
-    out: Path
-    model: str = DEFAULT_MODEL
-    prompts: Path | None = None
-    pairs: Path | None = None
+    """Every option of `fixate-rt simulate`. Paths may be given as ``str`` or any ``os.PathLike`` and choices as
+    their Enum or its value; ``__post_init__`` normalises them (the fields then hold ``Path`` and the Enums)."""
+
+    users: PathArg
+    images: PathArg
+    out: PathArg
+    model: str | os.PathLike[str] = DEFAULT_MODEL
+    prompts: PathArg | None = None
+    pairs: PathArg | None = None
     samples: int = 1
     seed: int = 0
     batch_size: int = 8
     device: str = "auto"  # auto, cpu, cuda or cuda:N (`parse_device`)
-    probe: Probe = Probe.rollout
-    kernel: Kernel = Kernel.auto
-    pool_mode: PoolMode = PoolMode.auto
+    probe: Probe | str = Probe.rollout
+    kernel: Kernel | str = Kernel.auto
+    pool_mode: PoolMode | str = PoolMode.auto
     residual: float = 0.5
-    backend: BackendKind = BackendKind.auto
+    backend: BackendKind | str = BackendKind.auto
     trust_export: bool = False  # load exports whose format can carry code (torch.export, TorchScript) unsigned
-    verify_key: Path | None = None  # public key: the export folder must carry a valid signature by its private key
+    verify_key: PathArg | None = None  # public key: the export folder must carry a valid signature by its private key
     shard_pairs: int = 4096  # pairs per output shard (what an interruption can lose at most)
     resume: bool = False
     overwrite: bool = False  # replace this command's earlier output in `out` (never anything else)
     threads: int | None = None  # compute threads; None: the CPUs this process may use (fixate_rt.threads)
-    template: Template = Template.fixate_rt  # the prompt template (fixate_rt/template.py)
+    template: Template | str = Template.fixate_rt  # the prompt template (fixate_rt/template.py)
     allow_template_mismatch: bool = False  # run a bank trained under another template
 
     def __post_init__(self) -> None:

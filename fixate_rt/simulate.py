@@ -7,11 +7,12 @@ the soft prompt at position 0, decode, read the answer-label logits at the last 
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,12 +41,12 @@ if TYPE_CHECKING:
 @dataclass
 class SlateResult:
     """p_click [B, S] and slot_relevance [B, S] (float64 rows summing to 1), cold_start [B], and the drawn
-    clicks [B, samples] (slot indices; None unless a seed was given)."""
+    clicks [B, samples] (int64 slot indices; [B, 0] when no seed was given, so no click was drawn)."""
 
     p_click: np.ndarray
     slot_relevance: np.ndarray
     cold_start: list[bool]
-    clicks: np.ndarray | None = None
+    clicks: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
 
 class Simulator:
@@ -54,7 +55,8 @@ class Simulator:
     Every op is decided once, in ``self.plan`` (`fixate_rt.plan`); batches go through `BatchPipeline`.
     """
 
-    def __init__(self, model: str | Path | ModelInfo = "slates-qwen3vl", *, prompts: SoftPromptBank | Path | None = None,
+    def __init__(self, model: str | Path | ModelInfo = "slates-qwen3vl", *,
+                 prompts: SoftPromptBank | str | os.PathLike[str] | None = None,
                  device: str = "auto", dtype: torch.dtype | None = None, probe_layers: tuple[int, ...] | None = None,
                  residual: float = 0.5, pool_mode: PoolMode | str = "auto", kernel: Kernel | str = "auto",
                  batch_size: int = 8, probe: Probe | str = "rollout", backend: BackendKind | str = "auto",
@@ -181,7 +183,7 @@ class Simulator:
             rel_all.append(out.slot_relevance.double())
             cold_all.extend(cold)
         p_click = torch.cat(p_all).cpu().numpy()
-        clicks = None
+        clicks = np.zeros((len(user_ids), 0), np.int64)  # no seed: no click drawn
         if seed is not None:
             clicks = np.array([[draw_click(p, seed, uid, slate_id, k) for k in range(samples)]
                                for uid, p in zip(user_ids, p_click)], dtype=np.int64)
@@ -201,7 +203,7 @@ class Simulator:
         self._bound = (slates, users, samples, seed)
         return self
 
-    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: Mapping[str, Sequence[Any] | np.ndarray]) -> dict[str, np.ndarray]:
         """One batch of (user, slate) pairs -> simulation rows: ``{"user_id": [...], "slate_id": [...]}`` (and an
         optional ``profile`` column) in, the columns of simulations.parquet out (``samples`` rows per pair, in
         input order). Drop-in for ``ray.data.Dataset.map_batches`` and ``datasets.Dataset.map(batched=True)``."""

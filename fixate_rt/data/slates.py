@@ -11,6 +11,8 @@ Slots are in reading order; boxes are in pixels of that image. Extra keys (e.g. 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +44,8 @@ class Layout:
     """Where the slots are. ``boxes`` is float [S, 4] in image pixels; ``labels`` are the answer labels."""
 
     image_size: tuple[int, int]  # (W, H)
-    boxes: np.ndarray
-    labels: tuple[str, ...]
+    boxes: np.ndarray | Sequence[Sequence[float]]  # given as any [S, 4] array-like; held as float32 np.ndarray
+    labels: tuple[str, ...] | Sequence[str]  # given as any sequence; held as a tuple
     items: tuple[dict, ...] = field(default=(), compare=False)
     context: str = ""  # the slate's own prompt line (e.g. "Search query: ..."); empty for none
 
@@ -209,7 +211,7 @@ def write_layout(path: Path, layout: Layout) -> None:
         tmp.write_text(json.dumps(layout.to_json(), indent=1) + "\n")
 
 
-def read_slates(folder: Path) -> dict[str, Slate]:
+def read_slates(folder: str | os.PathLike[str]) -> dict[str, Slate]:
     """Read and validate a slates folder. Returns slates by id, sorted by id."""
     folder = Path(folder)
     if not folder.is_dir():
