@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 #                                 they skip with the reason; FIXATE_RT_REQUIRE_CHROMIUM=1 makes that a failure);
 #   FIXATE_RT_WITH_TRITON=1       installs Triton (about 1 GB) for the kernel tests under its CPU interpreter
 #                                 (they run whenever Triton is installed).
-# A quick subset (under two minutes): bash scripts/test.sh -m "not slow" -x  (see docs/testing.md)
+# A quick subset (under two minutes): bash scripts/test.sh -m "not gpu and not slow" -x  (docs/testing.md)
 bash scripts/setup.sh || exit 1
 if [ "${FIXATE_RT_INSTALL_CHROMIUM:-0}" = 1 ]; then
   bash scripts/install_chromium.sh || exit 1

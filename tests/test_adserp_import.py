@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from fixate_rt.cli import app
 from fixate_rt.data.adserp.geometry import CSS_TO_PX
 
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
+
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "adserp-sample"
 TRIALS = sorted(p.stem for p in (SAMPLE / "fixation-data").glob("*.csv"))
 runner = CliRunner()

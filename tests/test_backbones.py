@@ -13,6 +13,8 @@ from fixate_rt.backbones import load
 from fixate_rt.data.layout import LETTERS
 from fixate_rt.errors import ValidationError
 
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
+
 QWEN = ["tiny-qwen2vl", "tiny-qwen25vl", "tiny-qwen3vl"]
 FAMILIES = QWEN + ["tiny-internvl"]
 

@@ -186,6 +186,7 @@ def test_score_kernel_offers_only_what_exists():
     assert result.exit_code == 2 and "--kernel" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_finished_output_is_never_replaced_silently(tmp_path, synth_dir):
     """synth, simulate and score refuse a folder holding their finished output (nothing changes) unless
     --overwrite; export-clicks likewise."""

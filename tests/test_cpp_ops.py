@@ -83,6 +83,7 @@ def test_registry_refuses_wrong_device_grad_and_unknown_impl():
 
 
 @needs_cpp
+@pytest.mark.slow
 def test_simulate_same_results_with_torch_and_cpp_kernels(tmp_path, synth_dir):
     from typer.testing import CliRunner
 

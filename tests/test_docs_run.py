@@ -18,6 +18,8 @@ import pytest
 
 from fixate_rt.run.layout import read_simulation
 
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

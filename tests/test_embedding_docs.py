@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "embedding.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
 

@@ -17,6 +17,8 @@ from fixate_rt.experiments.permute import _int_box, _redraw_grid_letters
 from fixate_rt.experiments.position_bias import Configurations, fit_cascade, fit_logit, fit_pbm
 from fixate_rt.run.layout import read_simulation
 
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
+
 runner = CliRunner()
 
 

@@ -13,6 +13,8 @@ from fixate_rt import ops
 from fixate_rt.cli import app
 from fixate_rt.run.layout import read_simulation
 
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
+
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'fixate-rt[onnx]'")
 runner = CliRunner()
 

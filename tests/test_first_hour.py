@@ -32,6 +32,7 @@ def _simulate(data, out, *extra) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_a_random_weight_model_says_so_once_on_stderr_and_in_run_json(synth_dir, tmp_path):
     random_run = _simulate(synth_dir, tmp_path / "tiny", "--model", "tiny-qwen3vl")
     assert random_run.returncode == 0, random_run.stderr[-1000:]

@@ -16,6 +16,8 @@ from bad_inputs import Workspace, make_workspace, tree, write_good_inputs
 
 from fixate_rt.run.layout import read_simulation
 
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
+
 TARGETS = ("data/users.parquet", "data/sessions.parquet", "data/slates/layout.json", "slate.png", "bank.safetensors")
 BUDGET_S = {"validate": 60.0, "simulate": 150.0}
 

@@ -26,6 +26,7 @@ def test_profile_reports_every_stage_and_writes_a_trace(tmp_path):
     assert "traceEvents" in json.loads((tmp_path / "p" / "trace.json").read_text())
 
 
+@pytest.mark.slow
 def test_profile_on_given_data_times_every_pair(synth_dir, tmp_path):
     """With --users/--images the profile runs simulate's pipeline over exactly those pairs (after warm-up)."""
     result = CliRunner().invoke(app, ["profile", "--users", str(synth_dir / "users.parquet"), "--images",

@@ -4,6 +4,7 @@ runs, the per-seed split, the dual-signal subset and the training presets."""
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from fixate_rt import template as T
@@ -12,6 +13,8 @@ from fixate_rt.config import Template
 from fixate_rt.data.layout import LETTERS
 from fixate_rt.run.layout import read_simulation
 from fixate_rt.training.presets import per_seed_split, resolve
+
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
 
 runner = CliRunner()
 

@@ -12,6 +12,8 @@ import torch
 from fixate_rt.data import grounding as G
 from fixate_rt.data.synth_vocab import GENRES
 
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
+
 
 def test_choice_model_prefers_the_top_genre_then_the_preferred_ones_and_ignores_position():
     genres = ["Drama", "Comedy", "Drama", "Crime", "Action"]

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from fixate_rt.cli import app
 from fixate_rt.training import TrainConfig, train
 
+pytestmark = pytest.mark.slow  # left out of the quick subset: bash scripts/test.sh -m "not slow"
+
 runner = CliRunner()
 
 
