@@ -38,7 +38,11 @@ def read_simulations(path: Path) -> dict[tuple[str, str], Simulated]:
     from .run.layout import read_simulation
 
     table, files = read_simulation(path)
-    path = files.rows
+    return simulated_pairs(table, files.rows)
+
+
+def simulated_pairs(table, path: Path) -> dict[tuple[str, str], Simulated]:
+    """`read_simulations` on a table already read (``path``: where its rows came from, for the messages)."""
     cols = {}
     for name in ("user_id", "slate_id", "p_click", "slot_relevance"):
         kind = SIMULATIONS_SCHEMA.field(name).type

@@ -80,14 +80,16 @@ def show(
     check_output(out, "show", inputs=(sim, sessions, images), overwrite=overwrite)
     from ..data.join import load_inputs
     from ..errors import ValidationError, where
-    from ..score import read_simulations
+    from ..run.layout import read_simulation
+    from ..score import simulated_pairs
 
     if tau <= 0:
         raise ValidationError(f"--tau must be > 0, got {tau}")
     if scale not in ("shared", "per-panel"):
         raise ValidationError(f"--scale must be shared or per-panel, got '{scale}'")
-    sims = read_simulations(sim)
-    clicks = simulated_clicks(sim)
+    table, files = read_simulation(sim)  # read once: the checked distributions and the drawn clicks
+    sims = simulated_pairs(table, files.rows)
+    clicks = simulated_clicks(table)
     run_label = label if label is not None else (Path(sim).name if Path(sim).is_dir() else Path(sim).parent.name)
     data = load_inputs(images=images, sessions=sessions, signal=signal.value)
     for name, wanted, known in (("--user", user, data.sessions.user_ids), ("--slate", slate, data.sessions.slate_ids)):
@@ -109,11 +111,8 @@ def show(
         _draw(folder, chosen, data, sims, signal, tau, clicks, run_label, scale)
 
 
-def simulated_clicks(sim: Path) -> dict[tuple[str, str], list[int]]:
-    """Every sample's drawn click per (user, slate) of a simulation."""
-    from ..run.layout import read_simulation
-
-    table, _ = read_simulation(sim)
+def simulated_clicks(table) -> dict[tuple[str, str], list[int]]:
+    """Every sample's drawn click per (user, slate) of a simulation's rows."""
     out: dict[tuple[str, str], list[int]] = {}
     for u, s, k in zip(*(table.column(c).to_pylist() for c in ("user_id", "slate_id", "click_slot"))):
         out.setdefault((u, s), []).append(int(k))

@@ -50,14 +50,13 @@ def read_truth(data: Path) -> tuple[dict[str, dict], dict[str, list[str]]]:
 
 def profile_match(data: Path, sim: Path) -> dict:
     """Click shares on top-genre and preferred-genre posters, and what uniform clicking would give."""
-    from ..score import read_simulations
+    from ..run.layout import read_simulation
+    from ..score import simulated_pairs
 
     users, slates = read_truth(data)
-    from ..run.layout import read_simulation
-
-    simulated = read_simulations(sim)  # ids, finite p_click distributions
-    table, files = read_simulation(sim)
+    table, files = read_simulation(sim)  # read once: the checked distributions and the clicks come from it
     path = files.rows
+    simulated = simulated_pairs(table, path)  # ids, finite p_click distributions
     cols = {name: require_column(table, path, name, types).to_pylist()
             for name, types in (("user_id", ("string",)), ("slate_id", ("string",)), ("click_slot", ("int",)))}
     top_hits, top_chance, pref_hits, pref_chance, top_mass = [], [], [], [], []
