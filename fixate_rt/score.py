@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from . import metrics as M
 from . import ops
+from .baselines import FITTED, Baseline, FittedBaselines, fit_baselines, parse_baselines
 from .config import TieRule, parse_choice
 from .data.join import dwell_of
 from .data.tables import SIMULATIONS_SCHEMA, read_sessions, require_column
@@ -21,6 +23,10 @@ from .io import atomic_path, write_json
 from .outputs import owned_output
 
 PER_SAMPLE_COLUMNS = ("user_id", "slate_id", *M.METRIC_NAMES)
+BASELINE_SAMPLE_COLUMNS = ("baseline", *PER_SAMPLE_COLUMNS)
+# Stated before any result is seen (docs/metrics.md): gaze alignment and the click hit. Holm corrects them as one family
+# over the baselines asked for, and every other metric as a second family.
+PRIMARY_ENDPOINTS = ("kl", "csh@1")
 SUM_TOLERANCE = 1e-3  # simulations store float32 distributions
 
 
@@ -86,7 +92,8 @@ def simulated_row(path: Path, row: int, p, a) -> Simulated:
 
 def _metrics_table(picked, users, slates, sims, dwell_lists, clicked, tau: float, kernel: str, tie_rule: TieRule,
                    topk_js_k: int):
-    """Per-sample metric dicts via the batched op (ragged slot counts padded, n_cand per row)."""
+    """Per-sample metric dicts via the batched op (ragged slot counts padded, n_cand per row); ``sims`` maps each
+    (user, slate) to its `Simulated`."""
     S = max(sims[(u, s)].relevance.size for u, s in zip(users, slates))
     R = len(picked)
     a, g, p = np.zeros((R, S)), np.zeros((R, S)), np.zeros((R, S))
@@ -104,8 +111,14 @@ def _metrics_table(picked, users, slates, sims, dwell_lists, clicked, tau: float
 
 def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixation", tau: float = 1.0,
           split: str = "all", kernel: str = "auto", tie_rule: TieRule | str = TieRule.average,
-          topk_js_k: int = M.TOPK_JS_K, overwrite: bool = False, inputs: tuple = ()) -> dict:
+          topk_js_k: int = M.TOPK_JS_K, overwrite: bool = False, inputs: tuple = (),
+          baselines: str | tuple[Baseline | str, ...] = ()) -> dict:
     """Score and write ``metrics.json`` + ``per_sample.csv``. Returns the metrics payload.
+
+    ``baselines`` (`fixate_rt.baselines`, e.g. ``"uniform,population,user"``): scored on the same rows with the same
+    metrics; the fitted ones learn from the ``train`` split, so ``split`` must then be a held-out one. metrics.json
+    gains ``baselines`` (each one's metrics and the per-user paired test of the model against it, Holm-corrected)
+    and ``per_sample_baselines.csv`` their rows.
 
     ``out`` follows `fixate_rt.outputs` (new, empty, or an earlier score output with ``overwrite``); ``inputs``:
     further paths the caller reads, which ``out`` may not be or contain.
@@ -117,6 +130,11 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
         raise ValidationError(f"--topk-js-k must be in 1..64, got {topk_js_k}")
     if not (math.isfinite(tau) and tau > 0):
         raise ValidationError(f"--tau must be > 0, got {tau}")
+    chosen = parse_baselines(baselines) if baselines else ()
+    if FITTED & set(chosen) and split in ("all", "train"):
+        raise ValidationError(f"--baselines {','.join(b.value for b in chosen)}: population and user baselines are "
+                              f"fitted on the train split, so score a held-out split (--split test or val), "
+                              f"not '{split}'")
     sims = read_simulations(sim_path)
     sessions = read_sessions(sessions_path)
     dwell_lists = dwell_of(sessions, sessions_path, signal)
@@ -141,14 +159,16 @@ def score(sim_path: Path, sessions_path: Path, out: Path, *, signal: str = "fixa
                               f"(split '{split}', {unmatched} unmatched, {len(skipped_no_mass)} without {signal} mass)")
     users = [sessions.user_ids[i] for i in picked]
     slates = [sessions.slate_ids[i] for i in picked]
+    fitted = (fit_baselines(chosen, sessions.user_ids, sessions.splits, dwell_lists, sessions.clicked_slot, tau, users,
+                            f"{sessions_path} ({signal})") if chosen else None)
     with owned_output(out, "score", inputs=(sim_path, sessions_path, *inputs), overwrite=overwrite) as folder:
         return _write_scores(folder, picked, users, slates, sims, dwell_lists, sessions, skipped_no_mass, unmatched,
                              dict(sim=sim_path, sessions=sessions_path, signal=signal, tau=tau, split=split,
-                                  kernel=kernel, tie_rule=tie_rule, topk_js_k=topk_js_k))
+                                  kernel=kernel, tie_rule=tie_rule, topk_js_k=topk_js_k), fitted)
 
 
 def _write_scores(out: Path, picked, users, slates, sims, dwell_lists, sessions, skipped_no_mass, unmatched,
-                  options: dict) -> dict:
+                  options: dict, fitted: FittedBaselines | None = None) -> dict:
     sim_path, sessions_path, signal, tau, split, kernel, tie_rule, topk_js_k = (
         options[k] for k in ("sim", "sessions", "signal", "tau", "split", "kernel", "tie_rule", "topk_js_k"))
     rows, impl_used = _metrics_table(picked, users, slates, sims, dwell_lists, sessions.clicked_slot, tau, kernel,
@@ -167,8 +187,50 @@ def _write_scores(out: Path, picked, users, slates, sims, dwell_lists, sessions,
         "skipped_no_mass": {"count": len(skipped_no_mass), "pairs": skipped_no_mass[:50]},
         "sessions_without_simulation": unmatched,
     }
+    if fitted is not None:
+        score_rows = partial(_metrics_table, picked, users, slates, dwell_lists=dwell_lists,
+                             clicked=sessions.clicked_slot, tau=tau, kernel=kernel, tie_rule=tie_rule,
+                             topk_js_k=topk_js_k)
+        payload["baselines"] = _baseline_scores(out, fitted, rows, users, slates, sims, score_rows)
     write_json(out / "metrics.json", payload)
     return payload
+
+
+def _baseline_scores(out: Path, fitted: FittedBaselines, model_rows: list[dict], users: list[str], slates: list[str],
+                     sims: dict, score_rows) -> dict:
+    """Each baseline on the model's rows (``score_rows(sims)`` -> per-sample metric dicts), its aggregate metrics
+    and the per-user paired Wilcoxon of the model against it; writes per_sample_baselines.csv."""
+    scored: dict[Baseline, list[dict]] = {}
+    for name in fitted.names:
+        predicted = {}
+        for u, s in zip(users, slates):
+            relevance, p_click = fitted.predict(name, u, sims[(u, s)].relevance.size)
+            predicted[(u, s)] = Simulated(relevance, p_click)
+        scored[name] = score_rows(predicted)[0]
+    with atomic_path(out / "per_sample_baselines.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(BASELINE_SAMPLE_COLUMNS)
+        for name, rows in scored.items():
+            for u, s, r in zip(users, slates, rows):
+                writer.writerow([name.value, u, s, *(f"{r[m]:.8g}" for m in M.METRIC_NAMES)])
+    tests = {(name, metric): M.paired_wilcoxon(M.per_user_means(model_rows, users, metric),
+                                               M.per_user_means(rows, users, metric))
+             for name, rows in scored.items() for metric in M.METRIC_NAMES}
+    adjusted: dict = {}
+    for family in (PRIMARY_ENDPOINTS, tuple(m for m in M.METRIC_NAMES if m not in PRIMARY_ENDPOINTS)):
+        adjusted |= M.holm({key: test["p"] for key, test in tests.items() if key[1] in family})
+    described = fitted.describe()
+    for name, rows in scored.items():
+        described[name.value] |= M.aggregate(rows, users)
+        described[name.value]["model_vs_baseline"] = {
+            metric: {**tests[(name, metric)], "p_holm": adjusted[(name, metric)],
+                     "family": "primary" if metric in PRIMARY_ENDPOINTS else "secondary",
+                     "direction": M.direction(metric, tests[(name, metric)]["mean_diff"])}
+            for metric in M.METRIC_NAMES}
+    return {"primary_endpoints": list(PRIMARY_ENDPOINTS),
+            "test": "per-user paired Wilcoxon signed-rank, two-sided, on per-user means (model − baseline); Holm over "
+                    "the primary endpoints × baselines, and separately over the other metrics × baselines",
+            "models": described}
 
 
 def read_per_sample(folder: Path) -> tuple[list[dict], list[str]]:

@@ -196,3 +196,52 @@ def test_train_preset_adserp_runs_end_to_end_and_records_the_protocol(imported, 
     assert metrics["per_seed"]["42"]["selection"] == "js"
     assert metrics["wilcoxon_pooled_over_seeds"]["kl"]["p"] is None  # 6 users < 10: "n too small"
     assert (tmp_path / "run" / "prompts.safetensors").exists()
+
+
+@needs_chromium
+def test_score_baselines_on_the_real_trials(imported, tmp_path):
+    """Real eye tracking: the sample has one trial per participant (all train), so two participants' trials are
+    held out here; the population prior is fitted on the other four real trials, and the held-out users, who have
+    no train trial of their own, fall back to it under `user`, named in the output."""
+    data = imported / "first"
+    table = pq.read_table(data / "sessions.parquet")
+    users = table.column("user_id").to_pylist()
+    held_out = sorted(set(users))[:2]
+    splits = ["test" if u in held_out else s for u, s in zip(users, table.column("split").to_pylist())]
+    import pyarrow as pa
+
+    table = table.set_column(table.column_names.index("split"), "split", pa.array(splits, pa.string()))
+    pq.write_table(table, tmp_path / "sessions.parquet")
+    result = runner.invoke(app, ["simulate", "--users", str(data / "users.parquet"), "--images", str(data / "slates"),
+                                 "--out", str(tmp_path / "sim"), "--model", "tiny-qwen3vl", "--device", "cpu",
+                                 "--template", "reference-adserp"])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    result = runner.invoke(app, ["score", "--sim", str(tmp_path / "sim"), "--sessions", str(tmp_path / "sessions.parquet"),
+                                 "--out", str(tmp_path / "score"), "--split", "test",
+                                 "--baselines", "uniform,population,user"])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    models = json.loads((tmp_path / "score" / "metrics.json").read_text())["baselines"]["models"]
+    assert models["population"]["fitted_on"] == {"split": "train", "sessions": 4}
+    assert models["user"]["fallback_to_population"] == held_out
+    assert models["population"]["n_samples"] == 2
+    # The documented prior, recomputed over the four real train trials (pages differ in slot count).
+    from fixate_rt import metrics as M
+    from fixate_rt.data.tables import read_sessions
+
+    sessions = read_sessions(tmp_path / "sessions.parquet")
+    train = [i for i, s in enumerate(sessions.splits) if s == "train"]
+    with open(tmp_path / "score" / "per_sample_baselines.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["baseline"] == "population"]
+    for row in rows:
+        i = sessions.user_ids.index(row["user_id"])
+        n = sessions.fixation_ms[i].size
+        total, count = np.full(n, 1.0 / n), np.ones(n)
+        for j in train:
+            g = M.gaze_target(sessions.fixation_ms[j])[:n]
+            total[:g.size] += g
+            count[:g.size] += 1
+        prior = total / count
+        expected = M.kl(M.gaze_target(sessions.fixation_ms[i]), prior / prior.sum())
+        assert float(row["kl"]) == pytest.approx(expected, rel=1e-6)
+    assert models["population"]["model_vs_baseline"]["kl"]["p"] is None  # 2 users: "n too small"
+    assert "2 user(s) without train sessions use the population prior" in " ".join(result.output.split())

@@ -82,3 +82,35 @@ def test_import_recgaze_missing_image(fixture):
                                  str(fixture / "image_index"), "--out", str(fixture / "out")])
     assert result.exit_code == 2 and "UvA_3_7_0.jpg" in result.stderr
     assert not (fixture / "out").exists()  # checked before anything was written
+
+
+def test_score_baselines_on_an_imported_recgaze_set(fixture):
+    """Slates of 15, 10 and 5 posters: the user prior learnt on a 15-slot train slate scores a 10-slot test slate
+    (renormalised over its slots), and a user with no train session falls back to the population prior, named."""
+    from fixate_rt import metrics as M
+
+    out = fixture / "out"
+    result = runner.invoke(app, ["import-recgaze", str(fixture / "fixate_dataset.jsonl"), "--images-root",
+                                 str(fixture / "image_index"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["simulate", "--users", str(out / "users.parquet"), "--images", str(out / "slates"),
+                                 "--out", str(fixture / "sim"), "--model", "tiny-qwen3vl", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for split in ("test", "val"):
+        result = runner.invoke(app, ["score", "--sim", str(fixture / "sim"), "--sessions", str(out / "sessions.parquet"),
+                                     "--out", str(fixture / split), "--split", split,
+                                     "--baselines", "uniform,population,user"])
+        assert result.exit_code == 0, result.output
+    test = json.loads((fixture / "test" / "metrics.json").read_text())["baselines"]["models"]
+    assert test["user"]["fallback_to_population"] == [] and test["population"]["fitted_on"]["sessions"] == 1
+    # The one train session (KInIT_1, 15 slots): fixation on slots 1, 6, 7, click 7; the test slate has 10 slots.
+    train_fix = np.array([0, 120, 0, 0, 0, 0, 300, 900, 0, 0, 0, 0, 0, 0, 0], float)
+    gaze = (M.gaze_target(train_fix)[:10] + 0.1) / 2
+    click = (np.eye(15)[7][:10] + 0.1) / 2
+    expected = M.sample_metrics(gaze / gaze.sum(), M.gaze_target(np.array([50, 0, 0, 600, 0, 0, 0, 0, 0, 0], float)),
+                                click / click.sum(), 3)
+    assert test["user"]["micro"]["kl"] == pytest.approx(expected["kl"], rel=1e-6)
+    assert test["user"]["micro"]["logloss"] == pytest.approx(expected["logloss"], rel=1e-6)
+    val = json.loads((fixture / "val" / "metrics.json").read_text())["baselines"]["models"]
+    assert val["user"]["fallback_to_population"] == ["UvA_3"]
+    assert val["user"]["micro"] == val["population"]["micro"]

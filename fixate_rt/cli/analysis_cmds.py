@@ -10,7 +10,7 @@ import typer
 from ..config import MetricKernel, Signal, Split, TieRule
 from ..outputs import check_output, owned_output
 from .common import OVERWRITE_HELP, app, fail_cleanly, out_console
-from .display import print_comparison, print_score
+from .display import print_baseline_tests, print_comparison, print_score
 
 
 @app.command(rich_help_panel="Analysis")
@@ -24,6 +24,10 @@ def score(
     tau: Annotated[float, typer.Option(help="Gaze-target temperature τ (1 = dwell shares)")] = 1.0,
     split: Annotated[Split, typer.Option(help="Score only this split")] = Split.all,
     compare: Annotated[Optional[Path], typer.Option(help="Another score folder: per-user paired Wilcoxon")] = None,
+    baselines: Annotated[Optional[str], typer.Option(
+        help="Comma-separated: uniform, population (mean train gaze and click share per slot), user (that user's "
+             "train means); scored on the same rows, with per-user paired tests of the model against each "
+             "(Holm-corrected; primary endpoints KL and CSH@1). Fitted ones need --split test or val")] = None,
     kernel: Annotated[MetricKernel, typer.Option(help="Metric implementation (auto picks the fastest available)")]
     = MetricKernel.auto,
     tie_rule: Annotated[TieRule, typer.Option(help="Ranking ties: expected value under random tie-breaking (average), "
@@ -47,14 +51,18 @@ def score(
     if compare is not None:
         read_per_sample(compare)  # checked before anything is written
     payload = run_score(sim, sessions, out, signal=signal.value, tau=tau, split=split.value, kernel=kernel.value,
-                        tie_rule=tie_rule, topk_js_k=topk_js_k, overwrite=overwrite, inputs=(compare,))
+                        tie_rule=tie_rule, topk_js_k=topk_js_k, overwrite=overwrite, inputs=(compare,),
+                        baselines=baselines or ())
     print_score(payload, signal.value, split.value, out)
+    if "baselines" in payload:
+        print_baseline_tests(payload["baselines"])
     if compare is not None:
         tests = compare_runs(out, compare)
         payload["compare"] = {"other": str(compare), "wilcoxon": tests}
         write_json(out / "metrics.json", payload)
         print_comparison(tests, out, compare)
-    out_console.print(f"metrics: {out / 'metrics.json'}  per sample: {out / 'per_sample.csv'}")
+    extra = f"  baselines per sample: {out / 'per_sample_baselines.csv'}" if "baselines" in payload else ""
+    out_console.print(f"metrics: {out / 'metrics.json'}  per sample: {out / 'per_sample.csv'}{extra}")
 
 
 @app.command(rich_help_panel="Analysis")

@@ -50,16 +50,46 @@ def print_score(payload: dict, signal: str, split: str, out: Path) -> None:
 
     table = Table(title=fit_title(f"{payload['n_samples']} samples", f"{payload['n_users']} users", f"signal {signal}",
                                   f"split {split}", f"ties {payload['config']['tie_rule']}"))
-    for col in ("metric", "micro", "macro"):
+    baselines = payload.get("baselines", {}).get("models", {})
+    for col in ("metric", "micro", "macro", *(f"{b} (micro)" for b in baselines)):
         table.add_column(col, justify="right")
     for name in M.METRIC_NAMES:
         table.add_row(name + (" ↓" if name in M.LOWER_IS_BETTER else ""), f"{payload['micro'][name]:.4f}",
-                      f"{payload['macro'][name]:.4f}")
+                      f"{payload['macro'][name]:.4f}", *(f"{b['micro'][name]:.4f}" for b in baselines.values()))
     out_console.print(table)
     if payload["skipped_no_mass"]["count"]:
         out_console.print(f"skipped {payload['skipped_no_mass']['count']} sessions with no {signal} mass")
     if payload["sessions_without_simulation"]:
         out_console.print(f"{payload['sessions_without_simulation']} sessions had no simulation and were not scored")
+
+
+def print_baseline_tests(section: dict) -> None:
+    """The model against each baseline: mean per-user change, its direction and the Holm-corrected p (primary
+    endpoints first), and which users fell back to the population prior."""
+    from .. import metrics as M
+
+    models = section["models"]
+    primary = section["primary_endpoints"]
+    table = Table(title=fit_title("model − baseline over users", "paired Wilcoxon", "Holm-corrected p",
+                                  f"primary endpoints {', '.join(primary)}"))
+    table.add_column("metric")
+    for name in models:
+        table.add_column(f"vs {name}: Δ, direction, p", justify="right")
+    ordered = [*primary, *(m for m in M.METRIC_NAMES if m not in primary)]
+    for metric in ordered:
+        cells = []
+        for model in models.values():
+            test = model["model_vs_baseline"][metric]
+            cells.append(M.format_change({**test, "p": test["p_holm"]}, metric))
+        label = metric + (" ↓" if metric in M.LOWER_IS_BETTER else "") + (" (primary)" if metric in primary else "")
+        table.add_row(label, *cells)
+    out_console.print(table)
+    for name, model in models.items():
+        fallback = model.get("fallback_to_population") or []
+        if fallback:
+            shown = ", ".join(fallback[:8]) + (", …" if len(fallback) > 8 else "")
+            out_console.print(f"baseline {name}: {len(fallback)} user(s) without train sessions use the population "
+                              f"prior ({shown})")
 
 
 def print_comparison(tests: dict, out: Path, other: Path) -> None:
