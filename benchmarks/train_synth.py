@@ -33,14 +33,18 @@ def run_name(args) -> str:
         name = f"{Path(args.model).name}_{name}_w{args.warmup_steps}"
         name += "_nontp" if args.no_ntp else ""
         name += "_noalpha" if args.no_user_alpha else ""
+    if args.variant != "profile":
+        name = f"{args.variant}{args.data_seed}_{name}"
     return name
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=16)
-    ap.add_argument("--slates", type=int, default=20)
+    ap.add_argument("--slates", type=int, default=None, help="[default: 20; the latent variant's 80]")
     ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--variant", default="profile", choices=("profile", "latent"),
+                    help="the synthetic data set (docs/synthetic.md); latent: 80 slates, 20 test slates by default")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--model", default="tiny-qwen3vl", help="the backbone (built-in name or checkpoint folder)")
     ap.add_argument("--no-ntp", action="store_true", help="ablation: no next-token loss")
@@ -69,8 +73,14 @@ def main() -> None:
     from fixate_rt.data.synth import SynthConfig, write_synth
     from fixate_rt.training import TrainConfig, train
 
-    data = args.work / "data"
-    write_synth(data, SynthConfig(n_users=args.users, n_slates=args.slates, seed=args.data_seed))
+    data = args.work / ("data" if args.variant == "profile" else f"data_{args.variant}{args.data_seed}")
+    sizes = {"n_users": args.users, "seed": args.data_seed}
+    if args.variant == "latent":
+        synth_cfg = SynthConfig.latent(**sizes, **({"n_slates": args.slates} if args.slates else {}))
+    else:
+        synth_cfg = SynthConfig(**sizes, n_slates=args.slates or 20)
+    args.slates = synth_cfg.n_slates
+    write_synth(data, synth_cfg, overwrite=True)  # this benchmark's own folder: a rerun regenerates the same bytes
     cfg = TrainConfig.from_preset(args.preset, tie_rule=args.tie_rule,
                       sessions=data / "sessions.parquet", images=data / "slates", users=data / "users.parquet",
                       out=args.work / run_name(args), model=args.model, probe=args.probe,
@@ -89,7 +99,7 @@ def main() -> None:
     lines = [f"### {args.tag or 'FixATE vs backbone on synthetic users'} ({args.probe})", "",
              f"`{command}` — {datetime.date.today().isoformat()}, CPU ({platform.machine()}, 2 cores), torch "
              f"{torch.__version__}, transformers {transformers.__version__}; model `{args.model}`; "
-             f"{args.users} users × {args.slates} slates "
+             f"{args.users} users × {args.slates} slates ({args.variant} data set, seed {args.data_seed}) "
              f"(train/val/test {res['samples']['train']}/{res['samples']['val']}/{res['samples']['test']} sessions, "
              f"content-disjoint by slate), seeds {list(cfg.seeds)}, {args.epochs} epochs max, lr basis/alpha "
              f"{args.lr_basis}/{args.lr_alpha}, λ*={args.lambda_attn}, W={cfg.warmup_steps}, w_c={args.choice_weight}, "

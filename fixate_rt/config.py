@@ -162,6 +162,13 @@ class Preset(str, Enum):
     adserp = "adserp"
 
 
+class SynthVariant(str, Enum):
+    """`fixate-rt synth --variant` (fixate_rt/data/synth.py, docs/synthetic.md)."""
+
+    profile = "profile"  # positional habits and the profile's genres drive gaze
+    latent = "latent"  # content-driven gaze with a hidden genre taste the profile never names
+
+
 class Split(str, Enum):
     all = "all"
     train = "train"

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..config import SynthVariant
 from ..outputs import check_output
 from .common import OVERWRITE_HELP, app, fail_cleanly
 from .display import print_adserp_report, print_stats
@@ -18,18 +19,23 @@ from .progress import progress
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (users.parquet, slates/, sessions.parquet, truth.json)")],
     users: Annotated[int, typer.Option(min=2, help="Number of users")] = 30,
-    slates: Annotated[int, typer.Option(min=3, help="Number of slates")] = 40,
+    slates: Annotated[Optional[int], typer.Option(min=3, help="Number of slates [default: 40; 80 for --variant "
+                                                              "latent]")] = None,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed (same seed, same data)")] = 0,
+    variant: Annotated[SynthVariant, typer.Option(help="profile: gaze follows positional habits and the profile's genres; "
+                                              "latent: content-driven gaze with a hidden genre taste the profile "
+                                              "never names (docs/synthetic.md)")] = SynthVariant.profile,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Generate a synthetic RecGaze-like dataset with a known generative model."""
-    check_output(out, "synth", overwrite=overwrite)
     from ..data.synth import SynthConfig, write_synth
 
+    check_output(out, "synth", overwrite=overwrite)
+    sizes = {"n_users": users, "seed": seed, **({"n_slates": slates} if slates is not None else {})}
+    cfg = SynthConfig.latent(**sizes) if variant is SynthVariant.latent else SynthConfig(**sizes)
     with progress("rendering", "slates") as bar:
-        bar.total(slates)
-        stats = write_synth(out, SynthConfig(n_users=users, n_slates=slates, seed=seed),
-                            progress=lambda done, total: bar.advance(1), overwrite=overwrite)
+        bar.total(cfg.n_slates)
+        stats = write_synth(out, cfg, progress=lambda done, total: bar.advance(1), overwrite=overwrite)
     print_stats(f"synthetic data in {out}", stats)
 
 

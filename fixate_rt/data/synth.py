@@ -2,7 +2,8 @@
 
 Per user u, slate s and slot k (row r, column c of the 3×5 grid):
 
-    logit[u,s,k] = prior(r, c) + row_bias[u,r] + col_bias[u,c] + genre_weight·affinity(u, genre[s,k]) + ε
+    logit[u,s,k] = prior(r, c) + row_bias[u,r] + col_bias[u,c] + genre_weight·affinity(u, genre[s,k])
+                   + latent_weight·[genre[s,k] = latent_genre[u]] + ε
     prior(r, c)  = −row_decay·r − col_decay·c              (shared F-pattern / golden-triangle reading prior)
     affinity     = 1 for the user's top genre, ½ for a preferred genre, 0 otherwise
     π[u,s]       = softmax(logit[u,s])                      (the user's true attention over slots)
@@ -12,6 +13,12 @@ Per user u, slate s and slot k (row r, column c of the 3×5 grid):
 
 So gaze is personal and stable (row/column biases and genre tastes are fixed per user) and the click is
 strongly predicted by the fixations. Everything is deterministic for a seed.
+
+Two variants (docs/synthetic.md). ``profile`` (the default, `SynthConfig()`): strong positional habits and row
+genres, no latent taste, so a per-user slot prior captures much of a user's gaze. ``latent``
+(`SynthConfig.latent()`): weak positional habits, posters' genres independent of their row, and a hidden
+favourite genre per user that the profile text never names, over 80 slates with 20 test slates: what a user
+looks at depends on the slate's content and on a taste only their gaze reveals.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import SynthVariant
 from ..errors import ValidationError
 from ..io import write_json
 from ..outputs import check_output
@@ -34,6 +42,7 @@ from .tables import Sessions, Users, write_sessions, write_users
 
 MAX_USERS = 100_000
 MAX_SLATES = 100_000
+VARIANTS = tuple(v.value for v in SynthVariant)
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,22 @@ class SynthConfig:
     click_sharpness: float = 3.0
     total_fixation_ms: float = 4000.0
     total_cursor_ms: float = 1500.0
+    variant: str = "profile"
+    row_genre_prob: float = 0.7  # a poster takes its row's genre with this probability, else a random genre
+    latent_weight: float = 0.0  # weight of the hidden favourite genre (variant "latent" only)
+
+    @classmethod
+    def latent(cls, **overrides) -> SynthConfig:
+        """The ``latent`` variant: gaze driven by content and a hidden genre taste, not by slot position."""
+        values = dict(variant="latent", n_slates=80, train_frac=0.6, val_frac=0.15, row_decay=0.15, col_decay=0.1,
+                      bias_scale=0.25, genre_weight=1.0, latent_weight=2.0, row_genre_prob=0.0)
+        return cls(**{**values, **overrides})
 
     def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValidationError(f"--variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.variant == "profile" and self.latent_weight:
+            raise ValidationError("latent_weight is a parameter of the 'latent' variant (SynthConfig.latent())")
         for name, low, high in (("n_users", 2, MAX_USERS), ("n_slates", 3, MAX_SLATES), ("seed", 0, 2**63 - 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or not low <= value <= high:
@@ -89,6 +112,9 @@ def _make_users(cfg: SynthConfig, rng: np.random.Generator) -> tuple[Users, list
             "row_bias": rng.normal(0, cfg.bias_scale, geo.ROWS).round(4).tolist(),
             "col_bias": rng.normal(0, cfg.bias_scale, geo.COLS).round(4).tolist(),
         }
+        if cfg.variant == "latent":  # drawn only here, so the profile variant's random stream is unchanged
+            others = [g for g in range(len(GENRES)) if g != top and g not in preferred]
+            p["latent_genre"] = GENRES[others[rng.integers(len(others))]]  # never written into the profile
         ids.append(p["user_id"])
         profiles.append(f"Top_genre: {p['top_genre']}, Preferred_genres: {', '.join(p['preferred_genres'])}")
         params.append(p)
@@ -102,7 +128,7 @@ def _make_slates(cfg: SynthConfig, rng: np.random.Generator) -> tuple[list[list[
         slate = []
         for slot in range(geo.ROWS * geo.COLS):
             row, _ = geo.slot_row_col(slot)
-            genre = rows[row] if rng.random() < 0.7 else GENRES[rng.integers(len(GENRES))]
+            genre = rows[row] if rng.random() < cfg.row_genre_prob else GENRES[rng.integers(len(GENRES))]
             title = " ".join(rng.choice(TITLE_WORDS, size=2, replace=False))
             slate.append({"title": title, "genre": genre})
         items.append(slate)
@@ -142,7 +168,9 @@ def generate(cfg: SynthConfig) -> tuple[SynthData, list[list[str]]]:
         bias = np.asarray(p["row_bias"])[rows] + np.asarray(p["col_bias"])[cols]
         for s in range(cfg.n_slates):
             aff = np.array([_affinity(p, it["genre"]) for it in items[s]])
-            logit = prior + bias + cfg.genre_weight * aff + rng.normal(0, cfg.logit_noise, S)
+            hidden = np.array([it["genre"] == p.get("latent_genre") for it in items[s]], dtype=np.float64)
+            logit = (prior + bias + cfg.genre_weight * aff + cfg.latent_weight * hidden
+                     + rng.normal(0, cfg.logit_noise, S))
             pi[u, s] = _softmax(logit)
             share = rng.dirichlet(cfg.concentration * pi[u, s] + 1e-6)
             share[share < cfg.min_share] = 0.0
