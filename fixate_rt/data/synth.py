@@ -187,6 +187,15 @@ def generate(cfg: SynthConfig) -> tuple[SynthData, list[list[str]]]:
     return SynthData(users, sessions, pi, params, items, slate_ids), row_genres
 
 
+def _session_vs_prior(share: np.ndarray) -> float:
+    """Mean Pearson correlation of each session's shares [S] with the user's mean over their other slates
+    (share [U, M, S])."""
+    U, M, _ = share.shape
+    total = share.sum(1)
+    values = [np.corrcoef(share[u, m], (total[u] - share[u, m]) / (M - 1))[0, 1] for u in range(U) for m in range(M)]
+    return float(np.nanmean(values))
+
+
 def statistics(data: SynthData) -> dict:
     """Measured properties of a generated set (what docs/synthetic.md reports)."""
     fix = np.stack(data.sessions.fixation_ms)
@@ -212,6 +221,9 @@ def statistics(data: SynthData) -> dict:
         "click_uniform_chance": 1.0 / fix.shape[1],
         "gaze_split_half_corr_same_user": float(np.mean(np.diag(corr))),
         "gaze_split_half_corr_other_users": float(np.mean(corr[~np.eye(U, dtype=bool)])),
+        # What a per-user slot prior can capture of one session: its fixation shares against the user's mean
+        # shares over the other slates, correlated, averaged over sessions.
+        "session_corr_with_user_slot_prior": _session_vs_prior(per_user),
         "mean_fixated_slots": float(np.mean((fix > 0).sum(1))),
         "mean_total_fixation_ms": float(fix.sum(1).mean()),
         "cursor_fixation_cosine": float(np.mean(
