@@ -38,7 +38,7 @@ DATASET = ("users.parquet", "sessions.parquet", "slates", "truth.json", "true_at
 WRITES: dict[str, tuple[str, ...]] = {
     # (simulations.parquet, shards and ray-run.json are the layouts before 0.2: --overwrite replaces them too)
     "simulate": ("simulations", "run.json", "ray-logs", "simulations.parquet", "shards", "ray-run.json"),
-    "score": ("metrics.json", "per_sample.csv"),
+    "score": ("metrics.json", "per_sample.csv", "per_sample_baselines.csv"),
     "show": ("*.png",),
     "train": ("checkpoints", "prompts.safetensors", "train_config.json", "metrics.json", "learning_curve.png",
               "per_sample_seed*.csv"),

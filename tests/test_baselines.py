@@ -77,7 +77,7 @@ def test_baseline_rows_match_an_independent_fit(scored):
         expected = M.sample_metrics(a, M.gaze_target(sessions.fixation_ms[i]), p, int(sessions.clicked_slot[i]))
         for name in M.METRIC_NAMES:
             assert float(row[name]) == pytest.approx(expected[name], rel=1e-6, abs=1e-7), (row["baseline"], name)
-    assert "vs population" in result.output and "(primary)" in result.output
+    assert "vs population" in result.output and "* primary endpoints (kl, csh@1)" in result.output
 
 
 def test_paired_tests_are_holm_corrected_in_two_families(scored):
@@ -191,3 +191,17 @@ def test_parse_baselines_keeps_order_and_rejects_empty():
     assert [b.value for b in parse_baselines("user, uniform,user")] == ["user", "uniform"]
     with pytest.raises(ValidationError, match="no baseline named"):
         parse_baselines(" , ")
+
+
+def test_overwrite_replaces_a_score_with_baselines_whole(scored, tmp_path):
+    """per_sample_baselines.csv is score's own file: --overwrite replaces it, and a rerun without baselines leaves
+    no stale baseline rows behind."""
+    root, _ = scored
+    args = ["score", "--sim", root / "sim", "--sessions", root / "data" / "sessions.parquet", "--out", tmp_path / "s",
+            "--split", "test"]
+    _ok([*args, "--baselines", "uniform"])
+    _ok([*args, "--baselines", "uniform,user", "--overwrite"])
+    assert {r["baseline"] for r in _rows(tmp_path / "s" / "per_sample_baselines.csv")} == {"uniform", "user"}
+    _ok([*args, "--overwrite"])
+    assert not (tmp_path / "s" / "per_sample_baselines.csv").exists()
+    assert "baselines" not in json.loads((tmp_path / "s" / "metrics.json").read_text())

@@ -63,25 +63,34 @@ def print_score(payload: dict, signal: str, split: str, out: Path) -> None:
         out_console.print(f"{payload['sessions_without_simulation']} sessions had no simulation and were not scored")
 
 
+def short_p(p: float | None) -> str:
+    """A p-value in at most five characters (metrics.json keeps it exact): <.001, 0.009, 0.37; "n<10" untested."""
+    if p is None:
+        return "n<10"
+    return "<.001" if p < 0.001 else (f"{p:.3f}" if p < 0.01 else f"{p:.2f}")
+
+
 def print_baseline_tests(section: dict) -> None:
     """The model against each baseline: mean per-user change, its direction and the Holm-corrected p (primary
-    endpoints first), and which users fell back to the population prior."""
+    endpoints first, starred), and which users fell back to the population prior. Cells stay short enough for an
+    80-column terminal with three baselines."""
     from .. import metrics as M
 
     models = section["models"]
     primary = section["primary_endpoints"]
-    table = Table(title=fit_title("model − baseline over users", "paired Wilcoxon", "Holm-corrected p",
-                                  f"primary endpoints {', '.join(primary)}"))
+    table = Table(title=fit_title("model − baseline, mean over users", "direction",
+                                  "Holm-corrected p of a paired Wilcoxon (n<10: too few users)",
+                                  f"* primary endpoints ({', '.join(primary)})"))
     table.add_column("metric")
     for name in models:
-        table.add_column(f"vs {name}: Δ, direction, p", justify="right")
+        table.add_column(f"vs {name}", justify="right")
     ordered = [*primary, *(m for m in M.METRIC_NAMES if m not in primary)]
     for metric in ordered:
         cells = []
         for model in models.values():
             test = model["model_vs_baseline"][metric]
-            cells.append(M.format_change({**test, "p": test["p_holm"]}, metric))
-        label = metric + (" ↓" if metric in M.LOWER_IS_BETTER else "") + (" (primary)" if metric in primary else "")
+            cells.append(f"{test['mean_diff']:+.2f} {test['direction']} {short_p(test['p_holm'])}")
+        label = metric + (" ↓" if metric in M.LOWER_IS_BETTER else "") + (" *" if metric in primary else "")
         table.add_row(label, *cells)
     out_console.print(table)
     for name, model in models.items():
