@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import shlex
 import sys
 from pathlib import Path
 
@@ -184,6 +185,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "work" / "train_synth" / "data")
     ap.add_argument("--tau", type=float, default=1.0)
     ap.add_argument("--tag", default="Baselines beside FixATE (slates-qwen3vl)")
+    ap.add_argument("--result", default="baselines_synth", help="the benchmarks/results/ file name")
     args = ap.parse_args()
 
     from results_doc import replace_section
@@ -218,8 +220,9 @@ def main() -> None:
         predictors[name] = per_seed
     n_users, n_slates = len({u for u, _ in keys}), len({s for _, s in keys})
 
+    command = "python benchmarks/baselines_synth.py " + shlex.join(sys.argv[1:])
     lines = [f"### {args.tag}", "",
-             f"`python benchmarks/baselines_synth.py {' '.join('--run ' + r for r in args.run)}` — "
+             f"`{command}` — "
              f"{datetime.date.today().isoformat()}; {len(keys)} test sessions ({n_users} users × {n_slates} "
              "content-disjoint test slates), the same rows for every predictor; baselines fitted on the train split "
              "(fixate_rt.baselines, as `score --baselines`); FixATE: mean ± std over its seeds; ties average. "
@@ -277,8 +280,7 @@ def main() -> None:
     rows = [*table_rows, *({"comparison": f"{a} vs {b}", "metric": m, **t,
                             "p_holm": adjusted.get((a, b, m)), "p_slates_holm": adjusted_slates.get((a, b, m))}
                            for (a, b, m), t in tests.items())]
-    command = "python benchmarks/baselines_synth.py " + " ".join(sys.argv[1:])
-    out_json = write_result("baselines_synth", new_result(QUESTION, command, rows,
+    out_json = write_result(args.result, new_result(QUESTION, command, rows,
                                                           settings={"runs": {k: str(v) for k, v in runs.items()}}))
     print(f"{replace_section(block)}; full results in {out_json}")
 
