@@ -126,10 +126,16 @@ def random_label(run_name: str) -> str:
     return f"random prompt ({run_name}'s norm)"
 
 
-def compared(run_name: str, other: str, runs: dict) -> bool:
-    """Whether a FixATE run is tested against ``other``: every predictor except FixATE runs and other runs'
-    random prompts."""
-    return other not in runs and not (other.startswith("random prompt") and other != random_label(run_name))
+def compared(run_name: str, other: str, runs: dict, backbone_of: dict[str, str]) -> bool:
+    """Whether a FixATE run is tested against ``other``: the baselines, its own backbone and its own random
+    prompt."""
+    if other in runs:
+        return False
+    if other.startswith("random prompt"):
+        return other == random_label(run_name)
+    if other.startswith("backbone "):
+        return other == backbone_of[run_name]
+    return True
 
 
 def per_user(rows: list[dict], metric: str) -> dict[str, float]:
@@ -181,51 +187,103 @@ def interval(d: np.ndarray, seed: int = 0) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", action="append", required=True,
-                    help="NAME=FOLDER: a train_synth.py run folder and its label (repeatable)")
-    ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "work" / "train_synth" / "data")
+                    help="NAME=FOLDER: a train_synth.py run folder and its label (repeatable; runs of one label "
+                         "on several data sets are pooled, users and slates kept apart by data set)")
     ap.add_argument("--tau", type=float, default=1.0)
     ap.add_argument("--tag", default="Baselines beside FixATE (slates-qwen3vl)")
     ap.add_argument("--result", default="baselines_synth", help="the benchmarks/results/ file name")
     args = ap.parse_args()
 
+    import json
+    import tempfile
+
     from results_doc import replace_section
 
     from fixate_rt import metrics as M
 
-    runs = {}
+    # Runs that share a label pool their data sets (users and slates are prefixed by the data folder's name, since
+    # every data seed draws new users and slates); every label must cover the same data sets.
+    runs: dict[str, list[Path]] = {}
     for spec in args.run:
         name, _, folder = spec.partition("=")
-        runs[name] = Path(folder)
-    first = next(iter(runs.values()))
-    backbone = read_rows(first / f"per_sample_seed{seeds_of(first)[0]}_backbone_tf.csv")
-    keys = [(r["user_id"], r["slate_id"]) for r in backbone]
-    predictors: dict[str, list[list[dict]]] = {n: [rows] for n, rows in baseline_rows(args.data, keys, args.tau).items()}
-    predictors["backbone (no prompt)"] = [backbone]
-    import tempfile
+        runs.setdefault(name, []).append(Path(folder))
+    config = {run: json.loads((run / "train_config.json").read_text()) for group in runs.values() for run in group}
+    # A data set is its sessions file's content: runs that regenerated the same seed in other folders share it.
+    from fixate_rt.io import sha256_file
 
+    folder_of_digest: dict[str, Path] = {}
+    data_of = {}
+    for run, cfg in config.items():
+        folder = Path(cfg["sessions"]).parent
+        data_of[run] = folder_of_digest.setdefault(sha256_file(folder / "sessions.parquet"), folder)
+    datasets = sorted({data_of[run] for group in runs.values() for run in group}, key=str)
+    for name, group in runs.items():
+        if sorted((data_of[r] for r in group), key=str) != datasets:
+            sys.exit(f"--run {name}: covers {[str(data_of[r]) for r in group]}, not every data set of this table "
+                     f"({[str(d) for d in datasets]}); give each label one run per data set")
+    tags = {d: d.name if len({x.name for x in datasets}) == len(datasets) else str(d) for d in datasets}
+
+    def tagged(rows: list[dict], data: Path) -> list[dict]:
+        if len(datasets) == 1:
+            return rows
+        return [{**r, "user_id": f"{tags[data]}/{r['user_id']}", "slate_id": f"{tags[data]}/{r['slate_id']}"}
+                for r in rows]
+
+    predictors: dict[str, list[list[dict]]] = {}
+    backbone_of: dict[str, str] = {}
     scratch = Path(tempfile.mkdtemp(prefix="baselines-synth-"))
     gap = 0.0
-    for i, (name, run) in enumerate(runs.items()):
-        simulated = simulated_rows(run, args.data, keys, scratch / str(i), with_backbone=i == 0)
-        if i == 0:  # the CLI's backbone must reproduce the training run's own evaluation of it
-            gap = max(abs(a[m] - b[m]) for a, b in zip(simulated.pop("backbone (simulated)"), backbone)
-                      for m in ("kl", "csh@1"))
-            print(f"backbone through simulate + score vs the training run's rows: max |Δ| of KL, CSH@1 {gap:.2e}")
-        predictors[random_label(name)] = [simulated["random prompt"]]
-    for name, run in runs.items():
-        per_seed = [read_rows(run / f"per_sample_seed{s}_fixate_tf.csv") for s in seeds_of(run)]
-        for rows in per_seed:
-            if [(r["user_id"], r["slate_id"]) for r in rows] != keys:
-                sys.exit(f"{run}: its test rows differ from the backbone's (another data set?)")
+    keys_of: dict[Path, list[tuple[str, str]]] = {}
+    for data in datasets:
+        run = next(r for group in runs.values() for r in group if data_of[r] == data)
+        rows = read_rows(run / f"per_sample_seed{seeds_of(run)[0]}_backbone_tf.csv")
+        keys_of[data] = [(r["user_id"], r["slate_id"]) for r in rows]
+        for name, baseline in baseline_rows(data, keys_of[data], args.tau).items():
+            predictors.setdefault(name, [[]])[0].extend(tagged(baseline, data))
+    for i, (name, group) in enumerate(runs.items()):
+        model = config[group[0]]["model"]
+        backbone_of[name] = f"backbone {Path(model).name} (no prompt)"
+        new_backbone = backbone_of[name] not in predictors
+        per_seed: list[list[dict]] = []
+        for j, run in enumerate(group):
+            data = data_of[run]
+            if config[run]["model"] != model:
+                sys.exit(f"--run {name}: mixes backbones ({model}, {config[run]['model']})")
+            backbone = read_rows(run / f"per_sample_seed{seeds_of(run)[0]}_backbone_tf.csv")
+            check_first = i == 0 and j == 0
+            simulated = simulated_rows(run, data, keys_of[data], scratch / f"{i}-{j}", with_backbone=check_first)
+            if check_first:  # the CLI's backbone must reproduce the training run's own evaluation of it
+                gap = max(abs(a[m] - b[m]) for a, b in zip(simulated.pop("backbone (simulated)"), backbone)
+                          for m in ("kl", "csh@1"))
+                print(f"backbone through simulate + score vs the training run's rows: max |Δ| of KL, CSH@1 {gap:.2e}")
+            predictors.setdefault(random_label(name), [[]])[0].extend(tagged(simulated["random prompt"], data))
+            if new_backbone:
+                predictors.setdefault(backbone_of[name], [[]])[0].extend(tagged(backbone, data))
+            seeds = [read_rows(run / f"per_sample_seed{s}_fixate_tf.csv") for s in seeds_of(run)]
+            for rows in seeds:
+                if [(r["user_id"], r["slate_id"]) for r in rows] != keys_of[data]:
+                    sys.exit(f"{run}: its test rows differ from the backbone's")
+            if not per_seed:
+                per_seed = [[] for _ in seeds]
+            if len(seeds) != len(per_seed):
+                sys.exit(f"--run {name}: its runs have different seed counts")
+            for acc, rows in zip(per_seed, seeds):
+                acc.extend(tagged(rows, data))
         predictors[name] = per_seed
+    # Order: baselines, backbones, random prompts, FixATE runs.
+    order = [n for n in predictors if n in ("uniform", "population", "user")]
+    order += sorted({b for b in backbone_of.values()}) + [random_label(n) for n in runs] + list(runs)
+    predictors = {n: predictors[n] for n in order}
+    keys = [k for data in datasets for k in keys_of[data]]
     n_users, n_slates = len({u for u, _ in keys}), len({s for _, s in keys})
+    pooled_note = f" pooled over {len(datasets)} data sets ({', '.join(tags.values())})" if len(datasets) > 1 else ""
 
     command = "python benchmarks/baselines_synth.py " + shlex.join(sys.argv[1:])
     lines = [f"### {args.tag}", "",
              f"`{command}` — "
-             f"{datetime.date.today().isoformat()}; {len(keys)} test sessions ({n_users} users × {n_slates} "
-             "content-disjoint test slates), the same rows for every predictor; baselines fitted on the train split "
-             "(fixate_rt.baselines, as `score --baselines`); FixATE: mean ± std over its seeds; ties average. "
+             f"{datetime.date.today().isoformat()}; {len(keys)} test sessions ({n_users} users, {n_slates} "
+             f"content-disjoint test slates{pooled_note}), the same rows for every predictor; baselines fitted on the "
+             "train split (fixate_rt.baselines, as `score --baselines`); FixATE: mean ± std over its seeds; ties average. "
              f"Backbone through `simulate` + `score` vs the training run's evaluation: max |Δ| {gap:.1e}.", "",
              "| predictor | " + " | ".join(m + (" ↓" if m in M.LOWER_IS_BETTER else "") for m in SHOWN) + " |",
              "|---|" + "---|" * len(SHOWN)]
@@ -242,7 +300,7 @@ def main() -> None:
     tests = {}
     for run_name in runs:
         for other in predictors:
-            if not compared(run_name, other, runs):
+            if not compared(run_name, other, runs, backbone_of):
                 continue
             for metric in M.METRIC_NAMES:
                 a, b = pooled(predictors[run_name], metric), pooled(predictors[other], metric)
@@ -263,7 +321,7 @@ def main() -> None:
               "|---|" + "---|" * len(PRIMARY)]
     for run_name in runs:
         for other in predictors:
-            if not compared(run_name, other, runs):
+            if not compared(run_name, other, runs, backbone_of):
                 continue
             cells = []
             for metric in PRIMARY:
@@ -281,7 +339,8 @@ def main() -> None:
                             "p_holm": adjusted.get((a, b, m)), "p_slates_holm": adjusted_slates.get((a, b, m))}
                            for (a, b, m), t in tests.items())]
     out_json = write_result(args.result, new_result(QUESTION, command, rows,
-                                                          settings={"runs": {k: str(v) for k, v in runs.items()}}))
+                                                          settings={"runs": {k: [str(r) for r in v]
+                                                                             for k, v in runs.items()}}))
     print(f"{replace_section(block)}; full results in {out_json}")
 
 
