@@ -274,7 +274,8 @@ def main() -> None:
     order = [n for n in predictors if n in ("uniform", "population", "user")]
     order += sorted({b for b in backbone_of.values()}) + [random_label(n) for n in runs] + list(runs)
     predictors = {n: predictors[n] for n in order}
-    keys = [k for data in datasets for k in keys_of[data]]
+    keys = [(r["user_id"], r["slate_id"]) for data in datasets
+            for r in tagged([{"user_id": u, "slate_id": s} for u, s in keys_of[data]], data)]
     n_users, n_slates = len({u for u, _ in keys}), len({s for _, s in keys})
     pooled_note = f" pooled over {len(datasets)} data sets ({', '.join(tags.values())})" if len(datasets) > 1 else ""
 
@@ -340,7 +341,9 @@ def main() -> None:
                            for (a, b, m), t in tests.items())]
     out_json = write_result(args.result, new_result(QUESTION, command, rows,
                                                           settings={"runs": {k: [str(r) for r in v]
-                                                                             for k, v in runs.items()}}))
+                                                                             for k, v in runs.items()},
+                                                                    "test_sessions": len(keys), "users": n_users,
+                                                                    "slates": n_slates, "data_sets": len(datasets)}))
     print(f"{replace_section(block)}; full results in {out_json}")
 
 
