@@ -173,11 +173,7 @@ def _write_scores(out: Path, picked, users, slates, sims, dwell_lists, sessions,
         options[k] for k in ("sim", "sessions", "signal", "tau", "split", "kernel", "tie_rule", "topk_js_k"))
     rows, impl_used = _metrics_table(picked, users, slates, sims, dwell_lists, sessions.clicked_slot, tau, kernel,
                                      tie_rule, topk_js_k)
-    with atomic_path(out / "per_sample.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(PER_SAMPLE_COLUMNS)
-        for u, s, r in zip(users, slates, rows):
-            writer.writerow([u, s, *(f"{r[name]:.8g}" for name in M.METRIC_NAMES)])
+    _write_metric_rows(out / "per_sample.csv", PER_SAMPLE_COLUMNS, ([u, s] for u, s in zip(users, slates)), rows)
     payload = {
         "command": "score",
         "config": {"sim": str(sim_path), "sessions": str(sessions_path), "signal": signal, "tau": tau, "split": split,
@@ -196,6 +192,16 @@ def _write_scores(out: Path, picked, users, slates, sims, dwell_lists, sessions,
     return payload
 
 
+def _write_metric_rows(path: Path, header: tuple[str, ...], keys, rows: list[dict]) -> None:
+    """A per-sample CSV, atomically: each row's key columns (``keys``, one list per row) and then every metric of
+    ``rows`` at 8 significant digits."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for key, r in zip(keys, rows, strict=True):
+            writer.writerow([*key, *(f"{r[name]:.8g}" for name in M.METRIC_NAMES)])
+
+
 def _baseline_scores(out: Path, fitted: FittedBaselines, model_rows: list[dict], users: list[str], slates: list[str],
                      sims: dict, score_rows) -> dict:
     """Each baseline on the model's rows (``score_rows(sims)`` -> per-sample metric dicts), its aggregate metrics
@@ -207,12 +213,9 @@ def _baseline_scores(out: Path, fitted: FittedBaselines, model_rows: list[dict],
             relevance, p_click = fitted.predict(name, u, sims[(u, s)].relevance.size)
             predicted[(u, s)] = Simulated(relevance, p_click)
         scored[name] = score_rows(predicted)[0]
-    with atomic_path(out / "per_sample_baselines.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(BASELINE_SAMPLE_COLUMNS)
-        for name, rows in scored.items():
-            for u, s, r in zip(users, slates, rows):
-                writer.writerow([name.value, u, s, *(f"{r[m]:.8g}" for m in M.METRIC_NAMES)])
+    _write_metric_rows(out / "per_sample_baselines.csv", BASELINE_SAMPLE_COLUMNS,
+                       ([name.value, u, s] for name in scored for u, s in zip(users, slates)),
+                       [r for rows in scored.values() for r in rows])
     tests = {(name, metric): M.paired_wilcoxon(M.per_user_means(model_rows, users, metric),
                                                M.per_user_means(rows, users, metric))
              for name, rows in scored.items() for metric in M.METRIC_NAMES}
