@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.slates import Slate
 from ..errors import InputError, ValidationError
 from ..limits import MAX_RESAMPLES
 from .runs import Run, item_keys, read_run, slates_of
@@ -108,10 +109,11 @@ def check_pairing(a: Run, b: Run, allow_unpaired: bool) -> list[str]:
     return both
 
 
-def check_items(a: Run, b: Run, images_a: Path | None, images_b: Path | None) -> None:
-    """Where both runs' slates are known, each slate shows the same items in both (only positions differ)."""
+def check_items(a: Run, b: Run, images_a: Path | None, images_b: Path | None) -> dict[str, Slate] | None:
+    """Where both runs' slates are known, each slate shows the same items in both (only positions differ).
+    Returns run A's slates when they were read, so that nothing reads the folder twice."""
     if (images_a or a.images) is None or (images_b or b.images) is None:
-        return
+        return None
     slates_a, slates_b = slates_of(a, images_a), slates_of(b, images_b)
     for sid in sorted(set(a.slates)):
         ka, kb = sorted(item_keys(slates_a[sid])), sorted(item_keys(slates_b[sid]))
@@ -119,6 +121,7 @@ def check_items(a: Run, b: Run, images_a: Path | None, images_b: Path | None) ->
             diff = sorted(set(ka) ^ set(kb))
             raise ValidationError(f"slate '{sid}': the variants show different items (e.g. '{diff[0]}'); a "
                                   "comparison needs the same items in other positions")
+    return slates_a
 
 
 def compare_runs(path_a: Path, path_b: Path, *, resamples: int = 2000, level: float = 0.95, seed: int = 0,
@@ -130,7 +133,7 @@ def compare_runs(path_a: Path, path_b: Path, *, resamples: int = 2000, level: fl
         raise ValidationError(f"--resamples must be in 100..{MAX_RESAMPLES}, got {resamples}")
     a, b = read_run(path_a), read_run(path_b)
     users = check_pairing(a, b, allow_unpaired)
-    check_items(a, b, images_a, images_b)
+    slates_a = check_items(a, b, images_a, images_b)
     item_a = np.array([f"{s}/{k}" for s, k in zip(a.slates, a.item)], dtype=object)
     item_b = np.array([f"{s}/{k}" for s, k in zip(b.slates, b.item)], dtype=object)
     items = sorted(set(item_a) | set(item_b))
@@ -141,7 +144,7 @@ def compare_runs(path_a: Path, path_b: Path, *, resamples: int = 2000, level: fl
     by_pos, _ = _effects(shares(a, users, a.click_slot.astype(str).astype(object), pos_keys),
                          shares(b, users, b.click_slot.astype(str).astype(object), pos_keys), pos_keys, resamples,
                          level, seed + 1)
-    labels = position_labels(a, images_a, len(positions))
+    labels = position_labels(a, images_a, len(positions), slates_a)
     per_position = [{"position": row["position"], "label": labels[row["position"]], **row}
                     for row in _rows(by_pos, "position")]
     return {
@@ -154,19 +157,20 @@ def compare_runs(path_a: Path, path_b: Path, *, resamples: int = 2000, level: fl
     }
 
 
-def position_labels(run: Run, images: Path | None, n: int) -> list[str]:
+def position_labels(run: Run, images: Path | None, n: int, slates: dict[str, Slate] | None = None) -> list[str]:
     """What each position is called everywhere a person reads it: the slates' own slot labels (A–O on a RecGaze
     grid) when every slate of the run agrees on them, else the grid letters A, B, … (``position`` stays the
-    0-based index in the JSON and CSV, for programs)."""
+    0-based index in the JSON and CSV, for programs). ``slates``: the run's slates if already read."""
     from ..data.layout import LETTERS
 
     fallback = [LETTERS[k] if k < len(LETTERS) else str(k + 1) for k in range(n)]
-    if (images or run.images) is None:
-        return fallback
-    try:
-        slates = slates_of(run, images)
-    except (ValidationError, InputError):
-        return fallback
+    if slates is None:
+        if (images or run.images) is None:
+            return fallback
+        try:
+            slates = slates_of(run, images)
+        except (ValidationError, InputError):
+            return fallback
     seen = {slates[sid].layout.labels for sid in set(run.slates)}
     if len(seen) != 1 or len(next(iter(seen))) < n:
         return fallback
