@@ -138,28 +138,13 @@ def compared(run_name: str, other: str, runs: dict, backbone_of: dict[str, str])
     return True
 
 
-def per_user(rows: list[dict], metric: str) -> dict[str, float]:
-    acc: dict[str, list[float]] = {}
-    for r in rows:
-        acc.setdefault(r["user_id"], []).append(r[metric])
-    return {u: float(np.mean(v)) for u, v in acc.items()}
+def pooled(per_seed: list[list[dict]], metric: str, by: str = "user_id") -> dict[str, float]:
+    """Each user's (``by="slate_id"``: each test slate's) per-seed mean, averaged over seeds (as train_synth.py
+    pools users)."""
+    from fixate_rt import metrics as M
 
-
-def pooled(per_seed: list[list[dict]], metric: str) -> dict[str, float]:
-    """Each user's per-seed means, averaged over seeds (as train_synth.py pools)."""
-    maps = [per_user(rows, metric) for rows in per_seed]
-    return {u: float(np.mean([m[u] for m in maps])) for u in maps[0]}
-
-
-def per_slate(per_seed: list[list[dict]], metric: str) -> dict[str, float]:
-    """Each test slate's mean over users, averaged over seeds."""
-    maps = []
-    for rows in per_seed:
-        acc: dict[str, list[float]] = {}
-        for r in rows:
-            acc.setdefault(r["slate_id"], []).append(r[metric])
-        maps.append({s: float(np.mean(v)) for s, v in acc.items()})
-    return {s: float(np.mean([m[s] for m in maps])) for s in maps[0]}
+    maps = [M.per_user_means(rows, [r[by] for r in rows], metric) for rows in per_seed]
+    return {k: float(np.mean([m[k] for m in maps])) for k in maps[0]}
 
 
 def slate_sign_flip(a: dict[str, float], b: dict[str, float], seed: int = 0) -> float:
@@ -310,7 +295,7 @@ def main() -> None:
                 tests[(run_name, other, metric)]["ci95"] = interval(np.array([a[u] - b[u] for u in users]))
                 if metric in PRIMARY:
                     tests[(run_name, other, metric)]["p_slates"] = slate_sign_flip(
-                        per_slate(predictors[run_name], metric), per_slate(predictors[other], metric))
+                        pooled(predictors[run_name], metric, "slate_id"), pooled(predictors[other], metric, "slate_id"))
     adjusted = M.holm({k: t["p"] for k, t in tests.items() if k[2] in PRIMARY})
     adjusted_slates = M.holm({k: t["p_slates"] for k, t in tests.items() if k[2] in PRIMARY})
     lines += ["", "Per-user paired Wilcoxon (pooled over seeds), FixATE − predictor: mean change [95 % bootstrap "
