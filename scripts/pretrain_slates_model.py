@@ -1,11 +1,17 @@
 """Pretrain the built-in `slates-qwen3vl` and write its folder with a model card (README.md).
 
     python scripts/pretrain_slates_model.py [--steps 1500] [--batch-size 16] [--seed 0] [--out fixate_rt/models/slates-qwen3vl]
-        [--attend-weight 1.0] [--mix genre=0.3,title=0.15,position=0.2,choice=0.35] [--name slates-qwen3vl]
+        [--attend-weight 1.0] [--attend-layers 2,3] [--layers 4]
+        [--mix genre=0.3,title=0.15,position=0.2,choice=0.35] [--name slates-qwen3vl]
 
 The "fair" variant, with no attention supervision and no task that names grid positions in text:
     python scripts/pretrain_slates_model.py --attend-weight 0 --mix genre=0.4,title=0.15,choice=0.45 \
         --name slates-qwen3vl-fair --out benchmarks/work/slates-qwen3vl-fair
+
+The "fair-deep" variant: 10 decoder layers, so the probes (the last 6) read layers 4-9, and the answer row's
+attention is supervised in layers 2-3 as in the shipped model, outside every layer a probe reads; no position task:
+    python scripts/pretrain_slates_model.py --layers 10 --attend-layers 2,3 --mix genre=0.4,title=0.15,choice=0.45 \
+        --name slates-qwen3vl-fair-deep --out benchmarks/work/slates-qwen3vl-fair-deep
 
 Seeded and deterministic up to CPU thread scheduling. The shipped model was made with the defaults on a 2-core
 CPU machine; the card records the time it took, the versions and the held-out grounding accuracy per task.
@@ -39,7 +45,10 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=300)
     ap.add_argument("--out", type=Path, default=slates_model.FOLDER)
     ap.add_argument("--attend-weight", type=float, default=1.0,
-                    help="weight of the answer-row attention supervision in decoder layers 2-3 (0: none)")
+                    help="weight of the answer-row attention supervision in --attend-layers (0: none)")
+    ap.add_argument("--attend-layers", default="2,3",
+                    help="decoder layers whose answer-row attention is supervised [default: 2,3]")
+    ap.add_argument("--layers", type=int, default=None, help="decoder depth [default: the shipped model's 4]")
     ap.add_argument("--mix", default=None, help="task mix, e.g. genre=0.4,title=0.15,choice=0.45 [default: "
                                                 "genre 0.3, title 0.15, position 0.2, choice 0.35]")
     ap.add_argument("--name", default=slates_model.NAME, help="the model card's title")
@@ -60,8 +69,13 @@ def main() -> None:
     extra = {}
     if args.mix:
         extra["mix"] = {k: float(v) for k, v in (part.split("=") for part in args.mix.split(","))}
+    attend_layers = tuple(int(x) for x in args.attend_layers.split(",") if x.strip())
+    depth = args.layers or slates_model.SHAPE[1]["num_hidden_layers"]
+    if any(not 0 <= layer < depth for layer in attend_layers):
+        ap.error(f"--attend-layers {args.attend_layers}: a {depth}-layer decoder has layers 0-{depth - 1}")
     cfg = P.PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                           eval_every=args.eval_every, attend_weight=args.attend_weight, **extra)
+                           eval_every=args.eval_every, attend_weight=args.attend_weight,
+                           attend_layers=attend_layers, decoder_layers=args.layers, **extra)
     probe_tasks = P.held_out_tasks(25)  # a quick look during training; the card's figures use 100 per task
     log: list[dict] = []
 
@@ -99,35 +113,43 @@ def main() -> None:
 
 def model_card(facts: dict, log: list[dict]) -> str:
     from fixate_rt.backbones import slates_model
+    from fixate_rt.backbones.spliced import DEFAULT_PROBE_LAYERS
     from fixate_rt.data import grounding
 
     family, text, vision, pixels = slates_model.SHAPE
+    cfg = facts["config"]
+    depth = cfg.get("decoder_layers") or text["num_hidden_layers"]
+    probed = list(range(max(0, depth - DEFAULT_PROBE_LAYERS), depth))
+    attended = list(cfg.get("attend_layers", []))
+    name = facts.get("name", slates_model.NAME)
     rows = "\n".join(f"| {k} | {v['accuracy']:.3f} | {v['chance']:.3f} | {v['answer_mass']:.3f} | {v['n']} |"
                      for k, v in facts["held_out"].items())
     curve = [r for r in log if "held_out" in r]
     curve_rows = "\n".join(
         f"| {r['step']} | {r['loss']:.3f} | {r['answer_loss']:.3f} | {r.get('attend_loss', 0):.3f} | "
         + " | ".join(f"{r['held_out'][k]['accuracy']:.2f}" for k in grounding.TASKS) + " |" for r in curve)
-    cfg = facts["config"]
     mix = ", ".join(f"{k} {v:.0%}" for k, v in cfg["mix"].items())
     supervised = ("**What was supervised.** The answer (cross-entropy), the dense naming of image tokens and, in decoder "
-                  f"layers {cfg.get('attend_layers', [])}, the answer row's attention (weight {cfg.get('attend_weight', 0)})."
+                  f"layers {attended}, the answer row's attention (weight {cfg.get('attend_weight', 0)}). The probes read "
+                  f"layers {probed}" + ("; none of them was supervised." if not set(attended) & set(probed) else
+                                        f"; layers {sorted(set(attended) & set(probed))} of them were supervised.")
                   if cfg.get("attend_weight", 0) else
                   "**What was supervised.** The answer (cross-entropy) and the dense naming of image tokens only: **no "
                   "attention of any layer was supervised** (grounding weight 0), so whatever its attention does "
                   "emerged from the answer and naming losses.")
     if "position" not in cfg["mix"]:
         supervised += " No task names grid positions in text (no `position` task)."
-    return f"""# {facts.get('name', slates_model.NAME)}
+    role = ("It is fixate-rt's\nbuilt-in demo model: `--model slates-qwen3vl`." if name == slates_model.NAME else
+            "It is a variant of fixate-rt's\nbuilt-in demo model (`slates-qwen3vl`): `--model <this folder>`.")
+    return f"""# {name}
 
 {supervised}
 
 A small **Qwen3-VL** (`Qwen3VLForConditionalGeneration`, {facts['parameters'] / 1e6:.2f} M parameters) pretrained
-from random weights to read the slates fixate-rt renders (3 rows × 5 posters, letters A–O). It is fixate-rt's
-built-in demo model: `--model slates-qwen3vl`. It is a toy of a real VLM: it knows ten genres by their
-poster colours, grid positions and a profile's top genre, and little else.
+from random weights to read the slates fixate-rt renders (3 rows × 5 posters, letters A–O). {role}
+It is a toy of a real VLM: it knows ten genres by their poster colours, grid positions and a profile's top genre, and little else.
 
-- Decoder: {text['num_hidden_layers']} layers, D = {text['hidden_size']}, {text['num_attention_heads']} heads
+- Decoder: {depth} layers, D = {text['hidden_size']}, {text['num_attention_heads']} heads
   ({text['num_key_value_heads']} KV), M-RoPE. Vision: {vision['depth']} blocks, width {vision['hidden_size']},
   16-px patches, 2×2 merge, DeepStack at blocks {vision['deepstack_visual_indexes']}, images capped at
   {pixels} pixels (a 1100×619 slate is 12×21 = 252 image tokens).
@@ -152,7 +174,7 @@ Prompts are fixate-rt's own template (system instruction; "User profile: …", t
    vocabulary at the answer position;
 2. **dense naming** (weight {cfg['dense_weight']}): through the same `lm_head`, every image token whose centre lies on a
    poster is trained to name that poster's genre word and letter (½ each; page background: no target);
-3. **grounding** (weight {cfg.get('attend_weight', 0)}): in decoder layers {cfg.get('attend_layers', [])}, the answer position's
+3. **grounding** (weight {cfg.get('attend_weight', 0)}): in decoder layers {attended}, the answer position's
    head-averaged attention is trained onto the answer's posters: −log of the attention mass it puts on the image
    tokens of the slots in the answer's support (box supervision, as grounded VLMs are trained).
 
@@ -161,7 +183,7 @@ genres (0.24, chance 0.25) or the choice (0.28, chance 0.28). Adding the dense l
 name their genre (0.83 of poster tokens after 150 steps), yet after 1200 steps the answer position still did not
 find them (genre 0.24–0.44, choice ≤ 0.28). The grounding term fixed that within 200 steps (genre-only check:
 held-out genre accuracy 0.68, chance 0.25). **Consequence for anyone reading attention:** this model's answer-row
-attention in layers {cfg.get('attend_layers', [])} was trained to point at the answer, so attention read-outs on it
+attention in layers {attended} was trained to point at the answer, so attention read-outs on it
 (rollout, slot relevance) are partly a product of that supervision, not an emergent property.
 
 AdamW (β = 0.9, 0.98, weight decay {cfg['weight_decay']}), peak lr {cfg['lr']}, {cfg['warmup']} warm-up steps then cosine

@@ -43,11 +43,13 @@ class PretrainConfig:
     dense_weight: float = 1.0  # weight of the per-image-token naming loss (`dense_loss`); 0 turns it off
     attend_weight: float = 1.0  # weight of the grounding loss on the answer row's attention (`attend_loss`)
     attend_layers: tuple[int, ...] = (2, 3)  # decoder layers whose answer-row attention it supervises
+    decoder_layers: int | None = None  # decoder depth; None: `slates_model.SHAPE`'s (4)
     eval_per_task: int = 100
 
 
-def initial_model(seed: int):
-    """The seeded random Qwen3-VL of `slates_model.SHAPE` and its processor (tokenizer + image processor)."""
+def initial_model(seed: int, decoder_layers: int | None = None):
+    """The seeded random Qwen3-VL of `slates_model.SHAPE` (``decoder_layers`` deep when given) and its processor
+    (tokenizer + image processor)."""
     import transformers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -55,10 +57,12 @@ def initial_model(seed: int):
     from ..backbones.processor import QwenVLProcessor
 
     tokenizer = tiny.build_tokenizer(slates_model.EXTRA_WORDS)
-    config = tiny.build_config(tokenizer, slates_model.NAME, slates_model.SHAPE)
+    family, text, vision, max_pixels = slates_model.SHAPE
+    if decoder_layers is not None:
+        text = {**text, "num_hidden_layers": decoder_layers}
+    config = tiny.build_config(tokenizer, slates_model.NAME, (family, text, vision, max_pixels))
     torch.manual_seed(seed)
     model = transformers.Qwen3VLForConditionalGeneration(config)
-    _, _, vision, max_pixels = slates_model.SHAPE
     image_processor = Qwen2VLImageProcessorPil(patch_size=vision["patch_size"], merge_size=2, temporal_patch_size=2,
                                                size={"shortest_edge": 56 * 56, "longest_edge": max_pixels})
     return model, QwenVLProcessor(tokenizer, image_processor)
@@ -232,7 +236,7 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[dict], None] | None = None,
     every ``eval_every`` steps a record carries ``held_out``: `evaluate` on ``eval_tasks``."""
     torch.manual_seed(cfg.seed)
     if backbone is None:
-        backbone = wrap(*initial_model(cfg.seed))
+        backbone = wrap(*initial_model(cfg.seed, cfg.decoder_layers))
     model = backbone.model.train().requires_grad_(True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
