@@ -7,10 +7,12 @@ measurement — the kind of neighbour a CI job or another service is.
 
 Settings (all usable CPUs unless said): `unset` (OpenMP's own default wait: fixate-rt before this change), `active`
 (OMP_WAIT_POLICY=ACTIVE: spin forever), `passive` (OMP_WAIT_POLICY=PASSIVE), `spin-10k` (the default policy with
-GOMP_SPINCOUNT=10000: spin briefly, then sleep), `one-thread` (passive, --threads 1). Interleaved rounds: each
-round runs every setting once.
+GOMP_SPINCOUNT=10000: spin briefly, then sleep), `spin-1k`, `one-thread` (passive, --threads 1), and `adaptive`
+(the default of `fixate-rt simulate`: spin-10k plus `fixate_rt.threads.AdaptiveThreads`, which picks all threads
+or one batch by batch from measured speed; its exploration batches are inside the timing). Interleaved rounds:
+each round runs every setting once.
 
-    python benchmarks/bench_contended.py [--rounds 5] [--pairs 64]
+    python benchmarks/bench_contended.py [--rounds 5] [--pairs 256]
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ QUESTION = ("Per-pair simulate time with one of the two cores busy, for each thr
 SETTINGS = {"unset": {"OMP_WAIT_POLICY": ""}, "active": {"OMP_WAIT_POLICY": "ACTIVE"},
             "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin-10k": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"},
             "spin-1k": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "1000"},
-            "one-thread": {"OMP_WAIT_POLICY": "PASSIVE", "FIXATE_RT_BENCH_THREADS": "1"}}
+            "one-thread": {"OMP_WAIT_POLICY": "PASSIVE", "FIXATE_RT_BENCH_THREADS": "1"},
+            "adaptive": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000", "FIXATE_RT_BENCH_ADAPTIVE": "1"}}
+DEFAULT = "adaptive"  # what `fixate-rt simulate` does without --threads or a user-set wait policy
 CHILD = r"""
 import os, sys, time
 if os.environ.get("OMP_WAIT_POLICY") == "":
@@ -45,6 +49,9 @@ from fixate_rt.data.layout import recgaze_layout
 from fixate_rt.data.render import render_slate
 image = render_slate([{"title": "Blue Moon", "genre": "Drama"}] * 15, ["Drama", "Comedy", "Crime"], np.random.default_rng(0))
 sim = Simulator("tiny-qwen3vl", device="cpu", batch_size=8)
+if os.environ.get("FIXATE_RT_BENCH_ADAPTIVE"):  # as run_simulation attaches it; its exploration is timed too
+    from fixate_rt.threads import AdaptiveThreads
+    sim.thread_controller = AdaptiveThreads(info["threads"])
 feats = sim.encode_slate(image)
 users = [f"u{i}" for i in range(8)]
 profiles = [f"Top_genre: Drama, Preferred_genres: Crime {i}" for i in range(8)]
@@ -64,7 +71,7 @@ def _spin() -> subprocess.Popen:
 
 def _measure(setting: str, pairs: int) -> tuple[float, int, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "FIXATE_RT_BENCH_THREADS",
-                                                             "GOMP_SPINCOUNT")}
+                                                             "GOMP_SPINCOUNT", "FIXATE_RT_BENCH_ADAPTIVE")}
     env.update(SETTINGS[setting])
     out = subprocess.run([sys.executable, "-c", CHILD, str(pairs)], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
@@ -74,7 +81,8 @@ def _measure(setting: str, pairs: int) -> tuple[float, int, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--pairs", type=int, default=64)
+    ap.add_argument("--pairs", type=int, default=256,
+                    help="pairs per measurement (batches of 8; the adaptive setting's first 5 batches explore)")
     args = ap.parse_args()
     results: dict[str, dict[str, list[float]]] = {"idle": {s: [] for s in SETTINGS},
                                                   "one_cpu_busy": {s: [] for s in SETTINGS}}
@@ -96,7 +104,8 @@ def main() -> None:
              for load, rows in results.items()}
     busy = table["one_cpu_busy"]
     best = min(busy["one-thread"]["ms_median"], busy["unset"]["ms_median"])
-    command = "python benchmarks/bench_contended.py" + (f" --rounds {args.rounds}" if args.rounds != 5 else "")
+    command = ("python benchmarks/bench_contended.py" + (f" --rounds {args.rounds}" if args.rounds != 5 else "")
+               + (f" --pairs {args.pairs}" if args.pairs != 256 else ""))
     payload = new_result(
         QUESTION, command, [{"load": load, "setting": s, **v} for load, per in table.items() for s, v in per.items()],
         settings={"model": "tiny-qwen3vl", "batch": 8, "pairs_per_measurement": args.pairs,
@@ -106,6 +115,11 @@ def main() -> None:
             s: round(busy[s]["ms_median"] / best, 3) for s in SETTINGS},
         vs_unset_idle={s: round(table["idle"][s]["ms_median"] / table["idle"]["unset"]["ms_median"], 3)
                        for s in SETTINGS},
+        default=DEFAULT,
+        default_meets_targets={
+            "within_1.5x_of_best_under_load": busy[DEFAULT]["ms_median"] <= 1.5 * best,
+            "within_5pct_of_unset_idle": table["idle"][DEFAULT]["ms_median"]
+            <= 1.05 * table["idle"]["unset"]["ms_median"]},
     )
     write_result("contended_cpu", payload)
     print(json.dumps(payload["per_pair"], indent=1))

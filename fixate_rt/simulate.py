@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from .timing import StageTimer
 
 if TYPE_CHECKING:
     from .run.preflight import Preflight
+    from .threads import AdaptiveThreads
 
 
 @dataclass
@@ -118,6 +120,9 @@ class Simulator:
         self.residual = residual
         self.batch_size = batch_size
         self.timer = StageTimer(self.backend.device)
+        # `fixate_rt.threads.AdaptiveThreads` when the run lets fixate-rt choose threads batch by batch (simulate
+        # without --threads on the torch backend); None: the thread count stays as set
+        self.thread_controller: AdaptiveThreads | None = None
         self.pipeline = BatchPipeline(self.backend, self.plan, layers=self.probe_layers, residual=residual,
                                       pool_mode=self.pool_mode, timer=self.timer)
 
@@ -142,6 +147,9 @@ class Simulator:
             raise ValidationError(f"image is {image.size[0]}x{image.size[1]} but layout says {layout.image_size}")
         with self.timer.stage("vision"):
             return self.backend.encode_slate(image)
+
+    def _thread_scope(self, pairs: int):
+        return self.thread_controller.batch(pairs) if self.thread_controller is not None else nullcontext()
 
     def simulate_slate(self, image: Image.Image | SlateFeatures, layout: Layout, user_ids: list[str],
                        profiles: list[str] | None = None, *, slate_id: str = "", seed: int | None = None,
@@ -178,7 +186,8 @@ class Simulator:
                 cold.extend(flags)
                 return prompts
 
-            out = self.pipeline.run(Batch.one_slate(profiles[start:start + self.batch_size], feats, layout), mix)
+            with self._thread_scope(len(uids)):
+                out = self.pipeline.run(Batch.one_slate(profiles[start:start + self.batch_size], feats, layout), mix)
             p_all.append(out.p_click)
             rel_all.append(out.slot_relevance.double())
             cold_all.extend(cold)

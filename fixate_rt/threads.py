@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
@@ -83,3 +86,84 @@ _CHOSEN: int | None = None
 def chosen() -> int:
     """The thread count `apply_threads` set, else `usable_cpus`."""
     return _CHOSEN if _CHOSEN is not None else usable_cpus()
+
+
+class AdaptiveThreads:
+    """Chooses, batch by batch, between all usable CPUs and one thread, by the time per pair it measures.
+
+    Why: no static setting is best both on an idle machine (all threads: ~1.6× faster than one) and on a shared
+    one (one thread: several times faster than threads that queue behind a busy core), and the load of a shared
+    host changes during a run. Batch 0 warms up on ``many`` threads (not timed: lazy initialisation); batches 1–4
+    alternate ``many`` and one thread (each keeps the lower of its two, so one slow batch misleads nothing); from
+    then on every batch runs the faster, except every
+    ``explore_every``-th, which re-measures the other so that a change of load is noticed within that many
+    batches. The incumbent's estimate is an exponential moving average (``alpha``); the other's is its latest
+    measurement. Only torch's pool (and the C++ module's, which shares its OpenMP runtime) is resized.
+    """
+
+    INITIAL_ROUNDS = 2  # alternating measurements of each candidate before the first choice
+
+    def __init__(self, many: int, *, explore_every: int = 32, alpha: float = 0.3,
+                 clock: Callable[[], float] = time.perf_counter, set_threads: Callable[[int], None] | None = None):
+        if many < 2:
+            raise ValueError(f"adaptive threads need at least 2 CPUs to choose from, got {many}")
+        self.candidates = (many, 1)
+        self.explore_every, self.alpha, self.clock = explore_every, alpha, clock
+        self._set = set_threads or _set_torch_threads
+        self.estimate: dict[int, float] = {}  # seconds per pair, per thread count
+        self.batches = {many: 0, 1: 0}
+        self.switches, self._index, self._current = 0, 0, None
+
+    def best(self) -> int:
+        """The thread count with the lower estimate (``many`` until both are measured)."""
+        if len(self.estimate) < 2:
+            return self.candidates[0]
+        return min(self.candidates, key=lambda c: self.estimate[c])
+
+    def _next(self) -> tuple[int, bool]:
+        """(threads for the next batch, whether its time is recorded)."""
+        i = self._index
+        if i == 0:
+            return self.candidates[0], False
+        if i <= 2 * self.INITIAL_ROUNDS:
+            return self.candidates[(i - 1) % 2], True
+        best = self.best()
+        if i % self.explore_every == 0:
+            return self.candidates[1] if best == self.candidates[0] else self.candidates[0], True
+        return best, True
+
+    @contextmanager
+    def batch(self, pairs: int):
+        """Run one batch of ``pairs`` (user, slate) pairs on the chosen thread count, and time it."""
+        threads, recorded = self._next()
+        if threads != self._current:
+            self._set(threads)
+            self.switches += self._current is not None
+            self._current = threads
+        start = self.clock()
+        yield threads
+        per_pair = (self.clock() - start) / max(1, pairs)
+        self._index += 1
+        self.batches[threads] += 1
+        if not recorded:
+            return
+        previous = self.estimate.get(threads)
+        if previous is None or self._index <= 1 + 2 * self.INITIAL_ROUNDS:
+            self.estimate[threads] = per_pair if previous is None else min(previous, per_pair)  # one slow start
+        elif threads == self.best():
+            self.estimate[threads] = self.alpha * per_pair + (1 - self.alpha) * previous
+        else:
+            self.estimate[threads] = per_pair  # re-measured after a while: the old figure is stale
+
+    def summary(self) -> dict:
+        """What run.json records: the candidates, batches run on each, switches and the last estimates."""
+        return {"mode": "adaptive", "candidates": list(self.candidates), "explore_every": self.explore_every,
+                "batches": {str(k): v for k, v in self.batches.items()}, "switches": self.switches,
+                "ms_per_pair": {str(k): round(1000 * v, 3) for k, v in self.estimate.items()},
+                "final": self.best()}
+
+
+def _set_torch_threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(count)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..config import SimulateConfig
+from ..config import BackendKind, SimulateConfig
 from ..digests import run_digests
 from ..io import write_json
 from ..locking import interruptible
 from ..outputs import check_output, owned_output
-from ..threads import apply_threads
+from ..threads import AdaptiveThreads, apply_threads
 from ..versions import versions
 from .layout import RUN_RECORD
 from .preflight import preflight, run_inputs
@@ -33,6 +33,9 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
     clock.mark("read_inputs")
     sim = Simulator.from_config(config, checked)  # loaded before --out is created: a model that fails leaves nothing
     clock.mark("load_model")
+    if config.threads is None and thread_info["threads"] > 1 and sim.backend.kind is BackendKind.torch:
+        # no static count is best on both an idle and a shared machine: measure, batch by batch (threads.py)
+        sim.thread_controller = AdaptiveThreads(thread_info["threads"])
     with owned_output(config.out, "simulate", inputs=run_inputs(config), overwrite=config.overwrite,
                       resume=config.resume) as out:  # locked: one run per --out, parts never interleaved
         checked.info.announce_weights()  # notes only once nothing can refuse the run: an error stays one line
@@ -63,7 +66,8 @@ def run_simulation(config: SimulateConfig, *, on_pairs: Callable[[int], None] | 
             "backbone": {"name": backend.name, "family": backend.family, "hidden_size": backend.hidden_size,
                          "num_layers": backend.num_layers, "probe_layers": list(sim.probe_layers)},
             "probe": sim.probe, "template": sim.template.value, "implementations": sim.plan.record(),
-            "threads": thread_info, "export_trust": checked.authorised_by,
+            "threads": {**thread_info, **({"adaptive": sim.thread_controller.summary()} if sim.thread_controller
+                                           else {})}, "export_trust": checked.authorised_by,
             "export_runtime": getattr(backend, "runtime_options", None),
             "quantization": getattr(backend, "quantization", None), "ray": None,
         }
