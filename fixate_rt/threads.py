@@ -7,12 +7,12 @@ Production simulators share cores (other services, Ray actors, CI). Two defaults
   iterations before it sleeps, fighting every other process for its core.
 
 Measured (benchmarks/bench_contended.py, tiny model, batch 8, 2 cores, one kept busy by another process), per pair:
-OpenMP's default wait 75–77 ms, a passive wait 14 ms, one thread 13–15 ms, a spin of 10,000 iterations 24 ms; idle:
-default 8.7 ms, spin 10,000 8.3–9.3 ms, passive 12.5–13 ms. No one setting is best in both, so the CLI bounds the
-spin (``GOMP_SPINCOUNT=10000``: idle speed kept, 3× faster than before under load) unless the user set
-``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``; on a host that is always shared, ``OMP_WAIT_POLICY=PASSIVE`` (or
-``--threads 1``) is faster still. It must be set before the OpenMP runtime starts, hence in `fixate_rt.cli` before
-torch is imported. Every command sizes its thread pools from the CPUs this process may really use
+OpenMP's default wait 77–120 ms, a spin of 10,000 iterations 24 ms, a passive wait 14 ms, one thread 13 ms; idle:
+default 8.3 ms, spin 10,000 8.2 ms, passive 11.3 ms, one thread 12.8 ms. No one setting is best in both, so the CLI
+bounds the spin (``GOMP_SPINCOUNT=10000``, unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``; it must
+be set before the OpenMP runtime starts, hence in `fixate_rt.cli` before torch is imported) and `simulate` picks
+all threads or one batch by batch from measured speed (`AdaptiveThreads`: 13.6 ms loaded, 8.4 ms idle). Every
+command sizes its thread pools from the CPUs this process may really use
 (`usable_cpus`), or from ``--threads``; run.json records the choice.
 """
 
