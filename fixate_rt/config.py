@@ -24,10 +24,11 @@ class Device(str, Enum):
 
 
 # The built-in models (fixate_rt/backbones/builtins.py: random ones built offline by tiny.py, the pretrained
-# slates-qwen3vl shipped in fixate_rt/models/); listed here so --help can name them without importing torch.
+# slates-qwen3vl and slates-qwen3vl-fair-deep shipped in fixate_rt/models/); listed here so --help can name them
+# without importing torch.
 # tests/test_cli_errors.py checks the two agree.
 BUILTIN_MODELS = ("tiny-qwen3vl", "tiny-qwen2vl", "tiny-qwen25vl", "tiny-internvl", "mid-qwen3vl", "qwen3vl-4b-shape",
-                  "slates-qwen3vl")
+                  "slates-qwen3vl", "slates-qwen3vl-fair-deep")
 # The default wherever a user reads the numbers: the pretrained built-in. The random ones (tiny-*, mid-qwen3vl,
 # qwen3vl-4b-shape) are for tests and timing, chosen explicitly; running one says so (RANDOM_WEIGHTS).
 DEFAULT_MODEL = "slates-qwen3vl"

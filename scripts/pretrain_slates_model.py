@@ -139,7 +139,18 @@ def model_card(facts: dict, log: list[dict]) -> str:
                   "emerged from the answer and naming losses.")
     if "position" not in cfg["mix"]:
         supervised += " No task names grid positions in text (no `position` task)."
+    knows = "grid positions and a profile's top genre," if "position" in cfg["mix"] else "a profile's top genre,"
+    if set(attended) & set(probed):
+        consequence = (f"this model's answer-row\nattention in layers {attended} was trained to point at the answer, "
+                       "so attention read-outs on it\n(rollout, slot relevance) are partly a product of that "
+                       "supervision, not an emergent property.")
+    else:
+        consequence = (f"the probes read layers\n{probed}, none of which was supervised: where their attention goes "
+                       f"was learned from the answer and naming\nlosses, and from what the supervised layers "
+                       f"{attended} pass on through the residual stream.")
     role = ("It is fixate-rt's\nbuilt-in demo model: `--model slates-qwen3vl`." if name == slates_model.NAME else
+            f"It is a variant of fixate-rt's\nbuilt-in demo model (`slates-qwen3vl`), shipped as `--model {name}`."
+            if name in slates_model.FOLDERS else
             "It is a variant of fixate-rt's\nbuilt-in demo model (`slates-qwen3vl`): `--model <this folder>`.")
     return f"""# {name}
 
@@ -147,7 +158,7 @@ def model_card(facts: dict, log: list[dict]) -> str:
 
 A small **Qwen3-VL** (`Qwen3VLForConditionalGeneration`, {facts['parameters'] / 1e6:.2f} M parameters) pretrained
 from random weights to read the slates fixate-rt renders (3 rows × 5 posters, letters A–O). {role}
-It is a toy of a real VLM: it knows ten genres by their poster colours, grid positions and a profile's top genre, and little else.
+It is a toy of a real VLM: it knows ten genres by their poster colours, {knows} and little else.
 
 - Decoder: {depth} layers, D = {text['hidden_size']}, {text['num_attention_heads']} heads
   ({text['num_key_value_heads']} KV), M-RoPE. Vision: {vision['depth']} blocks, width {vision['hidden_size']},
@@ -182,9 +193,7 @@ Why all three: with the answer loss alone, 750 steps learned grid positions (hel
 genres (0.24, chance 0.25) or the choice (0.28, chance 0.28). Adding the dense loss, the image tokens learned to
 name their genre (0.83 of poster tokens after 150 steps), yet after 1200 steps the answer position still did not
 find them (genre 0.24–0.44, choice ≤ 0.28). The grounding term fixed that within 200 steps (genre-only check:
-held-out genre accuracy 0.68, chance 0.25). **Consequence for anyone reading attention:** this model's answer-row
-attention in layers {attended} was trained to point at the answer, so attention read-outs on it
-(rollout, slot relevance) are partly a product of that supervision, not an emergent property.
+held-out genre accuracy 0.68, chance 0.25). **Consequence for anyone reading attention:** {consequence}
 
 AdamW (β = 0.9, 0.98, weight decay {cfg['weight_decay']}), peak lr {cfg['lr']}, {cfg['warmup']} warm-up steps then cosine
 to 5 %, gradient norm clipped at 1, batch {cfg['batch_size']}, {cfg['steps']} steps, everything trained (vision and decoder).

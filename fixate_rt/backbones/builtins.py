@@ -1,5 +1,5 @@
 """Every built-in model name and where its folder is: the random ``tiny-*`` family (written on first use by
-`tiny.ensure_model`) and the pretrained ``slates-qwen3vl`` (shipped inside the package)."""
+`tiny.ensure_model`) and the pretrained ``slates-qwen3vl`` and ``slates-qwen3vl-fair-deep`` (shipped inside the package)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from . import slates_model
 from .tiny import SHAPES, ensure_model
 
-PRETRAINED = (slates_model.NAME,)
+PRETRAINED = tuple(slates_model.FOLDERS)
 
 
 def builtin_names() -> tuple[str, ...]:

@@ -14,6 +14,10 @@ from ..data.grounding import WORDS
 
 NAME = "slates-qwen3vl"
 FOLDER = Path(__file__).resolve().parents[1] / "models" / NAME
+# The same tasks without the position task, 10 decoder layers, the answer row's attention supervised in layers 2-3
+# only: the probes (the last 6 layers, 4-9) read no supervised layer (its model card; docs/backbones.md).
+FAIR_NAME = "slates-qwen3vl-fair-deep"
+FOLDERS = {NAME: FOLDER, FAIR_NAME: FOLDER.parent / FAIR_NAME}
 
 # (family, text overrides, vision overrides, max pixels): `tiny.build_config`'s shape tuple.
 SHAPE = ("qwen3_vl",
@@ -27,4 +31,4 @@ EXTRA_WORDS = WORDS
 
 def pretrained_folder(name: str) -> Path | None:
     """The shipped folder of a built-in pretrained model, or None if ``name`` is not one."""
-    return FOLDER if name == NAME else None
+    return FOLDERS.get(name)
