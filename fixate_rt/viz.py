@@ -119,8 +119,9 @@ def render_pair(path: Path, slate: Slate, user_id: str, relevance: np.ndarray, p
     handles = [Line2D([], [], color="lime", lw=2.5, label=f"observed click ({labels[clicked]})"),
                Line2D([], [], color="red", lw=1.8, ls="--", label=f"model's top slot ({labels[top]})")]
     if counts is not None:
-        handles.append(Line2D([], [], color="none", label=f"n× sim: where the {int(counts.sum())} simulated clicks "
-                                                           "landed"))
+        n = int(counts.sum())
+        where = "where the simulated click landed" if n == 1 else f"where the {n} simulated clicks landed"
+        handles.append(Line2D([], [], color="none", label=f"n× sim: {where}"))
     fig.legend(handles=handles, loc="lower left", ncol=3, fontsize=9, frameon=False)
     fig.suptitle(f"user {user_id} · slate {slate.slate_id} · {name} · KL {scores['kl']:.3f} · JS {scores['js']:.3f} · "
                  f"cos {scores['cosine']:.3f} · CSH@1 {scores['csh@1']:.0f} · CSH@3 {scores['csh@3']:.0f} · "
