@@ -48,8 +48,10 @@ def simulate(
     samples: Annotated[int, typer.Option(min=1, help="Clicks drawn per (user, slate)")] = 1,
     seed: Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Click sampling seed")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Users per decoder batch")] = 8,
-    threads: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Compute threads [default: the CPUs this "
-                                                                     "process may use (affinity, cgroup quota)]")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Compute threads [default: chosen batch by "
+                                                                     "batch between the CPUs this process may use "
+                                                                     "(affinity, cgroup quota) and one, by measured "
+                                                                     "speed]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     probe: Annotated[Probe, typer.Option(help="Probing operator")] = Probe.rollout,
     kernel: Annotated[Kernel, typer.Option(help="Op implementation (auto picks the fastest available)")] = Kernel.auto,
