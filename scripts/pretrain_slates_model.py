@@ -113,14 +113,15 @@ def main() -> None:
 
 def model_card(facts: dict, log: list[dict]) -> str:
     from fixate_rt.backbones import slates_model
-    from fixate_rt.backbones.spliced import DEFAULT_PROBE_LAYERS
+    from fixate_rt.backbones.spliced import last_layers
     from fixate_rt.data import grounding
 
     family, text, vision, pixels = slates_model.SHAPE
     cfg = facts["config"]
     depth = cfg.get("decoder_layers") or text["num_hidden_layers"]
-    probed = list(range(max(0, depth - DEFAULT_PROBE_LAYERS), depth))
+    probed = list(last_layers(depth))
     attended = list(cfg.get("attend_layers", []))
+    overlap = sorted(set(attended) & set(probed))  # supervised layers a probe reads
     name = facts.get("name", slates_model.NAME)
     rows = "\n".join(f"| {k} | {v['accuracy']:.3f} | {v['chance']:.3f} | {v['answer_mass']:.3f} | {v['n']} |"
                      for k, v in facts["held_out"].items())
@@ -131,8 +132,8 @@ def model_card(facts: dict, log: list[dict]) -> str:
     mix = ", ".join(f"{k} {v:.0%}" for k, v in cfg["mix"].items())
     supervised = ("**What was supervised.** The answer (cross-entropy), the dense naming of image tokens and, in decoder "
                   f"layers {attended}, the answer row's attention (weight {cfg.get('attend_weight', 0)}). The probes read "
-                  f"layers {probed}" + ("; none of them was supervised." if not set(attended) & set(probed) else
-                                        f"; layers {sorted(set(attended) & set(probed))} of them were supervised.")
+                  f"layers {probed}" + (f"; layers {overlap} of them were supervised." if overlap else
+                                        "; none of them was supervised.")
                   if cfg.get("attend_weight", 0) else
                   "**What was supervised.** The answer (cross-entropy) and the dense naming of image tokens only: **no "
                   "attention of any layer was supervised** (grounding weight 0), so whatever its attention does "
@@ -140,7 +141,7 @@ def model_card(facts: dict, log: list[dict]) -> str:
     if "position" not in cfg["mix"]:
         supervised += " No task names grid positions in text (no `position` task)."
     knows = "grid positions and a profile's top genre," if "position" in cfg["mix"] else "a profile's top genre,"
-    if set(attended) & set(probed):
+    if overlap:
         consequence = (f"this model's answer-row\nattention in layers {attended} was trained to point at the answer, "
                        "so attention read-outs on it\n(rollout, slot relevance) are partly a product of that "
                        "supervision, not an emergent property.")

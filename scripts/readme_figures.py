@@ -166,22 +166,20 @@ def _p(value: float) -> str:
 
 def _verdict(row: dict, alpha: float = 0.05) -> str:
     """How FixATE (a) compares with a predictor (b) on one test row: "better than", "worse than" (Holm p < alpha,
-    the metric's own direction) or "no better than" (not separated)."""
+    the metric's own direction, `fixate_rt.metrics.direction`) or "no better than" (not separated)."""
+    from fixate_rt import metrics as M
+
     if row["p_holm"] >= alpha:
         return "no better than"
-    lower_is_better = row["metric"] in ("kl", "js", "logloss", "topk_js")
-    better = (row["mean_diff"] < 0) == lower_is_better
-    return "better than" if better else "worse than"
+    return f"{M.direction(row['metric'], row['mean_diff'])} than"
 
 
-def _secondary_holm(name: str) -> dict:
-    """Holm-adjusted p of every secondary test (metrics outside the primary endpoints) of a baselines_synth result,
-    as one family: {(comparison, metric): p}."""
-    sys.path.insert(0, str(ROOT))
-    from fixate_rt.metrics import holm
+def _secondary_holm(tests: dict) -> dict:
+    """Holm-adjusted p of every secondary test (metrics outside the primary endpoints) of a baselines_synth result's
+    tests (`_result_index`), as one family: {(comparison, metric): p}."""
+    from fixate_rt import metrics as M
 
-    _, _, tests = _result_index(name)
-    return holm({key: row["p"] for key, row in tests.items() if key[1] not in ("kl", "csh@1")})
+    return M.holm({key: row["p"] for key, row in tests.items() if key[1] not in ("kl", "csh@1")})
 
 
 def _diff(row: dict) -> str:
@@ -198,7 +196,7 @@ def fidelity() -> str:
                                 test[("FixATE vs user", "kl")])
     csh_pop = test[("FixATE vs population", "csh@1")]
     click = test[("FixATE vs user", "correct")]
-    click_p = _secondary_holm(fair)[("FixATE vs user", "correct")]
+    click_p = _secondary_holm(test)[("FixATE vs user", "correct")]
     _, mean_h, test_h = _result_index("baselines_synth_profile")
     kl_h = {name: mean_h[(name, "kl")]["mean"] for name in ("D", "E", "user")}
     vs_user_h = max(test_h[(f"{run} vs user", "kl")]["p_holm"] for run in ("D", "E"))

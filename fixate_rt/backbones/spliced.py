@@ -16,6 +16,11 @@ from ..probes.capture import record_attention
 DEFAULT_PROBE_LAYERS = 6  # docs/method.md §4.1: the last 6 decoder layers (Qwen3-VL); InternVL overrides (5)
 
 
+def last_layers(num_layers: int, depth: int = DEFAULT_PROBE_LAYERS) -> tuple[int, ...]:
+    """The decoder layers the probes read by default: the last ``depth`` of ``num_layers`` (all when fewer)."""
+    return tuple(range(max(0, num_layers - depth), num_layers))
+
+
 class SplicedVLM(InputAssembler):
     """A Hugging Face VLM with soft prompts spliced into its input embeddings: the ``torch`` `Backend`."""
 
@@ -31,7 +36,7 @@ class SplicedVLM(InputAssembler):
         text = model.config.text_config
         self.hidden_size = int(text.hidden_size)
         self.num_layers = int(text.num_hidden_layers)
-        self.default_probe_layers = tuple(range(max(0, self.num_layers - self.probe_depth), self.num_layers))
+        self.default_probe_layers = last_layers(self.num_layers, self.probe_depth)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         if processor.image_pad_id != model.config.image_token_id:
