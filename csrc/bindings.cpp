@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "causal_attention.h"
 #include "metrics.h"
 #include "probes.h"
 #include "rollout_qk.h"
@@ -144,6 +145,36 @@ py::array rollout_row_qk(const py::array& q, const py::array& k, const py::array
                        : rollout_qk_impl<double>(q, k, attention_mask, lse, pos, B, L, Hq, Hkv, Tn, D, scale, residual);
 }
 
+// ------------------------------------------------------------------------------------------- causal_attention
+py::array causal_attention(const py::array& q_in, const py::array& k_in, const py::array& v_in,
+                           const py::object& key_ok_in, double scale) {
+  check_rank(q_in, 4, "q", "[B, Hq, T, D]");
+  check_rank(k_in, 4, "k", "[B, Hkv, T, D]");
+  check_rank(v_in, 4, "v", "[B, Hkv, T, D]");
+  auto q = Arr<float>::ensure(q_in), k = Arr<float>::ensure(k_in), v = Arr<float>::ensure(v_in);
+  const int64_t B = q.shape(0), Hq = q.shape(1), Tn = q.shape(2), D = q.shape(3), Hkv = k.shape(1);
+  for (const auto* a : {&k, &v})
+    if (a->shape(0) != B || a->shape(1) != Hkv || a->shape(2) != Tn || a->shape(3) != D)
+      fail("k and v must be [B, Hkv, T, D] with q [B, Hq, T, D]; q is " + shape_of(q_in) + ", k is " +
+           shape_of(k_in) + ", v is " + shape_of(v_in));
+  if (Hkv < 1 || Hq % Hkv != 0) fail("Hq must be a multiple of Hkv; q is " + shape_of(q_in) + ", k is " + shape_of(k_in));
+  if (!(scale > 0.0)) fail("scale must be > 0");
+  Arr<int64_t> ok;
+  if (!key_ok_in.is_none()) {
+    ok = Arr<int64_t>::ensure(key_ok_in);
+    if (!ok || ok.ndim() != 2 || ok.shape(0) != B || ok.shape(1) != Tn)
+      fail("attention_mask must be [B, T] = [" + std::to_string(B) + ", " + std::to_string(Tn) + "]");
+  }
+  Arr<float> out({B, Hq, Tn, D});
+  const int64_t* okp = key_ok_in.is_none() ? nullptr : ok.data();
+  float* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fixate::causal_attention(q.data(), k.data(), v.data(), okp, o, B, Hq, Hkv, Tn, D, float(scale));
+  }
+  return out;
+}
+
 // --------------------------------------------------------------------------------------- AttnLRP / GLIMPSE
 template <typename T, bool Rows>
 py::array attribution_impl(const py::array& a_in, const py::array& g_in, const Arr<int64_t>& q, int64_t B, int64_t L,
@@ -268,6 +299,12 @@ PYBIND11_MODULE(_C, m) {
         py::arg("attention_mask") = py::none(), py::arg("lse") = py::none(), py::arg("scale") = 0.0,
         py::arg("residual") = 0.5, py::arg("bf16") = false,
         "Rollout row [B, T] fp32 from post-RoPE q [B, L, Hq, T, D] and k [B, L, Hkv, T, D]; no T x T attention.");
+  m.def("causal_attention", &causal_attention, py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("attention_mask") = py::none(), py::arg("scale"),
+        "Causal attention out [B, Hq, T, D] fp32 from q [B, Hq, T, D], k and v [B, Hkv, T, D] and a key mask [B, T]; "
+        "O(T) scratch, padded queries get zeros (the kernel of the exported decoders' ONNX Runtime op).");
+  m.def("causal_attention_variant", &fixate::causal_attention_variant,
+        "the compiled variant causal_attention runs on this CPU: 'avx2+fma' or 'portable'");
   m.def("attnlrp_row", &attribution<true>, py::arg("attn_row"), py::arg("grad_row"), py::arg("query_pos"),
         "FixATE AttnLRP row [B, T] from answer rows of A and dA, each [B, L, H, T].");
   m.def("glimpse_row", &attribution<false>, py::arg("attn"), py::arg("grad"), py::arg("query_pos"),

@@ -88,6 +88,9 @@ def test_exported_backend_matches_torch(exported_any, synth_dir, tmp_path):
     assert run["backend"] == fmt
     impl = "cpp" if ops.cpp_available() else "torch"  # the same registry op as the torch backend, on Q/K from the graph
     assert run["implementations"]["rollout_row_qk"] == {"impl": impl, "device": "cpu", "capture": f"{fmt}-graph-qk"}
+    if fmt == "onnx":  # the parity above holds for the decoder on fixate-rt's causal attention kernel
+        expected = "fixate_rt.CausalAttention" if ops.cpp_available() else "onnxruntime Attention"
+        assert run["export_runtime"]["decoder_attention"].startswith(expected)
 
 
 def test_export_folder_run_with_the_wrong_backend(exported_any, synth_dir, tmp_path):

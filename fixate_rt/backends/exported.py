@@ -20,6 +20,7 @@ from ..errors import InputError, UnavailableError
 from ..input_assembly import InputAssembler
 from ..model_io import DecoderInputs, SlateFeatures
 from ..probes.operators import ProbeResult
+from . import ort_attention
 from .graph_runtime import GraphSession, choose_providers, onnx_status, read_manifest, runtime_options
 from .positions import mrope_positions
 from .trust import ExportTrust, authorise
@@ -40,6 +41,12 @@ class ExportedBackend(InputAssembler):
         self.scale = float(manifest["probe"]["scale"])  # the probed layers' softmax scale
         self.quantization = manifest.get("quantization")
         self.runtime_options = runtime_options(kind.value)
+        if kind is BackendKind.onnx:  # which kernel runs the decoder's causal attention (ort_attention)
+            fused = sessions["decoder"].fused_attention
+            self.runtime_options["decoder_attention"] = (ort_attention.kernel_name() if fused
+                                                         else "onnxruntime Attention")
+            if fused:
+                self.runtime_options["decoder_allow_spinning"] = False
         self.family, self.name = manifest["family"], str(folder)
         self.hidden_size, self.num_layers = manifest["hidden_size"], manifest["num_layers"]
         self.default_probe_layers = tuple(manifest["probe_layers"])

@@ -23,6 +23,7 @@ from ..checks import integer
 from ..errors import InputError, UnavailableError, ValidationError
 from ..limits import MAX_HIDDEN_SIZE, MAX_IMAGE_SIDE, MAX_LAYERS
 from ..outputs import MARKER as OUTPUT_MARKER
+from . import ort_attention
 from .safe_load import (
     check_onnx_external_data,
     check_pt2_archive,
@@ -60,6 +61,7 @@ class GraphSession:
         """``listed``: the manifest's verified ``files`` (an ONNX graph's external data must be among them).
         ``authorised``: the folder passed `trust.authorise` (required for the formats that can carry code)."""
         self.fmt, self.path = fmt, Path(path)
+        self.fused_attention = False  # ONNX on CPU: attention runs on fixate_rt.CausalAttention (ort_attention)
         self.input_names, self.output_names = list(input_names), list(output_names)
         if fmt in CODE_FORMATS and not authorised:
             raise InputError(f"{path}: format '{fmt}' can run code while loading and the folder was not authorised "
@@ -72,8 +74,11 @@ class GraphSession:
             if fmt == "onnx":
                 import onnxruntime as ort
 
-                self._ort = ort.InferenceSession(str(path), session_options(), providers=providers or
-                                                 ["CPUExecutionProvider"])
+                providers = providers or ["CPUExecutionProvider"]
+                self._ort = ort_attention.fused_session(self.path, session_options(), providers)
+                self.fused_attention = self._ort is not None
+                if self._ort is None:
+                    self._ort = ort.InferenceSession(str(path), session_options(), providers=providers)
                 self.input_names = [i.name for i in self._ort.get_inputs()]
                 self.output_names = [o.name for o in self._ort.get_outputs()]
             elif fmt == "export":

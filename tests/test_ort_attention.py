@@ -1,0 +1,199 @@
+"""fixate-rt's causal attention kernel (C++) and its ONNX Runtime custom op: the kernel against torch's SDPA
+(grouped heads, padding, odd sizes, both compiled variants), the C ABI slots against the installed runtime, and the
+in-memory rewrite of an exported decoder (same outputs, no T x T mask left, all-or-nothing)."""
+
+import ctypes
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fixate_rt import ops
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'fixate-rt[onnx]'")
+onnx = pytest.importorskip("onnx")
+needs_cpp = pytest.mark.skipif(not ops.cpp_available(), reason="C++ module not built")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _case(B, Hq, Hkv, T, D, seed=0):
+    """Random q [B, Hq, T, D], k, v [B, Hkv, T, D] and a key mask [B, T] with left padding and a hole."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, h, T, D, generator=g) for h in (Hq, Hkv, Hkv))
+    mask = torch.ones(B, T, dtype=torch.int64)
+    if B > 1:
+        mask[1, : T // 3] = 0  # left padding
+    if B > 2 and T > 8:
+        mask[2, T // 2: T // 2 + 3] = 0  # keys masked in the middle
+    return q, k, v, mask
+
+
+def _sdpa(q, k, v, mask, scale):
+    """torch's SDPA with the decoders' mask: key j <= query i and mask[b, j]; rows with no key are NaN there."""
+    groups = q.shape[1] // k.shape[1]
+    T = q.shape[2]
+    allowed = torch.ones(T, T, dtype=torch.bool).tril()[None, None] & mask.bool()[:, None, None, :]
+    out = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(groups, 1),
+                                                           v.repeat_interleave(groups, 1), attn_mask=allowed,
+                                                           scale=scale)
+    return out, allowed.any(-1)  # [B, 1, T]: whether the query has a key
+
+
+@needs_cpp
+@pytest.mark.parametrize("shape", [(3, 4, 2, 37, 16), (3, 8, 4, 64, 64), (2, 3, 1, 21, 20), (1, 2, 2, 1, 8)],
+                         ids=lambda s: "B{}-Hq{}-Hkv{}-T{}-D{}".format(*s))
+def test_kernel_equals_sdpa(shape):
+    from fixate_rt import _C
+
+    q, k, v, mask = _case(*shape)
+    scale = shape[-1] ** -0.5
+    expected, has_key = _sdpa(q, k, v, mask, scale)
+    out = torch.from_numpy(_C.causal_attention(q.numpy(), k.numpy(), v.numpy(), mask.numpy(), scale))
+    assert out.shape == expected.shape and torch.isfinite(out).all()
+    real = has_key[..., None].expand_as(out)
+    torch.testing.assert_close(out[real], expected[real], atol=2e-6, rtol=1e-5)
+    assert (out[~real] == 0).all()  # padded queries: zeros, not NaN
+
+
+@needs_cpp
+def test_kernel_without_mask_is_plain_causal():
+    from fixate_rt import _C
+
+    q, k, v, _ = _case(2, 4, 2, 50, 16, seed=1)
+    out = _C.causal_attention(q.numpy(), k.numpy(), v.numpy(), None, 0.25)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                                                is_causal=True, scale=0.25)
+    torch.testing.assert_close(torch.from_numpy(out), expected, atol=2e-6, rtol=1e-5)
+
+
+@needs_cpp
+def test_kernel_rejects_bad_shapes():
+    from fixate_rt import _C
+
+    q, k, v, mask = _case(2, 3, 2, 10, 8)
+    with pytest.raises(ValueError, match="multiple of Hkv"):
+        _C.causal_attention(q.numpy(), k.numpy(), v.numpy(), mask.numpy(), 0.3)
+    q, k, v, mask = _case(2, 4, 2, 10, 8)
+    with pytest.raises(ValueError, match=r"attention_mask must be \[B, T\]"):
+        _C.causal_attention(q.numpy(), k.numpy(), v.numpy(), mask[:, :5].numpy(), 0.3)
+
+
+@needs_cpp
+def test_both_compiled_variants_agree():
+    code = ("import sys; sys.path.insert(0, %r); from test_ort_attention import _case; from fixate_rt import _C;"
+            "q, k, v, m = _case(3, 4, 2, 45, 16, seed=3); out = _C.causal_attention(q.numpy(), k.numpy(), v.numpy(),"
+            " m.numpy(), 0.25); print(_C.causal_attention_variant()); print(' '.join(map(repr, out.ravel().tolist())))")
+    code = code % str(Path(__file__).parent)
+    outs = {}
+    for env in ({}, {"FIXATE_RT_CPU_PORTABLE": "1"}):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, **env}, check=True)
+        variant, values = done.stdout.strip().splitlines()
+        outs[variant] = np.array([float(x) for x in values.split()])
+    assert "portable" in outs
+    for variant, out in outs.items():
+        np.testing.assert_allclose(out, outs["portable"], atol=1e-6, err_msg=variant)
+
+
+def test_abi_slots_match_the_installed_runtime():
+    """csrc/ort_abi.h names OrtApi slots by number; the installed ONNX Runtime's own table must agree on the ones
+    that can be called harmlessly (status handling, domain creation)."""
+    import onnxruntime
+
+    header = (ROOT / "csrc" / "ort_abi.h").read_text()
+    slots = {name: int(n) for name, n in re.findall(r"\bk(\w+) = (\d+),", header)}
+    lib = next(Path(onnxruntime.__file__).parent.joinpath("capi").glob("libonnxruntime.so*"))
+    ort = ctypes.CDLL(str(lib))
+    ort.OrtGetApiBase.restype = ctypes.POINTER(ctypes.c_void_p * 2)
+    get_api = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint32)(ort.OrtGetApiBase().contents[0])
+    table = ctypes.cast(get_api(1), ctypes.POINTER(ctypes.c_void_p * 128)).contents
+
+    def fn(name, restype, *argtypes):
+        return ctypes.CFUNCTYPE(restype, *argtypes)(table[slots[name]])
+
+    status = fn("CreateStatus", ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p)(2, b"slot probe")
+    assert fn("GetErrorCode", ctypes.c_int, ctypes.c_void_p)(status) == 2
+    assert fn("GetErrorMessage", ctypes.c_char_p, ctypes.c_void_p)(status) == b"slot probe"
+    fn("ReleaseStatus", None, ctypes.c_void_p)(status)
+    domain = ctypes.c_void_p()
+    create = fn("CreateCustomOpDomain", ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p))
+    assert create(b"fixate_rt_probe", ctypes.byref(domain)) is None and domain.value
+
+
+def _attention_graph(is_causal=0):
+    """A one-layer graph of the exported decoders' shape: mask = causal & attention_mask, Attention-23."""
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", h, "T", 8]) for n, h in
+              (("q", 4), ("k", 2), ("v", 2))]
+    inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["B", "T"]))
+    nodes = [
+        helper.make_node("Shape", ["attention_mask"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["t"], axis=0),
+        helper.make_node("Range", ["zero", "t", "one"], ["idx"]),
+        helper.make_node("Unsqueeze", ["idx", "axis1"], ["rows"]),
+        helper.make_node("Unsqueeze", ["idx", "axis0"], ["cols"]),
+        helper.make_node("LessOrEqual", ["cols", "rows"], ["causal"]),  # [T, T]: key <= query
+        helper.make_node("Cast", ["attention_mask"], ["keys"], to=TensorProto.BOOL),
+        helper.make_node("Unsqueeze", ["keys", "axes12"], ["keys4"]),  # [B, 1, 1, T]
+        helper.make_node("And", ["causal", "keys4"], ["mask"]),  # [B, 1, T, T]
+        helper.make_node("Attention", ["q", "k", "v", "mask"], ["y"], scale=0.35, is_causal=is_causal),
+    ]
+    inits = [helper.make_tensor("one", TensorProto.INT64, [], [1]), helper.make_tensor("zero", TensorProto.INT64, [], [0]),
+             helper.make_tensor("axis1", TensorProto.INT64, [1], [1]), helper.make_tensor("axis0", TensorProto.INT64, [1], [0]),
+             helper.make_tensor("axes12", TensorProto.INT64, [2], [1, 2])]
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 4, "T", 8])
+    graph = helper.make_graph(nodes, "attn", inputs, [output], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+
+
+@needs_cpp
+def test_rewrite_gives_the_same_outputs_and_drops_the_mask(tmp_path):
+    import onnxruntime as ort
+
+    from fixate_rt.backends import ort_attention
+    from fixate_rt.backends.graph_runtime import session_options
+
+    model = _attention_graph()
+    onnx.checker.check_model(model)
+    path = tmp_path / "attn.onnx"
+    onnx.save(model, str(path))
+    q, k, v, mask = _case(3, 4, 2, 29, 8, seed=4)
+    feed = {"q": q.numpy(), "k": k.numpy(), "v": v.numpy(), "attention_mask": mask.numpy()}
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    fused = ort_attention.fused_session(path, session_options(), ["CPUExecutionProvider"])
+    assert fused is not None
+    out = fused.run(None, feed)[0]
+    has_key = mask.bool().numpy()[:, None, :, None].cumsum(2) > 0  # a real key at or before the query
+    has_key = np.broadcast_to(has_key, out.shape)
+    np.testing.assert_allclose(out[has_key], plain[has_key], atol=2e-6)
+    rewritten = onnx.load(str(path))
+    assert ort_attention.fuse_causal_attention(rewritten) == 1
+    assert [n.op_type for n in rewritten.graph.node] == ["CausalAttention"]  # the T x T mask subgraph is gone
+    assert not rewritten.graph.initializer
+
+
+def test_rewrite_is_all_or_nothing():
+    from fixate_rt.backends import ort_attention
+
+    model = _attention_graph(is_causal=1)  # not the decoders' form: left as it is
+    before = model.SerializeToString()
+    assert ort_attention.fuse_causal_attention(model) == 0 and model.SerializeToString() == before
+
+
+@needs_cpp
+def test_switch_keeps_onnx_runtime_kernels(tmp_path, monkeypatch):
+    from fixate_rt.backends import ort_attention
+    from fixate_rt.backends.graph_runtime import session_options
+
+    path = tmp_path / "attn.onnx"
+    onnx.save(_attention_graph(), str(path))
+    assert ort_attention.kernel_name().startswith("fixate_rt.CausalAttention")
+    monkeypatch.setenv(ort_attention.SWITCH, "onnxruntime")
+    assert ort_attention.fused_session(path, session_options(), ["CPUExecutionProvider"]) is None
+    assert ort_attention.kernel_name() == "onnxruntime Attention"
