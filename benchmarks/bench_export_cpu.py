@@ -26,7 +26,9 @@ QUESTION = ("Per pair, batch 8, rollout probe: how fast are the exported artefac
             "torch.export) against the PyTorch backend, and do their outputs agree?")
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = {"onnx": ("onnx", None), "onnx_int8": ("onnx", "int8"), "export": ("export", None)}
+# name: (format, quantisation, attention kernel of the ONNX decoder: fixate-rt's fused op or ONNX Runtime's own)
+BACKENDS = {"onnx": ("onnx", None, "fused"), "onnx_int8": ("onnx", "int8", "fused"), "export": ("export", None, ""),
+            "onnx_ort_attention": ("onnx", None, "onnxruntime"), "onnx_int8_ort_attention": ("onnx", "int8", "onnxruntime")}
 
 
 def main() -> None:
@@ -38,6 +40,7 @@ def main() -> None:
     import onnxruntime
     import torch
 
+    from fixate_rt.backends import ort_attention
     from fixate_rt.data.layout import recgaze_layout
     from fixate_rt.data.render import render_slate
     from fixate_rt.exporters.export import export_model
@@ -50,13 +53,18 @@ def main() -> None:
     profiles = [f"Top_genre: Drama, Preferred_genres: Crime {i}" for i in range(args.users)]
     rows = []
     for model in args.models:
+        row_kernel: dict[str, str] = {}
         sims = {"torch": Simulator(model, device="cpu", batch_size=args.users)}
-        for name, (fmt, quantize) in BACKENDS.items():
-            folder = ROOT / "benchmarks" / "work" / "export-qk2" / f"{model}-{name}"
+        for name, (fmt, quantize, attention) in BACKENDS.items():
+            folder = ROOT / "benchmarks" / "work" / "export-qk2" / f"{model}-{name.replace('_ort_attention', '')}"
             if not (folder / "manifest.json").is_file():
                 export_model(model, folder, fmt=fmt, quantize=quantize, overwrite=True)
+            os.environ[ort_attention.SWITCH] = attention  # read when the session is created
             sims[name] = Simulator(str(folder), device="cpu", batch_size=args.users, backend=fmt,
                                    trust_export=fmt == "export")  # this script wrote the folder
+            os.environ.pop(ort_attention.SWITCH)
+            if fmt == "onnx":
+                row_kernel[name] = sims[name].backend.runtime_options["decoder_attention"]
         feats = {name: sim.encode_slate(image) for name, sim in sims.items()}
         times: dict[str, list[float]] = {name: [] for name in sims}
         last = {}
@@ -66,7 +74,8 @@ def main() -> None:
                 last[name] = sim.simulate_slate(feats[name], layout, users, profiles)
                 if round_:
                     times[name].append(time.perf_counter() - t0)
-        row = {"model": model, "users_per_batch": args.users, "torch_per_pair": spread_ms(times["torch"], per=args.users)}
+        row = {"model": model, "users_per_batch": args.users, "torch_per_pair": spread_ms(times["torch"], per=args.users),
+               "decoder_attention": row_kernel}
         base = last["torch"]
         for name in BACKENDS:
             row[f"{name}_per_pair"] = spread_ms(times[name], per=args.users)
@@ -79,6 +88,8 @@ def main() -> None:
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)", "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "probe_contract": "qk v2 (Q/K out of the graph, C++ row)",
+            "decoder_attention": "onnx*: fixate_rt.CausalAttention (fused at session creation); "
+                                 "*_ort_attention: ONNX Runtime's own Attention kernel, same folder",
             "command": "python benchmarks/bench_export_cpu.py" + (f" --rounds {args.rounds}" if args.rounds != 7 else "")}
     out = write_result("export_cpu", new_result(QUESTION, meta.pop("command"), rows, settings=meta))
     print(f"wrote {out}")

@@ -2,7 +2,8 @@
 
 The mid-shaped Qwen3-VL ONNX export (probe contract qk v2) is run once per length T on one sample in a fresh
 process; the figure is the growth of the process's peak RSS during that call (after the session was created and
-warmed up at T = 64). The same for the PyTorch backend's decoder (fused Q/K capture) as the baseline.
+warmed up at T = 64). Each length runs twice: with the decoder's attention on fixate-rt's fused causal kernel (what
+`simulate` uses) and on ONNX Runtime's own `Attention` kernel (the baseline, FIXATE_RT_ORT_ATTENTION=onnxruntime).
 
     python benchmarks/export_memory.py [--lengths 1024 2048 4096 8192]
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,8 +46,9 @@ session.run(feed(64))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = session.run(feed(T))
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) / 1024, sum(o.nbytes for o in out) / 2**20)
+print((after - before) / 1024, sum(o.nbytes for o in out) / 2**20, session.fused_attention)
 """
+KERNELS = {"fused": "", "ort": "onnxruntime"}  # FIXATE_RT_ORT_ATTENTION for each measurement
 
 
 def main() -> None:
@@ -58,14 +61,23 @@ def main() -> None:
         export_model("mid-qwen3vl", FOLDER, fmt="onnx", overwrite=True)
     rows = []
     for T in args.lengths:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(T), str(FOLDER)], capture_output=True, text=True,
-                             check=True).stdout.split()
-        rows.append({"T": T, "peak_rss_growth_mib": round(float(out[0]), 1), "outputs_mib": round(float(out[1]), 1)})
-        print(rows[-1], flush=True)
+        row = {"T": T}
+        for kernel, switch in KERNELS.items():
+            out = subprocess.run([sys.executable, "-c", CHILD, str(T), str(FOLDER)], capture_output=True, text=True,
+                                 check=True, env={**os.environ, "FIXATE_RT_ORT_ATTENTION": switch}).stdout.split()
+            assert (out[2] == "True") == (kernel == "fused"), out  # the measurement ran on the kernel it names
+            row[f"{kernel}_peak_rss_growth_mib"] = round(float(out[0]), 1)
+            row["outputs_mib"] = round(float(out[1]), 1)
+        row["ort_over_fused"] = round(row["ort_peak_rss_growth_mib"] / max(row["fused_peak_rss_growth_mib"], 1e-9), 2)
+        rows.append(row)
+        print(row, flush=True)
     for a, b in zip(rows, rows[1:]):
-        b["growth_vs_previous"] = round(b["peak_rss_growth_mib"] / max(a["peak_rss_growth_mib"], 1e-9), 2)
+        for kernel in KERNELS:
+            key = f"{kernel}_peak_rss_growth_mib"
+            b[f"{kernel}_growth_vs_previous"] = round(b[key] / max(a[key], 1e-9), 2)
     payload = new_result(QUESTION, "python benchmarks/export_memory.py", rows,
-                         settings={"model": "mid-qwen3vl (ONNX, probe contract qk v2)", "batch": 1})
+                         settings={"model": "mid-qwen3vl (ONNX, probe contract qk v2)", "batch": 1,
+                                   "kernels": "fused: fixate_rt.CausalAttention; ort: ONNX Runtime's Attention"})
     write_result("export_memory", payload)
     print(json.dumps(payload, indent=1))
 

@@ -13,6 +13,8 @@ close the gap, at the decoder's own shapes (batch 8 users of one slate, T = 372 
 - the unfused ``MatMul → Add(mask) → Softmax → MatMul`` decomposition (O(T²) memory);
 - ``MultiHeadAttention`` without any mask: ONNX Runtime's CPU flash-attention path. It is **not causal**, so a
   decoder cannot use it; it is timed to show what ONNX Runtime's fastest CPU kernel costs at this shape;
+- fixate-rt's own ``fixate_rt.CausalAttention`` custom op (C++, O(T) scratch; what ``simulate`` runs an ONNX
+  decoder's attention on), run by ONNX Runtime like the others;
 - the baseline: ``torch.nn.functional.scaled_dot_product_attention(is_causal=True, enable_gqa=True)``, the kernel
   the PyTorch backend's unpadded batches run.
 
@@ -37,17 +39,24 @@ QUESTION = ("One causal attention call at the exported decoders' shapes: how fas
 # demo slate's sequence length.
 SHAPES = [("tiny-qwen3vl", 8, 4, 2, 372, 16), ("mid-qwen3vl", 8, 8, 4, 372, 64)]
 BASELINE = "torch SDPA (causal, GQA)"
+FUSED = "fixate_rt.CausalAttention (custom op, what simulate runs)"
 
 
-def session(nodes, inputs, initializers=(), *, contrib: bool = False, threads: int = 1):
-    """An ONNX Runtime CPU session of a one-purpose graph with a single output ``o``."""
+def session(nodes, inputs, initializers=(), *, contrib: bool = False, threads: int = 1, fixate_ops: bool = False):
+    """An ONNX Runtime CPU session of a one-purpose graph with a single output ``o`` (``fixate_ops``: with
+    fixate-rt's custom-op library registered)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from fixate_rt.backends import ort_attention
 
     graph = helper.make_graph(nodes, "attention", inputs, [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)],
                               initializer=list(initializers))
     opsets = [helper.make_opsetid("", 23)] + ([helper.make_opsetid("com.microsoft", 1)] if contrib else [])
+    opsets += [helper.make_opsetid(ort_attention.DOMAIN, 1)] if fixate_ops else []
     options = ort.SessionOptions()
+    if fixate_ops:
+        options.register_custom_ops_library(str(ort_attention.library_path()))
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(helper.make_model(graph, opset_imports=opsets).SerializeToString(), options,
@@ -116,6 +125,14 @@ def candidates(B: int, Hq: int, Hkv: int, T: int, d: int, threads: int):
     s = session(nodes, bhtd + [value("m", [T, T])], consts, threads=threads)
     out["unfused MatMul+Softmax+MatMul (T² memory)"] = (lambda s=s: s.run(None, dict(q=q, k=k, v=v, m=causal))[0],
                                                         "bhtd", True)
+    from fixate_rt.backends import ort_attention
+
+    if ort_attention.library_path() is not None:  # the C++ build is there
+        s = session([helper.make_node(ort_attention.OP, ["q", "k", "v", "mask"], ["o"], domain=ort_attention.DOMAIN,
+                                      scale=d ** -0.5)], bhtd + [value("mask", [B, T], TensorProto.INT64)],
+                    threads=threads, fixate_ops=True)
+        keys = np.ones((B, T), np.int64)
+        out[FUSED] = (lambda s=s: s.run(None, dict(q=q, k=k, v=v, mask=keys))[0], "bhtd", True)
     s = session([helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["o"], domain="com.microsoft", num_heads=Hq)],
                 wide, contrib=True, threads=threads)
     out["MultiHeadAttention, no mask (flash path; NOT causal)"] = (
@@ -156,13 +173,15 @@ def main() -> None:
                   f"  {row['speed_vs_torch']:.2f}× torch" + (f"  max|Δ| {row['max_abs_diff_vs_torch']:.1e}" if causal else ""))
     best = {}
     for row in rows:
-        if row["causal"] and row["kernel"] != BASELINE:
+        if row["causal"] and row["kernel"] not in (BASELINE, FUSED):
             current = best.get(row["model"])
             if current is None or row["speed_vs_torch"] > current["speed_vs_torch"]:
                 best[row["model"]] = {"kernel": row["kernel"], "speed_vs_torch": row["speed_vs_torch"]}
     path = write_result("ort_attention_kernels", new_result(
         QUESTION, f"python benchmarks/ort_attention_kernels.py --rounds {args.rounds} --threads {args.threads}", rows,
-        settings={"threads": args.threads, "rounds": args.rounds}, best_causal_ort_kernel=best))
+        settings={"threads": args.threads, "rounds": args.rounds}, best_causal_ort_kernel=best,
+        fused_kernel={row["model"]: {"ms": row["ms"], "speed_vs_torch": row["speed_vs_torch"]}
+                      for row in rows if row["kernel"] == FUSED}))
     print(f"fastest causal ONNX Runtime kernel per shape: {best}\nwrote {path}")
 
 
