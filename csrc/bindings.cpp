@@ -146,8 +146,8 @@ py::array rollout_row_qk(const py::array& q, const py::array& k, const py::array
 }
 
 // ------------------------------------------------------------------------------------------- causal_attention
-py::array causal_attention(const py::array& q_in, const py::array& k_in, const py::array& v_in,
-                           const py::object& key_ok_in, double scale) {
+py::object causal_attention(const py::array& q_in, const py::array& k_in, const py::array& v_in,
+                            const py::object& key_ok_in, double scale, bool return_lse) {
   check_rank(q_in, 4, "q", "[B, Hq, T, D]");
   check_rank(k_in, 4, "k", "[B, Hkv, T, D]");
   check_rank(v_in, 4, "v", "[B, Hkv, T, D]");
@@ -166,12 +166,15 @@ py::array causal_attention(const py::array& q_in, const py::array& k_in, const p
       fail("attention_mask must be [B, T] = [" + std::to_string(B) + ", " + std::to_string(Tn) + "]");
   }
   Arr<float> out({B, Hq, Tn, D});
+  Arr<float> lse(return_lse ? std::vector<int64_t>{B, Hq, Tn} : std::vector<int64_t>{0});
   const int64_t* okp = key_ok_in.is_none() ? nullptr : ok.data();
   float* o = out.mutable_data();
+  float* lp = return_lse ? lse.mutable_data() : nullptr;
   {
     py::gil_scoped_release release;
-    fixate::causal_attention(q.data(), k.data(), v.data(), okp, o, B, Hq, Hkv, Tn, D, float(scale));
+    fixate::causal_attention(q.data(), k.data(), v.data(), okp, o, lp, B, Hq, Hkv, Tn, D, float(scale));
   }
+  if (return_lse) return py::make_tuple(out, lse);
   return out;
 }
 
@@ -300,9 +303,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("residual") = 0.5, py::arg("bf16") = false,
         "Rollout row [B, T] fp32 from post-RoPE q [B, L, Hq, T, D] and k [B, L, Hkv, T, D]; no T x T attention.");
   m.def("causal_attention", &causal_attention, py::arg("q"), py::arg("k"), py::arg("v"),
-        py::arg("attention_mask") = py::none(), py::arg("scale"),
-        "Causal attention out [B, Hq, T, D] fp32 from q [B, Hq, T, D], k and v [B, Hkv, T, D] and a key mask [B, T]; "
-        "O(T) scratch, padded queries get zeros (the kernel of the exported decoders' ONNX Runtime op).");
+        py::arg("attention_mask") = py::none(), py::arg("scale"), py::arg("return_lse") = false,
+        "Causal attention out [B, Hq, T, D] fp32 from q [B, Hq, T, D], k and v [B, Hkv, T, D] and a key mask [B, T] "
+        "(with return_lse: (out, log-sum-exp [B, Hq, T])); O(T) scratch, padded queries get zeros (lse 0). The "
+        "kernel of the exported decoders' ONNX Runtime op and of the CPU probe's padded batches.");
   m.def("causal_attention_variant", &fixate::causal_attention_variant,
         "the compiled variant causal_attention runs on this CPU: 'avx2+fma' or 'portable'");
   m.def("attnlrp_row", &attribution<true>, py::arg("attn_row"), py::arg("grad_row"), py::arg("query_pos"),

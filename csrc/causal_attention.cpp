@@ -114,15 +114,17 @@ inline __attribute__((always_inline)) v8 exp8(v8 x) {
 }
 
 // One work item: queries i0 .. i0 + kTile − 1 of one head. `ok` holds the row's keys as 0/1, `first` its first real
-// key; s [kTile, ld], qs and acc [kTile, D] are the thread's scratch; out points at query i0's output row.
+// key; s [kTile, ld], qs and acc [kTile, D] are the thread's scratch; out points at query i0's output row, lse (or
+// nullptr) at its log-sum-exp.
 inline __attribute__((always_inline)) void attend_tile(const float* qh, const float* kb, const float* vh,
                                                        const float* ok, int64_t first, int64_t i0, int64_t T,
                                                        int64_t D, float scale, float* s, int64_t ld, float* qs,
-                                                       float* acc, float* out) {
+                                                       float* acc, float* out, float* lse) {
   const int64_t rows = std::min(kTile, T - i0);
   const int64_t n = i0 + rows;  // causal: the item's last query sees keys 0 .. n − 1
   if (first >= n) {             // every query of the item is padding: zeros, never NaN
     std::fill(out, out + rows * D, 0.f);
+    if (lse != nullptr) std::fill(lse, lse + rows, 0.f);
     return;
   }
   for (int64_t r = 0; r < kTile; ++r)
@@ -141,6 +143,7 @@ inline __attribute__((always_inline)) void attend_tile(const float* qh, const fl
     inv[r] = 0.f;
     if (r >= rows || first > i) {  // no real key for this query (or no query): weight 0 everywhere
       std::fill(sr + j0, sr + n, 0.f);
+      if (lse != nullptr && r < rows) lse[r] = 0.f;
       continue;
     }
     float shift = -3.0e38f;  // the largest real score (branch-free, so the loop vectorises)
@@ -160,6 +163,7 @@ inline __attribute__((always_inline)) void attend_tile(const float* qh, const fl
     }
     std::fill(sr + i + 1, sr + n, 0.f);  // future keys of this query
     inv[r] = 1.f / sum;
+    if (lse != nullptr) lse[r] = shift + std::log(sum);
   }
   if (D % 16 == 0) {
     std::fill(acc, acc + kTile * D, 0.f);
@@ -183,11 +187,12 @@ inline __attribute__((always_inline)) void attend_tile(const float* qh, const fl
 }
 
 using TilePass = void (*)(const float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t,
-                          float, float*, int64_t, float*, float*, float*);
+                          float, float*, int64_t, float*, float*, float*, float*);
 
 void tile_portable(const float* qh, const float* kb, const float* vh, const float* ok, int64_t first, int64_t i0,
-                   int64_t T, int64_t D, float scale, float* s, int64_t ld, float* qs, float* acc, float* out) {
-  attend_tile(qh, kb, vh, ok, first, i0, T, D, scale, s, ld, qs, acc, out);
+                   int64_t T, int64_t D, float scale, float* s, int64_t ld, float* qs, float* acc, float* out,
+                   float* lse) {
+  attend_tile(qh, kb, vh, ok, first, i0, T, D, scale, s, ld, qs, acc, out, lse);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -195,8 +200,9 @@ void tile_portable(const float* qh, const float* kb, const float* vh, const floa
 // runs on any x86-64. FIXATE_RT_CPU_PORTABLE=1 forces the portable variant (the tests compare the two).
 __attribute__((target("avx2,fma"))) void tile_avx2(const float* qh, const float* kb, const float* vh, const float* ok,
                                                    int64_t first, int64_t i0, int64_t T, int64_t D, float scale,
-                                                   float* s, int64_t ld, float* qs, float* acc, float* out) {
-  attend_tile(qh, kb, vh, ok, first, i0, T, D, scale, s, ld, qs, acc, out);
+                                                   float* s, int64_t ld, float* qs, float* acc, float* out,
+                                                   float* lse) {
+  attend_tile(qh, kb, vh, ok, first, i0, T, D, scale, s, ld, qs, acc, out, lse);
 }
 
 TilePass best_tile() {
@@ -210,8 +216,8 @@ TilePass best_tile() { return tile_portable; }
 
 }  // namespace
 
-void causal_attention(const float* q, const float* k, const float* v, const int64_t* key_ok, float* out, int64_t B,
-                      int64_t Hq, int64_t Hkv, int64_t T, int64_t D, float scale) {
+void causal_attention(const float* q, const float* k, const float* v, const int64_t* key_ok, float* out, float* lse,
+                      int64_t B, int64_t Hq, int64_t Hkv, int64_t T, int64_t D, float scale) {
   if (B <= 0 || T <= 0) return;
   const TilePass tile = best_tile();
   const int64_t groups = Hq / Hkv, tiles = (T + kTile - 1) / kTile, ld = key_blocks(T) * kKeys;
@@ -240,7 +246,7 @@ void causal_attention(const float* q, const float* k, const float* v, const int6
       const int64_t t = tiles - 1 - item / (B * Hq), bh = item % (B * Hq);
       const int64_t b = bh / Hq, h = bh % Hq, kvh = b * Hkv + h / groups, i0 = t * kTile;
       tile(q + bh * T * D, kb.data() + kvh * ld * D, v + kvh * T * D, ok.data() + b * T, first[b], i0, T, D, scale,
-           s.data(), ld, qs.data(), acc.data(), out + (bh * T + i0) * D);
+           s.data(), ld, qs.data(), acc.data(), out + (bh * T + i0) * D, lse != nullptr ? lse + bh * T + i0 : nullptr);
     }
   }
 }

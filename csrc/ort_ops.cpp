@@ -82,8 +82,8 @@ void compute(void* state, OrtKernelContext* context) {
   const Tensor out = describe(api, out_value);
   fixate::causal_attention(static_cast<const float*>(q.data), static_cast<const float*>(k.data),
                            static_cast<const float*>(v.data), static_cast<const int64_t*>(mask.data),
-                           static_cast<float*>(out.data), q.shape[0], q.shape[1], k.shape[1], q.shape[2], q.shape[3],
-                           kernel.scale);
+                           static_cast<float*>(out.data), nullptr, q.shape[0], q.shape[1], k.shape[1], q.shape[2],
+                           q.shape[3], kernel.scale);
 }
 
 void* create_kernel(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info) {

@@ -213,6 +213,19 @@ def rollout_row_qk(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor, at
     return REGISTRY["rollout_row_qk"][name].fn(q, k, query_pos, attention_mask, scale, residual, lse)
 
 
+def causal_attention_cpp(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_ok: torch.Tensor,
+                         scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fixate-rt's C++ causal attention (csrc/causal_attention.cpp) for fp32 CPU tensors, no gradients: query i
+    attends the real keys j <= i. q [B, Hq, T, d], k and v [B, Hkv, T, d] (grouped heads, no copies), key_ok [B, T]
+    (1 = real token). Returns (out [B, Hq, T, d], log-sum-exp of the scaled real scores [B, Hq, T] fp32), a query with
+    no real key giving zeros and log-sum-exp 0. Raises `UnavailableError` without the C++ module."""
+    if not cpp_available():
+        raise UnavailableError(f"causal_attention: impl 'cpp' unavailable: {_CPP_ERROR}")
+    out, lse = _C.causal_attention(*(t.detach().contiguous().numpy() for t in (q, k, v)),
+                                   key_ok.detach().to(torch.int64).contiguous().numpy(), scale=scale, return_lse=True)
+    return torch.from_numpy(out), torch.from_numpy(lse)
+
+
 def attnlrp_row(attn_row: torch.Tensor, grad_row: torch.Tensor, query_pos: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
     """FixATE AttnLRP row [B, T] from the answer rows of A and ∂s/∂A, each [B, L, H, T]."""
     name = resolve("attnlrp_row", impl, device=attn_row.device, needs_grad=attn_row.requires_grad or grad_row.requires_grad)

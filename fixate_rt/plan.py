@@ -84,10 +84,13 @@ def plan_ops(probe: Probe | str, kernel: Kernel | str, device: torch.device | st
     if probe is Probe.rollout and _fused_rollout_wanted(kernel, device):
         op = "rollout_row_qk"
     combine_impl = ops.resolve(op, kernel.value, device=device)
+    capture = CAPTURE[op]
+    if op == "rollout_row_qk" and combine_impl == "cpp":
+        capture = "qk_cpp"  # padded batches' probed layers on the C++ causal kernel too (probes/capture.py)
     if device.type == "cuda":
         # p_click and relevance stay on the device until a slate is done: pool there, with torch.
         pool_impl, pool_device = "torch", device
     else:
         pool_kernel = kernel.value if kernel is not Kernel.triton else "auto"
         pool_impl, pool_device = ops.resolve("slot_pool", pool_kernel, device=cpu), cpu
-    return OpPlan(probe, op, combine_impl, CAPTURE[op], device, pool_impl, pool_device)
+    return OpPlan(probe, op, combine_impl, capture, device, pool_impl, pool_device)

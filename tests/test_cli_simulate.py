@@ -56,7 +56,7 @@ def test_output_schema_and_row_count(run_b7):
     cpp = __import__("fixate_rt.ops").ops.cpp_available()
     assert info["pairs"] == 24
     # with the C++ module: every layer SDPA, the row from Q/K in C++; without it: eager capture + torch row
-    probe_op = ({"rollout_row_qk": {"impl": "cpp", "device": "cpu", "capture": "qk"}} if cpp
+    probe_op = ({"rollout_row_qk": {"impl": "cpp", "device": "cpu", "capture": "qk_cpp"}} if cpp
                 else {"rollout_row": {"impl": "torch", "device": "cpu", "capture": "mean"}})
     assert info["implementations"] == {**probe_op, "slot_pool": {"impl": "cpp" if cpp else "torch", "device": "cpu"}}
     keys = set(zip(table.column("user_id").to_pylist(), table.column("slate_id").to_pylist(),

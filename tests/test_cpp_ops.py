@@ -98,7 +98,7 @@ def test_simulate_same_results_with_torch_and_cpp_kernels(tmp_path, synth_dir):
         tables[kernel] = read_simulation(tmp_path / kernel)[0].to_pydict()
         run = __import__("json").loads((tmp_path / kernel / "run.json").read_text())
         probe_op = ({"rollout_row": {"impl": "torch", "device": "cpu", "capture": "mean"}} if kernel == "torch" else
-                    {"rollout_row_qk": {"impl": "cpp", "device": "cpu", "capture": "qk"}})  # every layer SDPA
+                    {"rollout_row_qk": {"impl": "cpp", "device": "cpu", "capture": "qk_cpp"}})  # every layer SDPA
         assert run["implementations"] == {**probe_op, "slot_pool": {"impl": kernel, "device": "cpu"}}
     # the eager capture + torch row vs the fused C++ row from Q/K (and the forward's log-sum-exp): same clicks
     assert tables["torch"]["click_slot"] == tables["cpp"]["click_slot"]

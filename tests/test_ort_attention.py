@@ -197,3 +197,28 @@ def test_switch_keeps_onnx_runtime_kernels(tmp_path, monkeypatch):
     monkeypatch.setenv(ort_attention.SWITCH, "onnxruntime")
     assert ort_attention.fused_session(path, session_options(), ["CPUExecutionProvider"]) is None
     assert ort_attention.kernel_name() == "onnxruntime Attention"
+
+
+@needs_cpp
+def test_padded_probe_attention_on_the_cpp_kernel_equals_flash():
+    """The torch backend's qk_cpp capture: a padded batch's probed layers on the C++ kernel give the flash kernel's
+    output and log-sum-exp (+inf where a query has no key); any other mask falls back to the flash kernel."""
+    from fixate_rt.probes.capture import sdpa_with_lse
+
+    q, k, v, mask = _case(3, 4, 2, 40, 16, seed=5)
+    T = q.shape[2]
+    full = torch.ones(T, T, dtype=torch.bool).tril()[None, None] & mask.bool()[:, None, None, :]  # as transformers
+    flash_out, flash_lse = sdpa_with_lse(q, k, v, full, 0.25, {})
+    cpp_out, cpp_lse = sdpa_with_lse(q, k, v, full, 0.25, {}, cpp=True)
+    has_key = full.any(-1)[:, 0]  # [B, T]
+    real = has_key[:, :, None, None].expand_as(cpp_out)
+    torch.testing.assert_close(cpp_out[real], flash_out[real], atol=2e-6, rtol=1e-5)
+    assert torch.isinf(cpp_lse[~has_key[:, None].expand_as(cpp_lse)]).all()
+    finite = has_key[:, None].expand_as(cpp_lse)
+    torch.testing.assert_close(cpp_lse[finite], flash_lse[finite], atol=2e-5, rtol=1e-5)
+    # A mask that is not "causal and real key" (here one query also sees a future key) keeps the flash kernel.
+    odd = full.clone()
+    odd[0, 0, 5, 6] = True
+    cache: dict = {}
+    assert sdpa_with_lse(q, k, v, odd, 0.25, cache, cpp=True) is not None
+    assert cache[("key_padding", id(odd))] is None

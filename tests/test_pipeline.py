@@ -60,7 +60,7 @@ def test_plan_records_what_runs_on_cpu():
 
     cpp = ops.cpp_available()
     plan = plan_ops("rollout", "auto", "cpu")
-    probe_op = ({"rollout_row_qk": {"impl": "cpp", "device": "cpu", "capture": "qk"}} if cpp
+    probe_op = ({"rollout_row_qk": {"impl": "cpp", "device": "cpu", "capture": "qk_cpp"}} if cpp
                 else {"rollout_row": {"impl": "torch", "device": "cpu", "capture": "mean"}})
     assert plan.record() == {**probe_op, "slot_pool": {"impl": "cpp" if cpp else "torch", "device": "cpu"}}
     eager = plan_ops("rollout", "torch", "cpu")  # --kernel torch keeps the eager capture and the torch row

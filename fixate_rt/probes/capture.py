@@ -34,7 +34,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 CAPTURE_IMPLEMENTATION = "fixate_capture"
-MODES = ("mean", "heads", "row", "qk", "qk_graph")
+MODES = ("mean", "heads", "row", "qk", "qk_cpp", "qk_graph")
 
 
 @dataclass
@@ -101,16 +101,50 @@ def _bias_and_keyless_rows(mask: torch.Tensor | None, dtype: torch.dtype, B: int
     return cached
 
 
+def _causal_key_padding(mask: torch.Tensor, T: int, bias_cache: dict | None) -> torch.Tensor | None:
+    """The key mask [B, T] (True = real token) when the 4-D mask SDPA gets is exactly "key j <= query i and key j is
+    real" (what the decoders build for a padded batch), else None. Checked once per forward (``bias_cache``)."""
+    key_of = ("key_padding", id(mask))
+    if bias_cache is not None and key_of in bias_cache:
+        return bias_cache[key_of]
+    found = None
+    if mask.ndim == 4 and mask.shape[1] == 1 and mask.shape[-2:] == (T, T):
+        keep = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
+        exact = mask.dtype == torch.bool or bool((mask[:, 0][~keep] <= torch.finfo(mask.dtype).min / 2).all())
+        key_ok = keep[:, -1, :]  # the last query (a real token) sees every real key
+        causal = torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()
+        if exact and torch.equal(keep, causal[None] & key_ok[:, None, :]):
+            found = key_ok
+    if bias_cache is not None:
+        bias_cache[key_of] = found
+    return found
+
+
 def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
-                  scale: float, bias_cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+                  scale: float, bias_cache: dict | None = None, *, cpp: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(attention output [B, T, Hq, d], log-sum-exp of the scaled masked scores [B, Hq, T] fp32) from one fused
     attention op: the flash kernel on CPU, the memory-efficient kernel on CUDA (both take an additive mask and
     return the log-sum-exp they compute anyway). None on other devices (the caller falls back to SDPA).
+
+    ``cpp`` (the plan's ``qk_cpp`` capture: CPU, C++ built, no gradients): a padded fp32 batch whose mask is exactly
+    "causal and real key" runs fixate-rt's C++ causal kernel instead, which takes the key mask [B, T] as it is,
+    reads no T×T mask and keeps grouped heads unrepeated; the flash kernel with a 4-D mask cost the padded probe
+    about a sixth of the decoder's time on the tiny model.
 
     query [B, Hq, T, d]; key, value [B, Hkv, T, d] (post-RoPE); mask as SDPA gets it (None = causal).
     """
     if query.device.type not in ("cpu", "cuda"):
         return None
+    if cpp and mask is not None and query.dtype == torch.float32 and not (
+            torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)):
+        key_ok = _causal_key_padding(mask, query.shape[2], bias_cache)
+        if key_ok is not None:
+            from .. import ops
+
+            out, lse = ops.causal_attention_cpp(query, key, value, key_ok, scale)
+            no_key = (key_ok.cumsum(-1) == 0)[:, None, :]  # [B, 1, T]: left padding before the first real token
+            return out.transpose(1, 2).contiguous(), lse.masked_fill(no_key, float("inf"))
     groups = query.shape[1] // key.shape[1]
     key, value = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (key, value))
     B, H, T, _ = query.shape
@@ -157,12 +191,12 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
         recorder.keys[layer] = key
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
-    if recorder.mode == "qk":
+    if recorder.mode in ("qk", "qk_cpp"):
         recorder.queries[layer] = query
         recorder.keys[layer] = key
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        fused = (sdpa_with_lse(query, key, value, attention_mask, scale, recorder.bias_cache) if dropout == 0.0
-                 else None)
+        fused = (sdpa_with_lse(query, key, value, attention_mask, scale, recorder.bias_cache,
+                               cpp=recorder.mode == "qk_cpp") if dropout == 0.0 else None)
         if fused is not None:
             out, recorder.lse[layer] = fused
             return out, None

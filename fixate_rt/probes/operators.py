@@ -81,7 +81,7 @@ def probe(backbone, inputs: DecoderInputs, slate: SlateFeatures | list[SlateFeat
         # Fused path: every layer runs SDPA; the probed layers hand over q and k (and the forward's log-sum-exp),
         # and the kernel computes the rollout row without any T×T attention (kernels/rollout.py).
         with torch.no_grad():
-            out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture="qk")
+            out = backbone.decode(inputs, slate, prompts, label_ids, layers, capture=plan.capture)  # qk or qk_cpp
             q = torch.stack([out.capture.queries[layer] for layer in layers], dim=1)  # [B, L, Hq, T, d]
             k = torch.stack([out.capture.keys[layer] for layer in layers], dim=1)  # [B, L, Hkv, T, d]
             lse = (torch.stack([out.capture.lse[layer] for layer in layers], dim=1)  # [B, L, Hq, T]
