@@ -6,6 +6,8 @@
 #include <cstring>
 #include <vector>
 
+#include "vec8.h"
+
 // Compiled with -ffast-math so the exp loop vectorises: no infinities are used (masked keys are multiplied by 0,
 // exponents clamped to ≤ 0). One work item is kTile queries of one head: their scores against every key they may
 // see are one O(T) scratch row per query, so the softmax is exact in two passes and T × T never exists; each key
@@ -14,22 +16,12 @@
 namespace fixate {
 namespace {
 
+using namespace vec;  // v8, load8, store8, kKeys, key_blocks
+
 constexpr int64_t kRows = 6;                  // queries per register tile: their scores share every key load
 constexpr int64_t kGroups = 4;                // register tiles per work item, sharing each key block from L1
 constexpr int64_t kTile = kRows * kGroups;    // queries per work item
-constexpr int64_t kKeys = 16;                 // keys per packed block: two 8-float vectors
 constexpr int64_t kValueChunk = 64;           // keys whose values stay in L1 while every group weighs them
-
-typedef float v8 __attribute__((vector_size(32)));
-
-inline v8 load8(const float* p) {
-  v8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
-
-inline int64_t key_blocks(int64_t n) { return (n + kKeys - 1) / kKeys; }
 
 // One head's K in key blocks, read contiguously by the score tile: kb[(jb · D + d) · kKeys + t] = k[jb · kKeys + t][d].
 void pack_keys(const float* kh, int64_t T, int64_t D, float* kb) {

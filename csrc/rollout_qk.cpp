@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common.h"
+#include "vec8.h"
 
 // This file is compiled with -ffast-math so the exp loop vectorises; masking therefore multiplies by 0/1 instead
 // of using infinities, and exponents are clamped to ≤ 0 (a masked key's score may exceed the shift) so nothing
@@ -16,20 +17,9 @@
 namespace fixate {
 namespace {
 
-constexpr int64_t kRows = 4;   // query rows per block: their scores share every key load
-constexpr int64_t kKeys = 16;  // keys per block: two 8-float vectors
+using namespace vec;  // v8, load8, store8, kKeys, key_blocks
 
-typedef float v8 __attribute__((vector_size(32)));
-
-inline v8 load8(const float* p) {
-  v8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
-
-// Key blocks covering keys [0, n): the score rows are laid out for whole blocks (n rounded up to kKeys).
-inline int64_t key_blocks(int64_t n) { return (n + kKeys - 1) / kKeys; }
+constexpr int64_t kRows = 4;  // query rows per block: their scores share every key load
 
 inline float widen(float v) { return v; }
 inline float widen(double v) { return static_cast<float>(v); }
