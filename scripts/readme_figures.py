@@ -159,7 +159,8 @@ def export_memory() -> str:
     data = _load("export_memory.json")
     rows = data["rows"]
     parts = [f"T = {r['T']}: {r['fused_peak_rss_growth_mib']:.0f} MiB vs {r['ort_peak_rss_growth_mib']:.0f} MiB "
-             f"({r['ort_over_fused']:.1f}× less)" for r in rows]
+             f"({r['ort_over_fused']:.1f}× less; torch.export {r['torch_export_peak_rss_growth_mib']:.0f} MiB)"
+             for r in rows]
     growth = [r["fused_growth_vs_previous"] for r in rows[1:]]
     return (f"- peak memory of one exported decoder call, mid-size Qwen3-VL ONNX, batch 1, growth of the process's "
             f"peak RSS, fixate-rt's attention kernel vs ONNX Runtime's: {'; '.join(parts)}; with the fused kernel "
