@@ -222,3 +222,25 @@ def test_padded_probe_attention_on_the_cpp_kernel_equals_flash():
     cache: dict = {}
     assert sdpa_with_lse(q, k, v, odd, 0.25, cache, cpp=True) is not None
     assert cache[("key_padding", id(odd))] is None
+
+
+@needs_cpp
+def test_a_rewrite_the_runtime_refuses_falls_back_to_the_graph_as_exported(tmp_path, monkeypatch):
+    """If the rewritten graph cannot be loaded (an older ONNX Runtime), the session is None and the caller runs the
+    graph as exported; one warning says so."""
+    import onnxruntime as ort
+
+    from fixate_rt.backends import ort_attention
+    from fixate_rt.backends.graph_runtime import session_options
+
+    path = tmp_path / "attn.onnx"
+    onnx.save(_attention_graph(), str(path))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unknown session config entry")
+
+    warnings: list[str] = []
+    monkeypatch.setattr(ort, "InferenceSession", refuse)
+    monkeypatch.setattr(ort_attention.log, "warning", lambda msg, *args: warnings.append(msg % args))
+    assert ort_attention.fused_session(path, session_options(), ["CPUExecutionProvider"]) is None
+    assert len(warnings) == 1 and "could not be loaded (unknown session config entry)" in warnings[0]
