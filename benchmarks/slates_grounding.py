@@ -1,4 +1,5 @@
-"""Does the built-in `slates-qwen3vl` read slates? Held-out grounding accuracy and where its rollout looks.
+"""Do the built-in slate models (`slates-qwen3vl`, `slates-qwen3vl-fair-deep`) read slates? Held-out grounding
+accuracy and where their rollout looks.
 
 For each grounding task (fixate_rt.data.grounding) on slates no pretraining step drew: the accuracy of the most
 likely letter (p_click from `Simulator.simulate_slate`, the public path), and the fraction of tasks whose
@@ -6,7 +7,7 @@ rollout top-3 slots (slot_relevance) contain an asked-for poster, each beside it
 random `tiny-qwen3vl` run through the same code. Writes its section of docs/results.md and
 benchmarks/results/slates_grounding.json.
 
-    python benchmarks/slates_grounding.py [--per-task 100] [--models slates-qwen3vl,tiny-qwen3vl]
+    python benchmarks/slates_grounding.py [--per-task 100] [--models slates-qwen3vl,slates-qwen3vl-fair-deep,tiny-qwen3vl]
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def measure(model: str, tasks) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-task", type=int, default=100)
-    ap.add_argument("--models", default="slates-qwen3vl,tiny-qwen3vl")
+    ap.add_argument("--models", default="slates-qwen3vl,slates-qwen3vl-fair-deep,tiny-qwen3vl")
     args = ap.parse_args()
 
     import torch
@@ -75,7 +76,7 @@ def main() -> None:
     results = {m: measure(m, tasks) for m in models}
     command = "python benchmarks/slates_grounding.py " + " ".join(sys.argv[1:])
     head = " | ".join(f"{m} accuracy | {m} rollout top-3" for m in models)
-    lines = ["### Grounding: does slates-qwen3vl read the slate?", "",
+    lines = ["### Grounding: do the built-in slate models read the slate?", "",
              f"`{command}` — {datetime.date.today().isoformat()}, CPU ({platform.machine()}, 2 cores), torch "
              f"{torch.__version__}, transformers {transformers.__version__}; {args.per_task} held-out tasks per kind "
              f"(slates from seed {EVAL_SEED}, which no pretraining step draws), rollout probe, p_click and "
