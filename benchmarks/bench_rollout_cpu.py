@@ -15,9 +15,9 @@ layer, L·B·T² floats, and builds one layer's B·H·T² probabilities at a tim
 every layer. (RSS growth was tried first and is useless here: the process peak is reached while loading.)
 
 With ``--padded`` the batch's user profiles differ in length (left padding, as every real batch has) and the
-methods are: sdpa; fused_cpp (the padded probed layers on fixate-rt's C++ causal kernel, which reads the key mask
-[B, T] as it is, what `simulate` runs now); fused_flash (the previous padded path: the probed layers on torch's
-flash kernel with the 4-D mask); results go to results/rollout_cpu_padded.json.
+methods are: sdpa; fused_cpp (every layer of the padded forward on fixate-rt's C++ causal kernel, which reads the
+key mask [B, T] as it is, what `simulate` runs now); fused_flash (the previous padded path: the probed layers on
+torch's flash kernel with the 4-D mask); results go to results/rollout_cpu_padded.json.
 
     python benchmarks/bench_rollout_cpu.py [--models tiny-qwen3vl mid-qwen3vl] [--batch 2] [--reps 21] [--padded]
 """

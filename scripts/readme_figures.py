@@ -66,13 +66,14 @@ def rollout_padded() -> str:
         paired = r["paired_ratios"]
         return (f"{r['model']} (T = {r['T']}, up to {r['max_padding_tokens']} padding tokens) "
                 f"{_spread(r['fused_cpp'])} vs {_spread(r['sdpa'])} for the forward alone, "
-                f"**{paired['fused_cpp_over_sdpa']['median']:.2f}×** (the previous path, torch's flash kernel with "
-                f"the 4-D mask: {paired['fused_flash_over_sdpa']['median']:.2f}×)")
+                f"**{paired['fused_cpp_over_sdpa']['median']:.2f}×** (the previous path, the probed layers on torch's "
+                f"flash kernel with the 4-D mask: {paired['fused_flash_over_sdpa']['median']:.2f}×)")
 
     rows = data["rows"]
     return (f"- the same probe on a padded batch (profiles of different lengths, batch {rows[0]['batch']}, "
-            f"{rows[0]['sdpa']['reps']} interleaved rounds, round-by-round medians; the probed layers on fixate-rt's "
-            f"C++ causal kernel, which reads the key mask as it is; the goal is ≤ 1.15×): "
+            f"{rows[0]['sdpa']['reps']} interleaved rounds, round-by-round medians; every layer of the probed forward on "
+            f"fixate-rt's C++ causal kernel, which reads the key mask as it is, the plain forward on torch's SDPA with "
+            f"the 4-D mask; the goal is ≤ 1.15×): "
             f"{'; '.join(part(r) for r in rows)} (`{data['meta']['command'].strip()}`, results/rollout_cpu_padded.json);")
 
 

@@ -244,3 +244,59 @@ def test_a_rewrite_the_runtime_refuses_falls_back_to_the_graph_as_exported(tmp_p
     monkeypatch.setattr(ort_attention.log, "warning", lambda msg, *args: warnings.append(msg % args))
     assert ort_attention.fused_session(path, session_options(), ["CPUExecutionProvider"]) is None
     assert len(warnings) == 1 and "could not be loaded (unknown session config entry)" in warnings[0]
+
+
+@needs_cpp
+def test_padded_batch_runs_every_layer_on_the_cpp_kernel(tiny, monkeypatch):
+    """With the qk_cpp capture a padded batch's layers, probed or not, run the C++ kernel; logits, Q/K and the
+    log-sum-exp equal the flash path's."""
+    from fixate_rt.data.layout import LETTERS
+    from fixate_rt.data.render import render_slate
+
+    feats = tiny.encode_slate(render_slate([{"title": "Blue Moon", "genre": "Drama"}] * 15,
+                                           ["Drama", "Comedy", "Crime"], np.random.default_rng(0)))
+    inputs = tiny.build_inputs(["Top_genre: Drama", "Top_genre: Drama and more and more and more"], LETTERS, feats, 4)
+    assert (inputs.attention_mask == 0).any()  # the first row is left-padded
+    layers = tiny.default_probe_layers
+    calls = []
+    real = ops.causal_attention_cpp
+    monkeypatch.setattr(ops, "causal_attention_cpp", lambda *a: calls.append(1) or real(*a))
+    label_ids = tiny.label_token_ids(LETTERS)
+    with torch.no_grad():
+        flash = tiny.decode(inputs, feats, None, label_ids, layers, capture="qk")
+        assert not calls
+        cpp = tiny.decode(inputs, feats, None, label_ids, layers, capture="qk_cpp")
+    assert len(calls) == tiny.num_layers > len(layers)
+    torch.testing.assert_close(cpp.label_logits, flash.label_logits, atol=1e-4, rtol=1e-4)
+    real = inputs.attention_mask.bool()[:, None, :, None]  # padded positions' states differ (zeros here) and are
+    for layer in layers:  # read by nothing: every real query masks them out
+        k_cpp, k_flash = cpp.capture.keys[layer], flash.capture.keys[layer]
+        torch.testing.assert_close(k_cpp[real.expand_as(k_cpp)], k_flash[real.expand_as(k_flash)], atol=1e-4, rtol=1e-4)
+        assert torch.isfinite(k_cpp).all()
+        finite = torch.isfinite(flash.capture.lse[layer])
+        assert torch.equal(finite, torch.isfinite(cpp.capture.lse[layer]))
+        torch.testing.assert_close(cpp.capture.lse[layer][finite], flash.capture.lse[layer][finite], atol=1e-4,
+                                   rtol=1e-4)
+
+
+@needs_cpp
+def test_padded_batch_relevance_equals_the_eager_reference_path(tiny):
+    """End to end on a padded batch: the rollout probe as `simulate` runs it on CPU (every layer on the C++ kernel,
+    the C++ row) gives the eager torch path's logits and token relevance."""
+    from fixate_rt.data.layout import LETTERS
+    from fixate_rt.data.render import render_slate
+    from fixate_rt.plan import plan_ops
+    from fixate_rt.probes.operators import probe
+
+    feats = tiny.encode_slate(render_slate([{"title": "Blue Moon", "genre": "Drama"}] * 15,
+                                           ["Drama", "Comedy", "Crime"], np.random.default_rng(1)))
+    profiles = ["Top_genre: Crime", "Top_genre: Drama, Preferred_genres: Comedy, Crime, Animation", "x"]
+    inputs = tiny.build_inputs(profiles, LETTERS, feats, 4)
+    prompts = torch.randn(3, 4, tiny.hidden_size) * 0.01
+    label_ids = tiny.label_token_ids(LETTERS)
+    fast, eager = plan_ops("rollout", "cpp", "cpu"), plan_ops("rollout", "torch", "cpu")
+    assert fast.capture == "qk_cpp" and eager.capture == "mean"
+    a = probe(tiny, inputs, feats, prompts, label_ids, fast, layers=tiny.default_probe_layers)
+    b = probe(tiny, inputs, feats, prompts, label_ids, eager, layers=tiny.default_probe_layers)
+    torch.testing.assert_close(a.label_logits, b.label_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(a.token_relevance, b.token_relevance, atol=1e-5, rtol=1e-4)

@@ -120,6 +120,23 @@ def _causal_key_padding(mask: torch.Tensor, T: int, bias_cache: dict | None) -> 
     return found
 
 
+def padded_cpp_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                         scale: float, bias_cache: dict | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(out [B, T, Hq, d], log-sum-exp [B, Hq, T] fp32, +inf where a query has no key) from fixate-rt's C++ causal
+    kernel, for a padded fp32 CPU batch without gradients whose mask is exactly "causal and real key"; else None."""
+    if mask is None or query.device.type != "cpu" or query.dtype != torch.float32 or (
+            torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)):
+        return None
+    key_ok = _causal_key_padding(mask, query.shape[2], bias_cache)
+    if key_ok is None:
+        return None
+    from .. import ops
+
+    out, lse = ops.causal_attention_cpp(query, key, value, key_ok, scale)
+    no_key = (key_ok.cumsum(-1) == 0)[:, None, :]  # [B, 1, T]: left padding before the first real token
+    return out.transpose(1, 2).contiguous(), lse.masked_fill(no_key, float("inf"))
+
+
 def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
                   scale: float, bias_cache: dict | None = None, *, cpp: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -128,23 +145,19 @@ def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
     return the log-sum-exp they compute anyway). None on other devices (the caller falls back to SDPA).
 
     ``cpp`` (the plan's ``qk_cpp`` capture: CPU, C++ built, no gradients): a padded fp32 batch whose mask is exactly
-    "causal and real key" runs fixate-rt's C++ causal kernel instead, which takes the key mask [B, T] as it is,
-    reads no T×T mask and keeps grouped heads unrepeated; the flash kernel with a 4-D mask cost the padded probe
-    about a sixth of the decoder's time on the tiny model.
+    "causal and real key" runs fixate-rt's C++ causal kernel instead (`padded_cpp_attention`), which takes the key
+    mask [B, T] as it is, reads no T×T mask and keeps grouped heads unrepeated; the flash kernel with a 4-D mask
+    cost the padded probe about a sixth of the decoder's time on the tiny model. The capture runs the unprobed
+    layers of such a batch on it too.
 
     query [B, Hq, T, d]; key, value [B, Hkv, T, d] (post-RoPE); mask as SDPA gets it (None = causal).
     """
     if query.device.type not in ("cpu", "cuda"):
         return None
-    if cpp and mask is not None and query.dtype == torch.float32 and not (
-            torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)):
-        key_ok = _causal_key_padding(mask, query.shape[2], bias_cache)
-        if key_ok is not None:
-            from .. import ops
-
-            out, lse = ops.causal_attention_cpp(query, key, value, key_ok, scale)
-            no_key = (key_ok.cumsum(-1) == 0)[:, None, :]  # [B, 1, T]: left padding before the first real token
-            return out.transpose(1, 2).contiguous(), lse.masked_fill(no_key, float("inf"))
+    if cpp:
+        fused = padded_cpp_attention(query, key, value, mask, scale, bias_cache)
+        if fused is not None:
+            return fused
     groups = query.shape[1] // key.shape[1]
     key, value = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (key, value))
     B, H, T, _ = query.shape
@@ -184,6 +197,11 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
     recorder = _ACTIVE.get()
     layer = getattr(module, "layer_idx", None)
     if recorder is None or layer not in recorder.layers:
+        if recorder is not None and recorder.mode == "qk_cpp" and dropout == 0.0:  # unprobed layers of a padded batch
+            scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+            fused = padded_cpp_attention(query, key, value, attention_mask, scale, recorder.bias_cache)
+            if fused is not None:
+                return fused[0], None
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
     if recorder.mode == "qk_graph":
