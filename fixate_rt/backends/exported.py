@@ -43,8 +43,7 @@ class ExportedBackend(InputAssembler):
         self.runtime_options = runtime_options(kind.value)
         if kind is BackendKind.onnx:  # which kernel runs the decoder's causal attention (ort_attention)
             fused = sessions["decoder"].fused_attention
-            self.runtime_options["decoder_attention"] = (ort_attention.kernel_name() if fused
-                                                         else "onnxruntime Attention")
+            self.runtime_options["decoder_attention"] = ort_attention.kernel_name() if fused else ort_attention.ORT_KERNEL
             if fused:
                 self.runtime_options["decoder_allow_spinning"] = False
         self.family, self.name = manifest["family"], str(folder)

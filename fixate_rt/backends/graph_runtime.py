@@ -69,13 +69,13 @@ class GraphSession:
         if fmt == "export":
             check_pt2_archive(self.path)  # even when trusted: a plain exported program needs none of what it refuses
         elif fmt == "onnx":
-            check_onnx_external_data(self.path, self.path.parent, listed)
+            graph = check_onnx_external_data(self.path, self.path.parent, listed)
         try:
             if fmt == "onnx":
                 import onnxruntime as ort
 
                 providers = providers or ["CPUExecutionProvider"]
-                self._ort = ort_attention.fused_session(self.path, session_options(), providers)
+                self._ort = ort_attention.fused_session(self.path, session_options(), providers, graph)
                 self.fused_attention = self._ort is not None
                 if self._ort is None:
                     self._ort = ort.InferenceSession(str(path), session_options(), providers=providers)

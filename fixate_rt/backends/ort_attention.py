@@ -26,6 +26,7 @@ DOMAIN = "fixate_rt"
 OP = "CausalAttention"
 LIBRARY = "libfixate_ort_ops.so"
 SWITCH = "FIXATE_RT_ORT_ATTENTION"  # "onnxruntime": keep ONNX Runtime's Attention kernels
+ORT_KERNEL = "onnxruntime Attention"  # run.json's name for ONNX Runtime's own kernels
 
 
 def library_path() -> Path | None:
@@ -51,7 +52,7 @@ def wanted() -> bool:
 def kernel_name() -> str:
     """What runs the decoder's attention on CPU, as run.json records it."""
     if not wanted():
-        return "onnxruntime Attention"
+        return ORT_KERNEL
     from fixate_rt import _C  # type: ignore[attr-defined]
 
     return f"fixate_rt.CausalAttention ({_C.causal_attention_variant()})"
@@ -124,15 +125,17 @@ def _drop_unused(graph) -> None:
         graph.initializer.extend(used)
 
 
-def fused_session(path: Path, options, providers: list[str]):
+def fused_session(path: Path, options, providers: list[str], model=None):
     """An ONNX Runtime session of the graph at ``path`` with its causal attention fused (CPU provider only), or
-    None when it does not apply (no library, switched off, another provider, or the graph has no such nodes)."""
+    None when it does not apply (no library, switched off, another provider, or the graph has no such nodes).
+    ``model``: that graph already read (``onnx.ModelProto`` without external weights; rewritten in place)."""
     if providers != ["CPUExecutionProvider"] or not wanted():
         return None
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(str(path), load_external_data=False)
+    if model is None:
+        model = onnx.load(str(path), load_external_data=False)
     if fuse_causal_attention(model) == 0:
         return None
     options.register_custom_ops_library(str(library_path()))

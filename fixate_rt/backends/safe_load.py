@@ -140,9 +140,10 @@ def check_pt2_archive(path: Path) -> None:
         _refuse(path, f"unexpected archive entry {name!r}")
 
 
-def check_onnx_external_data(path: Path, folder: Path, listed: dict) -> None:
+def check_onnx_external_data(path: Path, folder: Path, listed: dict):
     """Every external-data file an ONNX graph names must lie inside the export folder and be listed in the
-    manifest's ``files`` (so its SHA-256 was verified)."""
+    manifest's ``files`` (so its SHA-256 was verified). Returns the graph it read (an ``onnx.ModelProto`` without
+    its external weights), so a caller that rewrites the graph reads the file once."""
     import onnx
 
     try:
@@ -158,3 +159,4 @@ def check_onnx_external_data(path: Path, folder: Path, listed: dict) -> None:
             if name not in listed:
                 raise ValidationError(f"{path}: external data file {location!r} of '{tensor.name}' is not listed "
                                       f"(with its SHA-256) in the manifest; re-export with this version of fixate-rt")
+    return model
