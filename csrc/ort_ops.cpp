@@ -1,7 +1,8 @@
 // libfixate_ort_ops: ONNX Runtime custom ops of fixate-rt, loaded with SessionOptions.register_custom_ops_library.
 //
 // fixate_rt.CausalAttention(Q [B, Hq, T, D], K [B, Hkv, T, D], V [B, Hkv, T, D], attention_mask [B, T] int64)
-//   -> Y [B, Hq, T, D], attribute `scale` (float).
+//   -> Y [B, Hq, T, D], LSE [B, Hq, T] (log-sum-exp of each query's scaled real scores, 0 for a query with no real
+//   key), attribute `scale` (float). The rollout row of a probed layer reads LSE instead of recomputing it.
 // It stands in for the opset-23 `Attention` nodes of an exported decoder whose mask is "causal and real key"
 // (fixate_rt.backends.ort_attention rewrites the graph when the session is created): ONNX Runtime's own CPU
 // kernels for causal attention build the T × T scores per head and run 2–3.5× slower than PyTorch's SDPA.
@@ -77,13 +78,14 @@ void compute(void* state, OrtKernelContext* context) {
     throw std::runtime_error("fixate_rt.CausalAttention: expected Q [B, Hq, T, D], K and V [B, Hkv, T, D] and "
                              "attention_mask [B, T]; got Q " + dims(q.shape) + ", K " + dims(k.shape) + ", V " +
                              dims(v.shape) + ", attention_mask " + dims(mask.shape));
-  OrtValue* out_value = nullptr;
+  OrtValue *out_value = nullptr, *lse_value = nullptr;
   check(api, slot<KernelContextGetOutputFn>(api, kKernelContextGetOutput)(context, 0, q.shape.data(), 4, &out_value));
-  const Tensor out = describe(api, out_value);
+  check(api, slot<KernelContextGetOutputFn>(api, kKernelContextGetOutput)(context, 1, q.shape.data(), 3, &lse_value));
+  const Tensor out = describe(api, out_value), lse = describe(api, lse_value);
   fixate::causal_attention(static_cast<const float*>(q.data), static_cast<const float*>(k.data),
                            static_cast<const float*>(v.data), static_cast<const int64_t*>(mask.data),
-                           static_cast<float*>(out.data), nullptr, q.shape[0], q.shape[1], k.shape[1], q.shape[2],
-                           q.shape[3], kernel.scale);
+                           static_cast<float*>(out.data), static_cast<float*>(lse.data), q.shape[0], q.shape[1],
+                           k.shape[1], q.shape[2], q.shape[3], kernel.scale);
 }
 
 void* create_kernel(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info) {
@@ -102,7 +104,7 @@ OrtCustomOp make_op() {
   op.GetInputType = [](const OrtCustomOp*, size_t i) { return i == 3 ? kOrtElementInt64 : kOrtElementFloat; };
   op.GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 4; };
   op.GetOutputType = [](const OrtCustomOp*, size_t) { return kOrtElementFloat; };
-  op.GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
+  op.GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 2; };
   op.KernelCompute = compute;
   op.KernelDestroy = [](void* state) { delete static_cast<Kernel*>(state); };
   op.GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return kOrtInputOutputRequired; };

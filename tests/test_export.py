@@ -91,6 +91,27 @@ def test_exported_backend_matches_torch(exported_any, synth_dir, tmp_path):
     if fmt == "onnx":  # the parity above holds for the decoder on fixate-rt's causal attention kernel
         expected = "fixate_rt.CausalAttention" if ops.cpp_available() else "onnxruntime Attention"
         assert run["export_runtime"]["decoder_attention"].startswith(expected)
+        # ... and the rollout row read the log-sum-exp that kernel computed for the probed layers
+        assert run["export_runtime"]["rollout_lse_from_graph"] is ops.cpp_available()
+
+
+def test_onnx_matches_torch_on_a_padded_batch(exported):
+    """Profiles of different lengths pad the batch: the exported decoder (fused attention, its log-sum-exp read by
+    the rollout row) gives the torch backend's p_click and slot relevance."""
+    from fixate_rt.data.layout import recgaze_layout
+    from fixate_rt.data.render import render_slate
+    from fixate_rt.simulate import Simulator
+
+    name, out = exported
+    image = render_slate([{"title": "Blue Moon", "genre": "Drama"}] * 15, ["Drama", "Comedy", "Crime"],
+                         np.random.default_rng(0))
+    users = ["a", "b", "c"]
+    profiles = ["Top_genre: Drama", "Top_genre: Drama, Preferred_genres: Crime, Comedy, Thriller, War", ""]
+    results = [Simulator(model, device="cpu", batch_size=3, backend=backend).simulate_slate(image, recgaze_layout(),
+                                                                                           users, profiles)
+               for model, backend in ((name, "torch"), (str(out), "onnx"))]
+    np.testing.assert_allclose(results[1].p_click, results[0].p_click, atol=1e-4)
+    np.testing.assert_allclose(results[1].slot_relevance, results[0].slot_relevance, atol=1e-4)
 
 
 def test_export_folder_run_with_the_wrong_backend(exported_any, synth_dir, tmp_path):

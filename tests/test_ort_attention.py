@@ -125,8 +125,10 @@ def test_abi_slots_match_the_installed_runtime():
     assert create(b"fixate_rt_probe", ctypes.byref(domain)) is None and domain.value
 
 
-def _attention_graph(is_causal=0):
-    """A one-layer graph of the exported decoders' shape: mask = causal & attention_mask, Attention-23."""
+def _attention_graph(is_causal=0, probe_axis=None):
+    """A one-layer graph of the exported decoders' shape: mask = causal & attention_mask, Attention-23.
+    ``probe_axis``: also output ``probe_q`` = Concat(Unsqueeze(q, [probe_axis])) as the exporter stacks the probed
+    layers' queries (axis 1)."""
     from onnx import TensorProto, helper
 
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", h, "T", 8]) for n, h in
@@ -147,8 +149,13 @@ def _attention_graph(is_causal=0):
     inits = [helper.make_tensor("one", TensorProto.INT64, [], [1]), helper.make_tensor("zero", TensorProto.INT64, [], [0]),
              helper.make_tensor("axis1", TensorProto.INT64, [1], [1]), helper.make_tensor("axis0", TensorProto.INT64, [1], [0]),
              helper.make_tensor("axes12", TensorProto.INT64, [2], [1, 2])]
-    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 4, "T", 8])
-    graph = helper.make_graph(nodes, "attn", inputs, [output], inits)
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 4, "T", 8])]
+    if probe_axis is not None:
+        inits.append(helper.make_tensor("probe_axes", TensorProto.INT64, [1], [probe_axis]))
+        nodes += [helper.make_node("Unsqueeze", ["q", "probe_axes"], ["q_layer"]),
+                  helper.make_node("Concat", ["q_layer"], ["probe_q"], axis=probe_axis)]
+        outputs.append(helper.make_tensor_value_info("probe_q", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "attn", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
 
 
@@ -176,6 +183,36 @@ def test_rewrite_gives_the_same_outputs_and_drops_the_mask(tmp_path):
     assert ort_attention.fuse_causal_attention(rewritten) == 1
     assert [n.op_type for n in rewritten.graph.node] == ["CausalAttention"]  # the T x T mask subgraph is gone
     assert not rewritten.graph.initializer
+
+
+@needs_cpp
+def test_rewrite_exposes_the_probed_layers_log_sum_exp(tmp_path):
+    """probe_q stacked as the exporter writes it: the rewritten graph also returns probe_lse [B, L, Hq, T], the
+    log-sum-exp of each query's scaled real scores (0 for a query with no real key); another stacking: no output."""
+    import onnxruntime as ort
+
+    from fixate_rt.backends import ort_attention
+    from fixate_rt.backends.graph_runtime import session_options
+
+    q, k, v, mask = _case(3, 4, 2, 29, 8, seed=5)
+    feed = {"q": q.numpy(), "k": k.numpy(), "v": v.numpy(), "attention_mask": mask.numpy()}
+    path = tmp_path / "attn.onnx"
+    onnx.save(_attention_graph(probe_axis=1), str(path))
+    fused = ort_attention.fused_session(path, session_options(), ["CPUExecutionProvider"])
+    assert [o.name for o in fused.get_outputs()] == ["y", "probe_q", ort_attention.PROBE_LSE]
+    lse = fused.run(None, feed)[2]
+    scores = torch.einsum("bhid,bhjd->bhij", q, k.repeat_interleave(2, dim=1)) * 0.35
+    T = q.shape[2]
+    real = torch.ones(T, T, dtype=torch.bool).tril() & mask.bool()[:, None, None, :]
+    expected = torch.where(real, scores, -torch.inf).logsumexp(-1).nan_to_num(neginf=0.0)
+    assert lse.shape == (3, 1, 4, T)
+    np.testing.assert_allclose(lse[:, 0], expected.numpy(), atol=2e-5)
+    assert (lse[1, 0, :, : T // 3] == 0).all()  # left padding: no real key yet
+
+    onnx.save(_attention_graph(probe_axis=0), str(path))  # not the exporter's stacking: left alone
+    fused = ort_attention.fused_session(path, session_options(), ["CPUExecutionProvider"])
+    assert [o.name for o in fused.get_outputs()] == ["y", "probe_q"]
+    assert isinstance(fused, ort.InferenceSession)
 
 
 def test_rewrite_is_all_or_nothing():

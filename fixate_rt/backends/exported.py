@@ -21,7 +21,14 @@ from ..input_assembly import InputAssembler
 from ..model_io import DecoderInputs, SlateFeatures
 from ..probes.operators import ProbeResult
 from . import ort_attention
-from .graph_runtime import GraphSession, choose_providers, onnx_status, read_manifest, runtime_options
+from .graph_runtime import (
+    PROBE_OUTPUTS,
+    GraphSession,
+    choose_providers,
+    onnx_status,
+    read_manifest,
+    runtime_options,
+)
 from .positions import mrope_positions
 from .trust import ExportTrust, authorise
 
@@ -46,6 +53,8 @@ class ExportedBackend(InputAssembler):
             self.runtime_options["decoder_attention"] = ort_attention.kernel_name() if fused else ort_attention.ORT_KERNEL
             if fused:
                 self.runtime_options["decoder_allow_spinning"] = False
+            # the rollout row reads the log-sum-exp the fused kernel computed (else it makes its own pass)
+            self.runtime_options["rollout_lse_from_graph"] = ort_attention.PROBE_LSE in sessions["decoder"].output_names
         self.family, self.name = manifest["family"], str(folder)
         self.hidden_size, self.num_layers = manifest["hidden_size"], manifest["num_layers"]
         self.default_probe_layers = tuple(manifest["probe_layers"])
@@ -140,15 +149,17 @@ class ExportedBackend(InputAssembler):
         if plan.combine_op != "rollout_row_qk" or plan.differentiable:
             raise UnavailableError(f"--probe {plan.probe.value} needs gradients: torch backend only "
                                    f"(exports carry rollout)")
-        label_logits, q, k = self.decode(inputs, slates, prompts, label_ids)
+        label_logits, q, k, lse = self.decode(inputs, slates, prompts, label_ids)
         last = torch.full((q.shape[0],), q.shape[-2] - 1, dtype=torch.long)
-        row = ops.rollout_row_qk(q, k, last, inputs.attention_mask, scale=self.scale, residual=residual,
+        row = ops.rollout_row_qk(q, k, last, inputs.attention_mask, scale=self.scale, residual=residual, lse=lse,
                                  impl=plan.combine_impl)
         return ProbeResult(label_logits.float(), inputs.image_tokens(row).abs().float())
 
-    def decode(self, inputs: DecoderInputs, slates, prompts, label_ids) -> tuple[torch.Tensor, ...]:
-        """(label logits [B, S], probed layers' Q [B, L, Hq, T, d], K [B, L, Hkv, T, d]) from the embedding and
-        decoder graphs."""
+    def decode(self, inputs: DecoderInputs, slates, prompts, label_ids
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(label logits [B, S], probed layers' Q [B, L, Hq, T, d], K [B, L, Hkv, T, d], and their log-sum-exp
+        [B, L, Hq, T] when the decoder runs on the fused attention, else None)
+        from the embedding and decoder graphs."""
         B = inputs.input_ids.shape[0]
         slates = [slates] * B if isinstance(slates, SlateFeatures) else list(slates)
         (embeds,) = self.sessions["embed"].run({"input_ids": inputs.input_ids.numpy()})
@@ -163,8 +174,10 @@ class ExportedBackend(InputAssembler):
             feed["visual_pos_masks"] = image
             feed["deepstack"] = np.stack([np.concatenate([f.deepstack[i].numpy() for f in slates])
                                           for i in range(len(slates[0].deepstack))])
-        logits, q, k = self.sessions["decoder"].run(feed)
-        logits, q, k = (torch.from_numpy(np.ascontiguousarray(t)) for t in (logits, q, k))
-        if isinstance(label_ids, torch.Tensor):  # [B, S] per-row label ids (batches that mix slates)
-            return logits.gather(1, label_ids), q, k
-        return logits[:, label_ids], q, k
+        decoder = self.sessions["decoder"]
+        outputs = dict(zip(decoder.output_names, decoder.run(feed), strict=True))
+        logits, q, k = (torch.from_numpy(np.ascontiguousarray(outputs[name])) for name in PROBE_OUTPUTS)
+        # 0 where a query has no real key (left padding): the row skips such queries, the value is never read
+        lse = torch.from_numpy(outputs[ort_attention.PROBE_LSE]) if ort_attention.PROBE_LSE in outputs else None
+        labels = logits.gather(1, label_ids) if isinstance(label_ids, torch.Tensor) else logits[:, label_ids]
+        return labels, q, k, lse  # label_ids [B, S]: per-row ids (batches that mix slates)

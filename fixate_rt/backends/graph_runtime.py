@@ -41,6 +41,7 @@ FORMAT = "fixate-rt/export/1"
 # The decoder graph's probe outputs this version reads (exporters/graphs.py writes the same; kept here so that
 # running an export needs nothing from the export-time package).
 PROBE_CONTRACT = {"name": "qk", "version": 2}
+PROBE_OUTPUTS = ("logits", "probe_q", "probe_k")  # the decoder graph's outputs under that contract
 
 
 def onnx_status() -> str:
