@@ -18,7 +18,7 @@ import torch
 
 from fixate_rt.errors import UnavailableError
 
-from .graphs import GraphSpec, TensorSpec, VisionGraph, single_image_vision_attention
+from .graphs import GraphSpec, TensorSpec, VisionGraph, dense_qwen3vl_text_steps, single_image_vision_attention
 
 DYNAMIC = {"B": (1, 256), "T": (8, 32768), "BP": (2, 2**23), "tiles": (1, 64)}
 
@@ -130,6 +130,9 @@ class Qwen3VLExport(FamilyExport):
     def writing(self, backbone, fmt: str, graph: str) -> Iterator[None]:
         if fmt == "export" and graph.startswith("vision"):  # torch.export cannot trace the per-image split
             with single_image_vision_attention(backbone.model):
+                yield
+        elif graph == "decoder":
+            with dense_qwen3vl_text_steps(backbone.model):
                 yield
         else:
             yield
