@@ -1,6 +1,6 @@
 """Per-pair latency on CPU: ONNX Runtime (fp32 and int8) and torch.export programs vs the PyTorch backend, same
 process, same inputs, interleaved rounds (each round times every backend once, so a slower period of a shared
-machine hits all of them alike).
+machine hits all of them alike; a short pause before each call lets the previous backend's threads stop spinning).
 
 For each model: export (once, cached under benchmarks/work/), then time `Simulator.simulate_slate` for a batch of
 users on one slate with every backend (vision encoding excluded: it is once per slate in all), rollout probe. The
@@ -26,6 +26,9 @@ QUESTION = ("Per pair, batch 8, rollout probe: how fast are the exported artefac
             "torch.export) against the PyTorch backend, and do their outputs agree?")
 
 ROOT = Path(__file__).resolve().parents[1]
+# Idle time before each timed call: the thread pools of the backend timed before it (ONNX Runtime's and OpenMP's
+# spin for a while after their work) go to sleep first, as they would in a process that runs one backend.
+PAUSE_S = 0.05
 # name: (format, quantisation, attention kernel of the ONNX decoder: fixate-rt's fused op or ONNX Runtime's own)
 BACKENDS = {"onnx": ("onnx", None, "fused"), "onnx_int8": ("onnx", "int8", "fused"), "export": ("export", None, ""),
             "onnx_ort_attention": ("onnx", None, "onnxruntime"), "onnx_int8_ort_attention": ("onnx", "int8", "onnxruntime")}
@@ -70,6 +73,7 @@ def main() -> None:
         last = {}
         for round_ in range(args.rounds + 1):  # round 0 warms every backend up and is not counted
             for name, sim in sims.items():
+                time.sleep(PAUSE_S)
                 t0 = time.perf_counter()
                 last[name] = sim.simulate_slate(feats[name], layout, users, profiles)
                 if round_:

@@ -209,7 +209,7 @@ TilePass best_tile() { return tile_portable; }
 }  // namespace
 
 void causal_attention(const float* q, const float* k, const float* v, const int64_t* key_ok, float* out, float* lse,
-                      int64_t B, int64_t Hq, int64_t Hkv, int64_t T, int64_t D, float scale) {
+                      int64_t B, int64_t Hq, int64_t Hkv, int64_t T, int64_t D, float scale, const ParallelFor* pool) {
   if (B <= 0 || T <= 0) return;
   const TilePass tile = best_tile();
   const int64_t groups = Hq / Hkv, tiles = (T + kTile - 1) / kTile, ld = key_blocks(T) * kKeys;
@@ -221,26 +221,17 @@ void causal_attention(const float* q, const float* k, const float* v, const int6
       if (ok[b * T + j] != 0.f) first[b] = j;
     }
   std::vector<float> kb(B * Hkv * ld * D);  // every head's keys packed once, shared by its query heads
-#if defined(FIXATE_RT_OPENMP)
-#pragma omp parallel
-#endif
-  {
-#if defined(FIXATE_RT_OPENMP)
-#pragma omp for schedule(static)
-#endif
-    for (int64_t bh = 0; bh < B * Hkv; ++bh) pack_keys(k + bh * T * D, T, D, kb.data() + bh * ld * D);
-    std::vector<float> s(kTile * ld), qs(kTile * D), acc(kTile * D);
-    // Heaviest tiles (the last queries see the most keys) first, so the dynamic schedule ends balanced.
-#if defined(FIXATE_RT_OPENMP)
-#pragma omp for schedule(dynamic, 4)
-#endif
-    for (int64_t item = 0; item < B * Hq * tiles; ++item) {
-      const int64_t t = tiles - 1 - item / (B * Hq), bh = item % (B * Hq);
-      const int64_t b = bh / Hq, h = bh % Hq, kvh = b * Hkv + h / groups, i0 = t * kTile;
-      tile(q + bh * T * D, kb.data() + kvh * ld * D, v + kvh * T * D, ok.data() + b * T, first[b], i0, T, D, scale,
-           s.data(), ld, qs.data(), acc.data(), out + (bh * T + i0) * D, lse != nullptr ? lse + bh * T + i0 : nullptr);
-    }
-  }
+  parallel_for(pool, B * Hkv, [&](int64_t bh) { pack_keys(k + bh * T * D, T, D, kb.data() + bh * ld * D); });
+  // Heaviest tiles (the last queries see the most keys) first, so the dynamic schedule ends balanced.
+  parallel_for(pool, B * Hq * tiles, [&](int64_t item) {
+    thread_local std::vector<float> s, qs, acc;  // the thread's scratch, kept across calls
+    if (s.size() < size_t(kTile * ld)) s.resize(kTile * ld);
+    if (qs.size() < size_t(kTile * D)) qs.resize(kTile * D), acc.resize(kTile * D);
+    const int64_t t = tiles - 1 - item / (B * Hq), bh = item % (B * Hq);
+    const int64_t b = bh / Hq, h = bh % Hq, kvh = b * Hkv + h / groups, i0 = t * kTile;
+    tile(q + bh * T * D, kb.data() + kvh * ld * D, v + kvh * T * D, ok.data() + b * T, first[b], i0, T, D, scale,
+         s.data(), ld, qs.data(), acc.data(), out + (bh * T + i0) * D, lse != nullptr ? lse + bh * T + i0 : nullptr);
+  });
 }
 
 const char* causal_attention_variant() { return best_tile() == tile_portable ? "portable" : "avx2+fma"; }

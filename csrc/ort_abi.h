@@ -1,7 +1,7 @@
 // The slice of ONNX Runtime's C ABI that a custom-op library uses, declared here because the onnxruntime wheel
 // ships no headers. ONNX Runtime's C API is append-only: `OrtApi` is a table of function pointers whose slots never
 // move, and `OrtApiBase::GetApi(version)` hands out a table at least that long. The slot numbers below are those
-// of API version 1 (every ONNX Runtime 1.x); tests/test_ort_attention.py checks several of them against the
+// of API version 1 (every ONNX Runtime 1.x) unless noted; tests/test_ort_attention.py checks several of them against the
 // installed runtime through its exported `OrtGetApiBase`, and every op test runs through them.
 #pragma once
 #include <cstddef>
@@ -71,6 +71,7 @@ enum Slot : size_t {
   kKernelContextGetOutput = 91,
   kReleaseStatus = 93,
   kReleaseTensorTypeAndShapeInfo = 99,
+  kKernelContextParallelFor = 274,  // API version 18 onwards (ONNX Runtime 1.18, the oldest fixate-rt supports)
 };
 
 using CreateStatusFn = OrtStatus* (*)(int code, const char* msg);
@@ -88,6 +89,8 @@ using KernelInfoGetAttributeFloatFn = OrtStatus* (*)(const OrtKernelInfo* info, 
 using KernelContextGetInputFn = OrtStatus* (*)(const OrtKernelContext* context, size_t index, const OrtValue** out);
 using KernelContextGetOutputFn = OrtStatus* (*)(OrtKernelContext* context, size_t index, const int64_t* dims,
                                                 size_t count, OrtValue** out);
+using KernelContextParallelForFn = OrtStatus* (*)(const OrtKernelContext* context, void (*fn)(void*, size_t),
+                                                  size_t total, size_t num_batch, void* user_data);
 using ReleaseStatusFn = void (*)(OrtStatus*);
 using ReleaseTensorTypeAndShapeInfoFn = void (*)(OrtTensorTypeAndShapeInfo*);
 

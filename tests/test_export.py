@@ -93,6 +93,8 @@ def test_exported_backend_matches_torch(exported_any, synth_dir, tmp_path):
         assert run["export_runtime"]["decoder_attention"].startswith(expected)
         # ... and the rollout row read the log-sum-exp that kernel computed for the probed layers
         assert run["export_runtime"]["rollout_lse_from_graph"] is ops.cpp_available()
+        if ops.cpp_available():  # every norm on fixate-rt's op too
+            assert run["export_runtime"]["decoder_custom_ops"] == ["fixate_rt.CausalAttention", "fixate_rt.RMSNorm"]
 
 
 def test_onnx_matches_torch_on_a_padded_batch(exported):

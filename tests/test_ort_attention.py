@@ -215,6 +215,27 @@ def test_rewrite_exposes_the_probed_layers_log_sum_exp(tmp_path):
     assert isinstance(fused, ort.InferenceSession)
 
 
+@needs_cpp
+def test_ops_run_alike_on_the_session_pool_and_on_openmp(tmp_path, monkeypatch):
+    """The ops run on ONNX Runtime's intra-op pool (KernelContext_ParallelFor, slot 274 of the API table) unless
+    FIXATE_RT_ORT_OPS_THREADS=openmp: every work item computes the same numbers either way."""
+    from fixate_rt.backends import ort_attention
+    from fixate_rt.backends.graph_runtime import session_options
+
+    path = tmp_path / "attn.onnx"
+    onnx.save(_attention_graph(probe_axis=1), str(path))
+    q, k, v, mask = _case(4, 4, 2, 203, 8, seed=6)  # enough work items for both threads
+    feed = {"q": q.numpy(), "k": k.numpy(), "v": v.numpy(), "attention_mask": mask.numpy()}
+    outputs = {}
+    for threads in ("", "openmp"):
+        monkeypatch.setenv(ort_attention.THREADS, threads)
+        options = session_options(threads=2)
+        outputs[threads] = ort_attention.fused_session(path, options, ["CPUExecutionProvider"]).run(None, feed)
+        assert ort_attention.ops_on_openmp() is (threads == "openmp")
+    for pooled, openmp in zip(outputs[""], outputs["openmp"], strict=True):
+        np.testing.assert_array_equal(pooled, openmp)
+
+
 def test_rewrite_is_all_or_nothing():
     from fixate_rt.backends import ort_attention
 
@@ -337,3 +358,50 @@ def test_padded_batch_relevance_equals_the_eager_reference_path(tiny):
     b = probe(tiny, inputs, feats, prompts, label_ids, eager, layers=tiny.default_probe_layers)
     torch.testing.assert_close(a.label_logits, b.label_logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(a.token_relevance, b.token_relevance, atol=1e-5, rtol=1e-4)
+
+
+def _rms_graph(shape, axis=-1, scale_size=None):
+    """One ONNX RMSNormalization over ``shape`` (scale of the last dim, or ``scale_size``)."""
+    from onnx import TensorProto, helper
+
+    size = scale_size or shape[-1]
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [size], np.linspace(0.5, 1.5, size, dtype=np.float32))
+    node = helper.make_node("RMSNormalization", ["x", "scale"], ["y"], axis=axis, epsilon=1e-6)
+    graph = helper.make_graph([node], "rms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))], [scale])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+
+
+def _session(model):
+    import onnxruntime as ort
+
+    from fixate_rt.backends import ort_attention
+
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(str(ort_attention.library_path()))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+@needs_cpp
+@pytest.mark.parametrize("shape", [(3, 5, 4, 16), (2, 7, 37), (64, 64, 64)])  # per-head rows, odd D, threaded
+def test_rms_norm_op_matches_onnx_runtime(shape):
+    from fixate_rt.backends import ort_attention
+
+    x = np.random.default_rng(3).normal(size=shape).astype(np.float32) * 4
+    expected = _session(_rms_graph(shape)).run(None, {"x": x})[0]
+    model = _rms_graph(shape)
+    assert ort_attention.fuse_rms_norm(model) == 1 and model.graph.node[0].domain == ort_attention.DOMAIN
+    np.testing.assert_allclose(_session(model).run(None, {"x": x})[0], expected, rtol=2e-6, atol=2e-6)
+
+
+@needs_cpp
+def test_rms_norm_rewrite_is_all_or_nothing_and_checks_shapes():
+    from fixate_rt.backends import ort_attention
+
+    model = _rms_graph((2, 3, 8), axis=1, scale_size=24)  # not over the last axis: left as it is
+    before = model.SerializeToString()
+    assert ort_attention.fuse_rms_norm(model) == 0 and model.SerializeToString() == before
+    model = _rms_graph((2, 3, 8), scale_size=5)  # scale too short for the rows: the op refuses, ORT names it
+    assert ort_attention.fuse_rms_norm(model) == 1
+    with pytest.raises(Exception, match=r"fixate_rt.RMSNorm: expected X \[..., D\] and scale \[D\]"):
+        _session(model).run(None, {"x": np.ones((2, 3, 8), np.float32)})

@@ -58,11 +58,13 @@ class GraphSession:
     """A saved graph ready to run: ``run(feed) -> [outputs]`` with named numpy inputs."""
 
     def __init__(self, fmt: str, path: Path, input_names: list[str], output_names: list[str],
-                 providers: list[str] | None = None, *, listed: dict, authorised: bool = False) -> None:
+                 providers: list[str] | None = None, *, listed: dict, authorised: bool = False,
+                 one_thread: bool = False) -> None:
         """``listed``: the manifest's verified ``files`` (an ONNX graph's external data must be among them).
-        ``authorised``: the folder passed `trust.authorise` (required for the formats that can carry code)."""
+        ``authorised``: the folder passed `trust.authorise` (required for the formats that can carry code).
+        ``one_thread``: ONNX Runtime runs the graph on the calling thread alone (no pool of its own)."""
         self.fmt, self.path = fmt, Path(path)
-        self.fused_attention = False  # ONNX on CPU: attention runs on fixate_rt.CausalAttention (ort_attention)
+        self.custom_ops: list[str] = []  # ONNX on CPU: fixate-rt's ops the graph was rewritten to (ort_attention)
         self.input_names, self.output_names = list(input_names), list(output_names)
         if fmt in CODE_FORMATS and not authorised:
             raise InputError(f"{path}: format '{fmt}' can run code while loading and the folder was not authorised "
@@ -76,10 +78,12 @@ class GraphSession:
                 import onnxruntime as ort
 
                 providers = providers or ["CPUExecutionProvider"]
-                self._ort = ort_attention.fused_session(self.path, session_options(), providers, graph)
-                self.fused_attention = self._ort is not None
+                options = session_options(threads=1 if one_thread else None)
+                self._ort = ort_attention.fused_session(self.path, options, providers, graph)
+                if self._ort is not None:
+                    self.custom_ops = ort_attention.custom_ops(graph)
                 if self._ort is None:
-                    self._ort = ort.InferenceSession(str(path), session_options(), providers=providers)
+                    self._ort = ort.InferenceSession(str(path), options, providers=providers)
                 self.input_names = [i.name for i in self._ort.get_inputs()]
                 self.output_names = [o.name for o in self._ort.get_outputs()]
             elif fmt == "export":
@@ -91,6 +95,11 @@ class GraphSession:
         except Exception as exc:  # each runtime raises its own types for corrupt files
             first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
             raise InputError(f"{path}: {BACKEND_NAMES[fmt]} cannot load this graph ({first})") from None
+
+    @property
+    def fused_attention(self) -> bool:
+        """Whether the decoder's attention runs on fixate_rt.CausalAttention."""
+        return f"{ort_attention.DOMAIN}.{ort_attention.OP}" in self.custom_ops
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self.fmt == "onnx":
@@ -118,18 +127,18 @@ def without_metadata_asserts(module: torch.fx.GraphModule) -> torch.fx.GraphModu
     return module
 
 
-def session_options():
+def session_options(threads: int | None = None):
     """ONNX Runtime's session options as its performance guide recommends for CPU inference: every graph
     optimisation (operator fusion, constant folding, layout), intra-op threads = the CPUs this process may use
     (affinity and cgroup quota, or --threads), sequential execution (the graphs are one chain), and no spinning
-    while idle when OpenMP waits passively (`fixate_rt.threads`)."""
+    while idle when OpenMP waits passively (`fixate_rt.threads`). ``threads``: this many intra-op threads instead."""
     import onnxruntime as ort
 
     settings = _ort_settings()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = settings["intra_op_num_threads"]
+    options.intra_op_num_threads = threads or settings["intra_op_num_threads"]
     if not settings["allow_spinning"]:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options

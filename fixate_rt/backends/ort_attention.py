@@ -15,8 +15,9 @@ the scores (on the tiny Qwen3-VL decoder, batch 8: 5.3 ms per batch instead of 1
 
 The rewrite is all-or-nothing: it happens only when every ``Attention`` node has that one shape (4 inputs, the same
 mask for all, no causal flag, softcap or extra outputs) and the mask depends on the graph input
-``attention_mask``; otherwise the graph runs as exported. ``FIXATE_RT_ORT_ATTENTION=onnxruntime`` turns it off
-(for A/B measurements).
+``attention_mask``; otherwise the graph runs as exported. A graph so rewritten also has its ``RMSNormalization``
+nodes run on ``fixate_rt.RMSNorm`` (`fuse_rms_norm`; same library). ``FIXATE_RT_ORT_ATTENTION=onnxruntime``
+turns both off (for A/B measurements).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ DOMAIN = "fixate_rt"
 OP = "CausalAttention"
 LIBRARY = "libfixate_ort_ops.so"
 SWITCH = "FIXATE_RT_ORT_ATTENTION"  # "onnxruntime": keep ONNX Runtime's Attention kernels
+THREADS = "FIXATE_RT_ORT_OPS_THREADS"  # "openmp": the ops run on OpenMP instead of the session's intra-op pool
 ORT_KERNEL = "onnxruntime Attention"  # run.json's name for ONNX Runtime's own kernels
 PROBE_LSE = "probe_lse"  # the extra graph output of a rewritten decoder
 
@@ -53,6 +55,16 @@ def library_path() -> Path | None:
 def wanted() -> bool:
     """Whether CPU sessions should use the fused kernel (the library is built and not switched off)."""
     return os.environ.get(SWITCH, "").lower() != "onnxruntime" and library_path() is not None
+
+
+def ops_on_openmp() -> bool:
+    """Whether the library's ops run on their own OpenMP team (``FIXATE_RT_ORT_OPS_THREADS=openmp``, read when a
+    session loads the library) instead of the session's intra-op pool (ONNX Runtime's ``KernelContext_ParallelFor``).
+
+    The pool is the default: with OpenMP, its threads (spinning after each kernel) and ONNX Runtime's took each
+    other's cores, so the session had to stop spinning between nodes; on the pool, spinning pays again (tiny Qwen3-VL
+    decoder, batch 8, 2 threads: 65.9 ms per batch on OpenMP without spinning, 45.9 on the pool without, 33 with)."""
+    return os.environ.get(THREADS, "") == "openmp"
 
 
 def kernel_name() -> str:
@@ -111,6 +123,31 @@ def fuse_causal_attention(model) -> int:
     _drop_unused(graph)
     if not any(op.domain == DOMAIN for op in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, 1))
+    return len(nodes)
+
+
+def custom_ops(model) -> list[str]:
+    """fixate-rt's ops in ``model`` (an ``onnx.ModelProto``), as run.json names them: ``["fixate_rt.RMSNorm", ...]``."""
+    return sorted({f"{node.domain}.{node.op_type}" for node in model.graph.node if node.domain == DOMAIN})
+
+
+def fuse_rms_norm(model) -> int:
+    """Replace the ``RMSNormalization`` nodes over the last axis (fp32 maths, 2 inputs) of ``model`` (changed in
+    place) with ``fixate_rt.RMSNorm``: ONNX Runtime's kernel runs the decoders' per-head query/key norms (rows of
+    16) about 3× slower on two threads than on one (tiny Qwen3-VL decoder: 8.7 ms of its 54 ms per batch). All or
+    nothing; returns the number of nodes replaced."""
+    import onnx
+
+    nodes = [node for node in model.graph.node if node.op_type == "RMSNormalization" and node.domain in ("", "ai.onnx")]
+    for node in nodes:
+        attrs = _attributes(node)
+        if (len(node.input) != 2 or len(node.output) != 1 or attrs.get("axis", -1) != -1
+                or attrs.get("stash_type", 1) != 1):
+            return 0
+    for node in nodes:
+        epsilon = float(_attributes(node).get("epsilon", 1e-5))  # ONNX's default
+        node.CopyFrom(onnx.helper.make_node("RMSNorm", list(node.input), list(node.output), name=node.name,
+                                            domain=DOMAIN, epsilon=epsilon))
     return len(nodes)
 
 
@@ -183,10 +220,10 @@ def fused_session(path: Path, options, providers: list[str], model=None):
         model = onnx.load(str(path), load_external_data=False)
     if fuse_causal_attention(model) == 0:
         return None
+    fuse_rms_norm(model)
     options.register_custom_ops_library(str(library_path()))
-    # The kernel runs on its own OpenMP team: ONNX Runtime's pool threads spinning between nodes would take its
-    # cores (measured on the tiny decoder, 2 threads: 102 ms per batch spinning vs 62 ms not).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if ops_on_openmp():  # ONNX Runtime's threads spinning between nodes would take the OpenMP team's cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # The graph now comes from memory: its external weights are read from the folder it lies in.
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
     try:
