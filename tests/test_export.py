@@ -97,23 +97,34 @@ def test_exported_backend_matches_torch(exported_any, synth_dir, tmp_path):
             assert run["export_runtime"]["decoder_custom_ops"] == ["fixate_rt.CausalAttention", "fixate_rt.RMSNorm"]
 
 
-def test_onnx_matches_torch_on_a_padded_batch(exported):
-    """Profiles of different lengths pad the batch: the exported decoder (fused attention, its log-sum-exp read by
-    the rollout row) gives the torch backend's p_click and slot relevance."""
+def test_exported_backend_matches_torch_on_a_padded_batch(exported_any, monkeypatch):
+    """Profiles of different lengths pad the batch: every format gives the torch backend's p_click and slot relevance
+    (ONNX: the fused attention, its log-sum-exp read by the rollout row; torch.export: each layer's SDPA rewritten
+    at load to run the C++ causal kernel on the key mask)."""
+    from fixate_rt.backends import graph_runtime
     from fixate_rt.data.layout import recgaze_layout
     from fixate_rt.data.render import render_slate
     from fixate_rt.simulate import Simulator
 
-    name, out = exported
+    name, fmt, out = exported_any
     image = render_slate([{"title": "Blue Moon", "genre": "Drama"}] * 15, ["Drama", "Comedy", "Crime"],
                          np.random.default_rng(0))
     users = ["a", "b", "c"]
     profiles = ["Top_genre: Drama", "Top_genre: Drama, Preferred_genres: Crime, Comedy, Thriller, War", ""]
-    results = [Simulator(model, device="cpu", batch_size=3, backend=backend).simulate_slate(image, recgaze_layout(),
-                                                                                           users, profiles)
-               for model, backend in ((name, "torch"), (str(out), "onnx"))]
+    sims = [Simulator(model, device="cpu", batch_size=3, backend=backend, trust_export=backend != "torch")
+            for model, backend in ((name, "torch"), (str(out), fmt))]
+    results = [sims[0].simulate_slate(image, recgaze_layout(), users, profiles)]
+    kernel_calls = []
+    kernel = ops.causal_attention_cpp
+    monkeypatch.setattr(ops, "causal_attention_cpp", lambda *a: kernel_calls.append(1) or kernel(*a))
+    results.append(sims[1].simulate_slate(image, recgaze_layout(), users, profiles))
     np.testing.assert_allclose(results[1].p_click, results[0].p_click, atol=1e-4)
     np.testing.assert_allclose(results[1].slot_relevance, results[0].slot_relevance, atol=1e-4)
+    if fmt == "export" and ops.cpp_available():
+        targets = [n.target for n in sims[1].backend.sessions["decoder"]._fn.graph.nodes]
+        assert graph_runtime._attention in targets  # every layer's attention, none left on SDPA
+        assert torch.ops.aten.scaled_dot_product_attention.default not in targets
+        assert kernel_calls  # the decoders' mask was recognised: the C++ kernel ran
 
 
 def test_export_folder_run_with_the_wrong_backend(exported_any, synth_dir, tmp_path):

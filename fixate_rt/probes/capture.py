@@ -101,7 +101,7 @@ def _bias_and_keyless_rows(mask: torch.Tensor | None, dtype: torch.dtype, B: int
     return cached
 
 
-def _causal_key_padding(mask: torch.Tensor, T: int, bias_cache: dict | None) -> torch.Tensor | None:
+def causal_key_mask(mask: torch.Tensor, T: int, bias_cache: dict | None) -> torch.Tensor | None:
     """The key mask [B, T] (True = real token) when the 4-D mask SDPA gets is exactly "key j <= query i and key j is
     real" (what the decoders build for a padded batch), else None. Checked once per forward (``bias_cache``)."""
     key_of = ("key_padding", id(mask))
@@ -127,7 +127,7 @@ def padded_cpp_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     if mask is None or query.device.type != "cpu" or query.dtype != torch.float32 or (
             torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)):
         return None
-    key_ok = _causal_key_padding(mask, query.shape[2], bias_cache)
+    key_ok = causal_key_mask(mask, query.shape[2], bias_cache)
     if key_ok is None:
         return None
     from .. import ops
