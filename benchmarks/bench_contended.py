@@ -12,7 +12,12 @@ GOMP_SPINCOUNT=10000: spin briefly, then sleep), `spin-1k`, `one-thread` (passiv
 or one batch by batch from measured speed; its exploration batches are inside the timing). Interleaved rounds:
 each round runs every setting once.
 
-    python benchmarks/bench_contended.py [--rounds 5] [--pairs 256]
+    python benchmarks/bench_contended.py [--rounds 5] [--pairs 256] [--backend onnx]
+
+``--backend onnx`` runs the same batches on the tiny model's ONNX export (benchmarks/work/export-qk2/, written by
+bench_export_cpu.py or here): ONNX Runtime's pool spins between nodes unless OMP_WAIT_POLICY=PASSIVE
+(`fixate_rt.backends.graph_runtime.session_options`), and --threads sizes it; `adaptive` changes torch's threads
+only, so for ONNX it is the CLI's spin-10k default.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ from fixate_rt.simulate import Simulator
 from fixate_rt.data.layout import recgaze_layout
 from fixate_rt.data.render import render_slate
 image = render_slate([{"title": "Blue Moon", "genre": "Drama"}] * 15, ["Drama", "Comedy", "Crime"], np.random.default_rng(0))
-sim = Simulator("tiny-qwen3vl", device="cpu", batch_size=8)
+sim = Simulator(os.environ["FIXATE_RT_BENCH_MODEL"], device="cpu", batch_size=8,
+                backend=os.environ["FIXATE_RT_BENCH_BACKEND"])
 if os.environ.get("FIXATE_RT_BENCH_ADAPTIVE"):  # as run_simulation attaches it; its exploration is timed too
     from fixate_rt.threads import AdaptiveThreads
     sim.thread_controller = AdaptiveThreads(info["threads"])
@@ -69,10 +75,10 @@ def _spin() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def _measure(setting: str, pairs: int) -> tuple[float, int, str]:
+def _measure(setting: str, pairs: int, model: str, backend: str) -> tuple[float, int, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "FIXATE_RT_BENCH_THREADS",
                                                              "GOMP_SPINCOUNT", "FIXATE_RT_BENCH_ADAPTIVE")}
-    env.update(SETTINGS[setting])
+    env.update(SETTINGS[setting], FIXATE_RT_BENCH_MODEL=model, FIXATE_RT_BENCH_BACKEND=backend)
     out = subprocess.run([sys.executable, "-c", CHILD, str(pairs)], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     return float(out[0]), int(out[1]), out[2]
@@ -83,7 +89,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=256,
                     help="pairs per measurement (batches of 8; the adaptive setting's first 5 batches explore)")
+    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     args = ap.parse_args()
+    model = "tiny-qwen3vl"
+    if args.backend == "onnx":
+        folder = ROOT / "benchmarks" / "work" / "export-qk2" / "tiny-qwen3vl-onnx"
+        if not (folder / "manifest.json").is_file():
+            from fixate_rt.exporters.export import export_model
+
+            export_model(model, folder, fmt="onnx", overwrite=True)
+        model = str(folder)
     results: dict[str, dict[str, list[float]]] = {"idle": {s: [] for s in SETTINGS},
                                                   "one_cpu_busy": {s: [] for s in SETTINGS}}
     seen = {}
@@ -92,7 +107,7 @@ def main() -> None:
         try:
             for _ in range(args.rounds):
                 for setting in SETTINGS:
-                    ms, threads, policy = _measure(setting, args.pairs)
+                    ms, threads, policy = _measure(setting, args.pairs, model, args.backend)
                     results[load][setting].append(ms)
                     seen[setting] = {"threads": threads, "omp_wait_policy": policy}
         finally:
@@ -105,10 +120,11 @@ def main() -> None:
     busy = table["one_cpu_busy"]
     best = min(busy["one-thread"]["ms_median"], busy["unset"]["ms_median"])
     command = ("python benchmarks/bench_contended.py" + (f" --rounds {args.rounds}" if args.rounds != 5 else "")
-               + (f" --pairs {args.pairs}" if args.pairs != 256 else ""))
+               + (f" --pairs {args.pairs}" if args.pairs != 256 else "")
+               + (f" --backend {args.backend}" if args.backend != "torch" else ""))
     payload = new_result(
         QUESTION, command, [{"load": load, "setting": s, **v} for load, per in table.items() for s, v in per.items()],
-        settings={"model": "tiny-qwen3vl", "batch": 8, "pairs_per_measurement": args.pairs,
+        settings={"model": "tiny-qwen3vl", "backend": args.backend, "batch": 8, "pairs_per_measurement": args.pairs,
                   "background_load": "one pure-Python spin loop pinned to CPU 0"},
         thread_settings=seen, per_pair=table,
         vs_best_of_one_thread_and_all_threads_under_load={
@@ -121,7 +137,7 @@ def main() -> None:
             "within_5pct_of_unset_idle": table["idle"][DEFAULT]["ms_median"]
             <= 1.05 * table["idle"]["unset"]["ms_median"]},
     )
-    write_result("contended_cpu", payload)
+    write_result("contended_cpu" if args.backend == "torch" else f"contended_cpu_{args.backend}", payload)
     print(json.dumps(payload["per_pair"], indent=1))
 
 

@@ -4,7 +4,8 @@ The mid-shaped Qwen3-VL ONNX export (probe contract qk v2) is run once per lengt
 process; the figure is the growth of the process's peak RSS during that call (after the session was created and
 warmed up at T = 64). Each length runs twice: with the decoder's attention on fixate-rt's fused causal kernel (what
 `simulate` uses) and on ONNX Runtime's own `Attention` kernel (the baseline, FIXATE_RT_ORT_ATTENTION=onnxruntime);
-and once as the torch.export program of the same model (`.pt2`, every layer torch's SDPA with the graph's mask).
+and once as the torch.export program of the same model (`.pt2`; at load its attention is rewritten to the C++ causal
+kernel on the key mask, but the program still builds the boolean [B, 1, T, T] mask).
 
     python benchmarks/export_memory.py [--lengths 1024 2048 4096 8192]
 """
@@ -82,7 +83,8 @@ def main() -> None:
     payload = new_result(QUESTION, "python benchmarks/export_memory.py", rows,
                          settings={"model": "mid-qwen3vl (probe contract qk v2)", "batch": 1,
                                    "kernels": "fused: ONNX, fixate_rt.CausalAttention; ort: ONNX, ONNX Runtime's "
-                                              "Attention; torch_export: the .pt2 program (SDPA)"})
+                                              "Attention; torch_export: the .pt2 program (C++ causal kernel after "
+                                              "the load-time rewrite)"})
     write_result("export_memory", payload)
     print(json.dumps(payload, indent=1))
 

@@ -128,7 +128,7 @@ def candidates(B: int, Hq: int, Hkv: int, T: int, d: int, threads: int):
     from fixate_rt.backends import ort_attention
 
     if ort_attention.library_path() is not None:  # the C++ build is there
-        s = session([helper.make_node(ort_attention.OP, ["q", "k", "v", "mask"], ["o"], domain=ort_attention.DOMAIN,
+        s = session([helper.make_node(ort_attention.OP, ["q", "k", "v", "mask"], ["o", "lse"], domain=ort_attention.DOMAIN,
                                       scale=d ** -0.5)], bhtd + [value("mask", [B, T], TensorProto.INT64)],
                     threads=threads, fixate_ops=True)
         keys = np.ones((B, T), np.int64)
