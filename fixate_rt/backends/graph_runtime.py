@@ -183,8 +183,8 @@ def attention_on_one_mask(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
 def session_options(threads: int | None = None):
     """ONNX Runtime's session options as its performance guide recommends for CPU inference: every graph
     optimisation (operator fusion, constant folding, layout), intra-op threads = the CPUs this process may use
-    (affinity and cgroup quota, or --threads), sequential execution (the graphs are one chain), and no spinning
-    while idle when OpenMP waits passively (`fixate_rt.threads`). ``threads``: this many intra-op threads instead."""
+    (affinity and cgroup quota, or --threads), sequential execution (the graphs are one chain), and idle threads
+    that sleep instead of spinning unless OMP_WAIT_POLICY=ACTIVE. ``threads``: this many intra-op threads instead."""
     import onnxruntime as ort
 
     settings = _ort_settings()
@@ -201,8 +201,10 @@ def _ort_settings() -> dict:
     """The session settings `session_options` applies, as run.json records them."""
     return {"graph_optimization_level": "ORT_ENABLE_ALL", "execution_mode": "sequential",
             "intra_op_num_threads": threads.chosen(),
-            # the same waiting as torch's OpenMP pools
-            "allow_spinning": os.environ.get(threads.WAIT_POLICY, "").upper() != "PASSIVE"}
+            # Spinning between nodes bought nothing end to end on an idle machine and cost a third on a shared one
+            # (benchmarks/bench_contended.py --backend onnx: tiny export, per pair, idle 6.79 ms spinning vs 6.84
+            # passive; one core busy 12.7 vs 8.3 ms): pool threads sleep unless the user asks for an active wait.
+            "allow_spinning": os.environ.get(threads.WAIT_POLICY, "").upper() == "ACTIVE"}
 
 
 def runtime_options(fmt: str) -> dict:

@@ -61,9 +61,9 @@ def ops_on_openmp() -> bool:
     """Whether the library's ops run on their own OpenMP team (``FIXATE_RT_ORT_OPS_THREADS=openmp``, read when a
     session loads the library) instead of the session's intra-op pool (ONNX Runtime's ``KernelContext_ParallelFor``).
 
-    The pool is the default: with OpenMP, its threads (spinning after each kernel) and ONNX Runtime's took each
-    other's cores, so the session had to stop spinning between nodes; on the pool, spinning pays again (tiny Qwen3-VL
-    decoder, batch 8, 2 threads: 65.9 ms per batch on OpenMP without spinning, 45.9 on the pool without, 33 with)."""
+    The pool is the default: OpenMP's threads (spinning after each kernel) and ONNX Runtime's took each other's
+    cores (tiny Qwen3-VL decoder inside `simulate`, batch 8, 2 threads: 65.9 ms per call on OpenMP, 45.9 on the
+    pool). On OpenMP the session never spins between nodes."""
     return os.environ.get(THREADS, "") == "openmp"
 
 
@@ -207,6 +207,14 @@ def _drop_unused(graph) -> None:
         graph.initializer.extend(used)
 
 
+def _config(options, key: str) -> str | None:
+    """A session config entry of ``options``, None when unset (setting one twice makes ONNX Runtime warn)."""
+    try:
+        return options.get_session_config_entry(key)
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own error type for a missing key
+        return None
+
+
 def fused_session(path: Path, options, providers: list[str], model=None):
     """An ONNX Runtime session of the graph at ``path`` with its causal attention fused (CPU provider only), or
     None when it does not apply (no library, switched off, another provider, or the graph has no such nodes).
@@ -222,7 +230,8 @@ def fused_session(path: Path, options, providers: list[str], model=None):
         return None
     fuse_rms_norm(model)
     options.register_custom_ops_library(str(library_path()))
-    if ops_on_openmp():  # ONNX Runtime's threads spinning between nodes would take the OpenMP team's cores
+    if ops_on_openmp() and _config(options, "session.intra_op.allow_spinning") != "0":
+        # ONNX Runtime's threads spinning between nodes would take the OpenMP team's cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # The graph now comes from memory: its external weights are read from the folder it lies in.
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
