@@ -69,6 +69,20 @@ class VisionGraph(torch.nn.Module):
 
 
 @contextlib.contextmanager
+def patched_methods(model: torch.nn.Module, methods: dict[str, dict]):
+    """While active, every submodule of ``model`` whose class is named in ``methods`` has those methods replaced
+    (bound to the instance; ``{class name: {method name: function}}``); afterwards the class's own are back."""
+    patched = [(module, name) for module in model.modules() for name in methods.get(type(module).__name__, {})]
+    for module, name in patched:
+        setattr(module, name, types.MethodType(methods[type(module).__name__][name], module))
+    try:
+        yield
+    finally:
+        for module, name in patched:
+            delattr(module, name)
+
+
+@contextlib.contextmanager
 def single_image_vision_attention(model: torch.nn.Module):
     """Qwen3-VL's vision attention splits the patch sequence per image with sizes read out of a tensor
     (``lengths.tolist()``), which torch.export cannot trace. A slate is one image, so that split is the identity:
@@ -85,14 +99,8 @@ def single_image_vision_attention(model: torch.nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scaling)
         return self.proj(out.transpose(1, 2).reshape(n, -1))
 
-    patched = [m for m in model.modules() if type(m).__name__ == "Qwen3VLVisionAttention"]
-    for module in patched:
-        module.forward = types.MethodType(forward, module)
-    try:
+    with patched_methods(model, {"Qwen3VLVisionAttention": {"forward": forward}}):
         yield
-    finally:
-        for module in patched:
-            del module.forward
 
 
 @contextlib.contextmanager
@@ -109,9 +117,6 @@ def dense_qwen3vl_text_steps(model: torch.nn.Module):
 
     On the tiny Qwen3-VL decoder (batch 8, ONNX Runtime, 2 threads) those steps took about a sixth of the graph's
     time."""
-    rotaries = [m for m in model.modules() if type(m).__name__ == "Qwen3VLTextRotaryEmbedding"]
-    texts = [m for m in model.modules() if type(m).__name__ == "Qwen3VLTextModel"]
-
     def recomposition_frequencies(self, freq):  # freq [3, B, T, F] -> [B, T, 2F]
         section = torch.zeros(3, freq.shape[-1], dtype=freq.dtype, device=freq.device)
         section[0] = 1.0
@@ -127,17 +132,9 @@ def dense_qwen3vl_text_steps(model: torch.nn.Module):
         dense = visual_embeds.to(hidden_states.dtype)[row] * mask[:, None].to(hidden_states.dtype)
         return hidden_states + dense.view_as(hidden_states)
 
-    for module in rotaries:
-        module.recomposition_frequencies = types.MethodType(recomposition_frequencies, module)
-    for module in texts:
-        module._deepstack_process = types.MethodType(deepstack_process, module)
-    try:
+    with patched_methods(model, {"Qwen3VLTextRotaryEmbedding": {"recomposition_frequencies": recomposition_frequencies},
+                                 "Qwen3VLTextModel": {"_deepstack_process": deepstack_process}}):
         yield
-    finally:
-        for module in rotaries:
-            del module.recomposition_frequencies
-        for module in texts:
-            del module._deepstack_process
 
 
 class EmbedGraph(torch.nn.Module):

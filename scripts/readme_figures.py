@@ -170,10 +170,14 @@ def export_memory() -> str:
             f"results/export_memory.json);")
 
 
+def _contended(name: str) -> tuple[dict, dict, dict, str]:
+    """(result, per-pair figures with one CPU busy, idle figures, the default setting's name) of ``name``."""
+    data = _load(name)
+    return data, data["per_pair"]["one_cpu_busy"], data["per_pair"]["idle"], data["default"]
+
+
 def contended() -> str:
-    data = _load("contended_cpu.json")
-    busy, idle = data["per_pair"]["one_cpu_busy"], data["per_pair"]["idle"]
-    default = data["default"]
+    data, busy, idle, default = _contended("contended_cpu.json")
     return (f"- a shared machine (one of 2 cores kept busy by another process), tiny model, batch 8, per pair: the "
             f"default (threads chosen batch by batch) {busy[default]['ms_median']:.1f} ms against one thread "
             f"{busy['one-thread']['ms_median']:.1f} ms and all threads {busy['spin-10k']['ms_median']:.1f} ms; idle "
@@ -182,9 +186,7 @@ def contended() -> str:
 
 
 def contended_onnx() -> str:
-    data = _load("contended_cpu_onnx.json")
-    busy, idle = data["per_pair"]["one_cpu_busy"], data["per_pair"]["idle"]
-    default = data["default"]
+    data, busy, idle, default = _contended("contended_cpu_onnx.json")
     return (f"- the same on the tiny model's ONNX export (ONNX Runtime's pool sleeps when idle unless "
             f"OMP_WAIT_POLICY=ACTIVE): the default {busy[default]['ms_median']:.1f} ms against one thread "
             f"{busy['one-thread']['ms_median']:.1f} ms, all threads with OpenMP's default wait "
