@@ -61,7 +61,10 @@ class BatchResult:
 def _label_ids(backend: Backend, layouts: list[Layout]) -> tuple[list[int] | torch.Tensor, torch.Tensor]:
     """Shared label ids when every row has the same labels, else [B, S] padded with a valid id; and [B, S]."""
     S = max(layout.n_slots for layout in layouts)
-    rows = {layout.labels: backend.label_token_ids(layout.labels) for layout in layouts}
+    rows: dict[tuple[str, ...], list[int]] = {}
+    for layout in layouts:  # tokenise each distinct label set once (a batch is usually one slate: one set)
+        if layout.labels not in rows:
+            rows[layout.labels] = backend.label_token_ids(layout.labels)
     table = torch.tensor([rows[lay.labels] + [rows[lay.labels][0]] * (S - lay.n_slots) for lay in layouts])
     if len(rows) == 1:
         return next(iter(rows.values())), table
