@@ -78,12 +78,12 @@ class GraphSession:
                 import onnxruntime as ort
 
                 providers = providers or ["CPUExecutionProvider"]
-                options = session_options(threads=1 if one_thread else None)
-                self._ort = ort_attention.fused_session(self.path, options, providers, graph)
+                threads = 1 if one_thread else None
+                self._ort = ort_attention.fused_session(self.path, session_options(threads), providers, graph)
                 if self._ort is not None:
                     self.custom_ops = ort_attention.custom_ops(graph)
-                if self._ort is None:
-                    self._ort = ort.InferenceSession(str(path), options, providers=providers)
+                else:  # fresh options: a failed fused attempt may have changed the ones it was given
+                    self._ort = ort.InferenceSession(str(path), session_options(threads), providers=providers)
                 self.input_names = [i.name for i in self._ort.get_inputs()]
                 self.output_names = [o.name for o in self._ort.get_outputs()]
             elif fmt == "export":

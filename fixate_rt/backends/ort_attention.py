@@ -160,22 +160,27 @@ def _expose_probe_lse(graph, fused: list) -> bool:
     from onnx import numpy_helper
 
     producer = {out: node for node in graph.node for out in node.output}
-    # small in-file constants only (the weights lie in external data, read by ONNX Runtime alone)
-    constant = {t.name: numpy_helper.to_array(t).tolist() for t in graph.initializer
-                if t.data_location != onnx.TensorProto.EXTERNAL and len(t.dims) <= 1}
-    constant.update((node.output[0], numpy_helper.to_array(node.attribute[0].t).tolist()) for node in graph.node
-                    if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value")
-    by_query = {node.input[0]: node for node in fused}
     stack = producer.get("probe_q")
     if (stack is None or stack.op_type != "Concat" or _attributes(stack).get("axis") != 1
             or PROBE_LSE in {o.name for o in graph.output}):
         return False
+    initializers = {t.name: t for t in graph.initializer}
+
+    def is_axis_one(name: str) -> bool:  # an in-file constant [1] (weights lie in external data: never read here)
+        if name in producer and producer[name].op_type == "Constant" and producer[name].attribute:
+            tensor = producer[name].attribute[0].t
+        elif name in initializers and initializers[name].data_location != onnx.TensorProto.EXTERNAL:
+            tensor = initializers[name]
+        else:
+            return False
+        return len(tensor.dims) <= 1 and numpy_helper.to_array(tensor).tolist() == [1]
+
+    by_query = {node.input[0]: node for node in fused}
     sources = []
     for name in stack.input:
         unsqueeze = producer.get(name)
         if (unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or len(unsqueeze.input) != 2
-                or constant.get(unsqueeze.input[1]) != [1]
-                or unsqueeze.input[0] not in by_query):
+                or not is_axis_one(unsqueeze.input[1]) or unsqueeze.input[0] not in by_query):
             return False
         sources.append(by_query[unsqueeze.input[0]].output[1])
     axes = f"{PROBE_LSE}/axes"
